@@ -1,0 +1,165 @@
+"""``visor`` command line. Each command parses arguments, calls the library, and prints.
+
+Exit status: 0 on success, 1 when any input failed (each reported on stderr), 2 for
+usage errors, an unknown model or bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from visor import __version__
+from visor.errors import VisorError
+from visor.io import ImageLimits, expand_paths
+
+EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _err(message: str) -> None:
+    print(f"visor: error: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- classify
+
+
+def _format_text(outcome_dict: dict, out: TextIO) -> None:
+    print(outcome_dict["image"], file=out)
+    for p in outcome_dict["classifications"]["predictions"]:
+        print(f"  {p['confidence']:.4f}  {p['label']} ({p['class_id']})", file=out)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    import visor
+
+    limits = ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    paths = expand_paths(args.paths)
+    if not paths:
+        _err("no images found")
+        return EXIT_FAILED_INPUTS
+    clf = visor.load(args.model, limits=limits, threads=args.threads)
+    show_bar = args.progress if args.progress is not None else len(paths) > 1 and sys.stderr.isatty()
+    failed = 0
+    outcomes = clf.classify_iter(paths, top_k=args.top_k, batch_size=args.batch_size)
+    with tqdm(total=len(paths), unit="img", disable=not show_bar, file=sys.stderr) as bar:
+        for outcome in outcomes:
+            bar.update(1)
+            d = outcome.to_dict()
+            if outcome.error is not None:
+                failed += 1
+                bar.clear()
+                _err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
+            if args.json:
+                print(json.dumps(d), flush=True)
+            elif outcome.error is None:
+                bar.clear()
+                _format_text(d, sys.stdout)
+    if failed:
+        if len(paths) > 1:
+            _err(f"{failed} of {len(paths)} images failed")
+        return EXIT_FAILED_INPUTS
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- models
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from visor import models
+
+    cards = [models.get_card(n) for n in models.list()]
+    if args.json:
+        print(json.dumps([_card_summary(c) for c in cards], indent=2))
+        return EXIT_OK
+    rows = [("NAME", "TASK", "ARCHITECTURE", "INPUT", "CLASSES", "LICENSE", "REFERENCE")]
+    for c in cards:
+        h, w = c.preprocess.input_size
+        ref = ", ".join(f"{k}={v:g}" for k, v in c.metrics.items())
+        rows.append((c.name, c.task, c.architecture, f"{h}x{w}", str(c.num_classes), c.license, ref))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:-1])) + "  " + r[-1])
+    return EXIT_OK
+
+
+def _card_summary(card) -> dict:
+    d = card.to_dict()
+    d["labels"] = len(card.labels)
+    return d
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visor",
+        description="Self-hosted image recognition. Run 'visor COMMAND --help' for details.",
+    )
+    parser.add_argument("--version", action="version", version=f"visor {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "classify",
+        help="label images with an ImageNet (or your own) classifier",
+        description=(
+            "Classify image files. PATH may be a file, a folder (searched recursively for "
+            ".jpg .jpeg .png .webp .bmp .gif .tif .tiff) or a quoted glob such as 'photos/**/*.jpg'. "
+            "A bad file is reported on stderr with the reason and the rest go on; the exit "
+            "status is 1 if any file failed."
+        ),
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes to report per image (default 5)")
+    p.add_argument("--model", default="efficientnet_lite0",
+                   help="registry name or model folder (default efficientnet_lite0; see 'visor models')")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per image (JSON Lines), errors included")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per inference batch (default 32)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="inference threads (default: one per physical core)")
+    p.add_argument("--max-bytes", type=_positive_int, default=ImageLimits.max_bytes,
+                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
+    p.add_argument("--max-pixels", type=_positive_int, default=ImageLimits.max_pixels,
+                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show a progress bar (default: when several files and a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("models", help="list the built-in models", description="List the model registry.")
+    p.add_argument("--json", action="store_true", help="print the model cards as JSON (labels counted)")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VisorError as e:
+        _err(f"{type(e).__name__}: {e}")
+        return EXIT_USAGE if e.http_status in (400, 404) else EXIT_FAILED_INPUTS
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

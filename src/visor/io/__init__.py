@@ -1,0 +1,27 @@
+"""Safe image input: size and pixel caps before decoding, typed errors, EXIF, RGB."""
+
+from visor.io.image import (
+    ALLOWED_FORMATS,
+    DEFAULT_LIMITS,
+    IMAGE_EXTENSIONS,
+    ImageLimits,
+    ImageSource,
+    describe_source,
+    expand_paths,
+    load_image,
+    open_image,
+    to_rgb,
+)
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "DEFAULT_LIMITS",
+    "IMAGE_EXTENSIONS",
+    "ImageLimits",
+    "ImageSource",
+    "describe_source",
+    "expand_paths",
+    "load_image",
+    "open_image",
+    "to_rgb",
+]

@@ -1,0 +1,277 @@
+"""Safe image loading.
+
+Every image that enters visor goes through :func:`open_image` (a PIL image) or
+:func:`load_image` (a numpy array). Both:
+
+* check the byte size before reading the data and the pixel count from the header
+  before decoding it, so a decompression bomb is refused without being decoded;
+* allow only JPEG, PNG, WebP, BMP, GIF (first frame) and TIFF (first page);
+* apply the EXIF orientation;
+* return 8-bit RGB whatever the input mode (palette, alpha, 16-bit, grayscale, CMYK);
+* raise only :class:`~visor.errors.VisorError` subclasses.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from visor.errors import CorruptImage, ImageNotFound, ImageTooLarge, InvalidInput, UnsupportedFormat
+
+ImageSource = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | np.ndarray | Image.Image
+"""Anything visor accepts as one image."""
+
+#: PIL format names visor decodes. MPO is the multi-picture JPEG many cameras write.
+ALLOWED_FORMATS: frozenset[str] = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+# Decoders PIL may try (its JPEG decoder returns MPO images itself).
+_OPENERS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
+
+#: File extensions that folder expansion treats as images.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+
+# Leading bytes of the allowed formats: data that starts like one of them but does not
+# parse is a damaged image (CorruptImage), not an unsupported one.
+_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _looks_allowed(data: bytes) -> bool:
+    return data.startswith(_SIGNATURES) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+
+
+# Errors PIL and its plugins raise on broken data.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError, TypeError,
+                  KeyError, ZeroDivisionError, MemoryError)
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Caps checked before an image is decoded."""
+
+    max_bytes: int = 20_000_000
+    """Largest encoded size accepted (20 MB by default)."""
+    max_pixels: int = 40_000_000
+    """Largest width x height accepted (40 megapixels by default)."""
+
+    def __post_init__(self) -> None:
+        if self.max_bytes <= 0 or self.max_pixels <= 0:
+            raise InvalidInput("image limits must be positive")
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+def describe_source(source: object) -> str:
+    """A short human-readable name for an image source, for messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return f"<{len(source)} bytes>"
+    if isinstance(source, np.ndarray):
+        return f"<array {source.shape} {source.dtype}>"
+    if isinstance(source, Image.Image):
+        return f"<PIL image {source.mode} {source.size[0]}x{source.size[1]}>"
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
+
+
+def _read_bytes(source: ImageSource, limits: ImageLimits) -> bytes:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageNotFound(f"no such file: {path}") from None
+        except OSError as e:
+            raise ImageNotFound(f"cannot read {path}: {e.strerror or e}") from None
+        if not path.is_file():
+            raise ImageNotFound(f"not a file: {path}")
+        if size > limits.max_bytes:
+            raise ImageTooLarge(f"file is {size} bytes; the limit is {limits.max_bytes}")
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise ImageNotFound(f"cannot read {path}: {e.strerror or e}") from None
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    elif hasattr(source, "read"):
+        try:
+            data = source.read(limits.max_bytes + 1)
+        except OSError as e:
+            raise CorruptImage(f"cannot read the file object: {e}") from None
+        if not isinstance(data, (bytes, bytearray)):
+            raise InvalidInput("file objects must be opened in binary mode")
+        data = bytes(data)
+    else:
+        raise InvalidInput(
+            f"cannot read an image from {type(source).__name__}; give a path, bytes, "
+            "a binary file object, a numpy array or a PIL image"
+        )
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"image data exceeds the limit of {limits.max_bytes} bytes")
+    if not data:
+        raise CorruptImage("image data is empty")
+    return data
+
+
+def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
+    if width <= 0 or height <= 0:
+        raise CorruptImage(f"image declares an invalid size {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
+        )
+
+
+def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Map a high-bit-depth single-channel array to 0..255."""
+    if mode.startswith("I;16") or (arr.dtype.kind in "iu" and arr.max(initial=0) <= 65535 and mode == "I"):
+        return (np.clip(arr, 0, 65535).astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    if arr.dtype.kind == "f":
+        hi = 1.0 if float(np.nanmax(arr, initial=0.0)) <= 1.0 else 255.0
+        return (np.clip(np.nan_to_num(arr), 0, hi) * (255.0 / hi) + 0.5).astype(np.uint8)
+    hi = max(int(arr.max(initial=1)), 1)
+    return (arr.astype(np.float64) * (255.0 / hi) + 0.5).astype(np.uint8)
+
+
+def _flatten_alpha(img: Image.Image) -> Image.Image:
+    """Composite an image with alpha onto white."""
+    rgba = img.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (palette, alpha, 16-bit, float, CMYK, grayscale)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return _flatten_alpha(img)
+    if mode.startswith("I") or mode == "F":
+        gray = _scale_to_uint8(np.asarray(img), mode)
+        return Image.fromarray(np.ascontiguousarray(gray), "L").convert("RGB")
+    return img.convert("RGB")
+
+
+def _from_array(arr: np.ndarray, limits: ImageLimits) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise InvalidInput(f"arrays must be HxW, HxWx3 (RGB) or HxWx4 (RGBA); got shape {arr.shape}")
+    _check_pixels(arr.shape[1], arr.shape[0], limits)
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise InvalidInput("float image arrays must be finite")
+        scale = 255.0 if float(arr.max(initial=0.0)) <= 1.0 else 1.0
+        arr = (np.clip(arr * scale, 0, 255) + 0.5).astype(np.uint8)
+    elif arr.dtype != np.uint8:
+        raise InvalidInput(f"unsupported array dtype {arr.dtype}; use uint8, uint16, bool or float")
+    arr = np.ascontiguousarray(arr)
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L").convert("RGB")
+    if arr.shape[2] == 4:
+        return _flatten_alpha(Image.fromarray(arr, "RGBA"))
+    return Image.fromarray(arr, "RGB")
+
+
+def open_image(
+    source: ImageSource,
+    *,
+    limits: ImageLimits = DEFAULT_LIMITS,
+    draft_size: tuple[int, int] | None = None,
+) -> Image.Image:
+    """Decode one image safely into an 8-bit RGB PIL image with EXIF orientation applied.
+
+    ``draft_size`` (width, height) lets the JPEG decoder downscale by 1/2, 1/4 or 1/8
+    while it decodes, as long as the result stays at least that large. It is a
+    speed hint for callers that will shrink the image anyway.
+
+    Raises :class:`ImageNotFound`, :class:`ImageTooLarge`, :class:`UnsupportedFormat`,
+    :class:`CorruptImage` or :class:`InvalidInput`; never a bare PIL or OS error.
+    """
+    if isinstance(source, np.ndarray):
+        return _from_array(source, limits)
+    if isinstance(source, Image.Image):
+        _check_pixels(source.width, source.height, limits)
+        try:
+            return to_rgb(ImageOps.exif_transpose(source) or source)
+        except _DECODE_ERRORS as e:
+            raise CorruptImage(f"cannot convert the PIL image: {e}") from None
+
+    data = _read_bytes(source, limits)
+    with warnings.catch_warnings():
+        # Our own pixel cap runs before decoding; PIL's bomb warning is redundant.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data), formats=_OPENERS)
+        except UnidentifiedImageError:
+            if _looks_allowed(data):
+                raise CorruptImage("the image header is damaged") from None
+            raise UnsupportedFormat(
+                "not a supported image (allowed: JPEG, PNG, WebP, BMP, GIF, TIFF)"
+            ) from None
+        except Image.DecompressionBombError as e:
+            raise ImageTooLarge(str(e)) from None
+        except _DECODE_ERRORS as e:
+            raise CorruptImage(f"cannot read the image header: {e}") from None
+        if img.format not in ALLOWED_FORMATS:  # pragma: no cover - Image.open(formats=) enforces it
+            raise UnsupportedFormat(f"format {img.format} is not allowed")
+        _check_pixels(img.width, img.height, limits)
+        try:
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            if draft_size is not None and img.format in ("JPEG", "MPO"):
+                img.draft("RGB", draft_size)
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            return to_rgb(img)
+        except Image.DecompressionBombError as e:
+            raise ImageTooLarge(str(e)) from None
+        except _DECODE_ERRORS as e:
+            raise CorruptImage(f"cannot decode the image: {e}") from None
+
+
+def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode one image safely into an ``HxWx3`` uint8 RGB array. See :func:`open_image`."""
+    return np.asarray(open_image(source, limits=limits))
+
+
+def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand files, folders (recursively, image extensions only) and glob patterns.
+
+    Order is stable: each argument in turn, folder contents and glob matches sorted.
+    A path that matches nothing is kept as it is, so the caller reports it as missing.
+    """
+    import glob
+
+    out: list[Path] = []
+    for pattern in patterns:
+        text = os.fspath(pattern)
+        path = Path(text)
+        if path.is_dir():
+            found = (
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            out.extend(sorted(found))
+        elif not path.exists() and any(c in text for c in "*?["):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if Path(m).is_file()]
+            out.extend(matches or [path])
+        else:
+            out.append(path)
+    return out

@@ -1,0 +1,196 @@
+"""Image classification with ONNX Runtime: decode, preprocess (from the card), infer, top-k."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from visor.errors import ConfigError, VisorError, WeightsError
+from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, describe_source, open_image
+from visor.models import preprocess as pp
+from visor.models import weights as weights_mod
+from visor.models.card import ModelCard
+from visor.models.export import cached_onnx
+from visor.models.runtime import OnnxSession
+from visor.types import Classifications
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float32, stable for large logits."""
+    z = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def is_batch(images: Any) -> bool:
+    """True for a list/tuple/iterator of images or a 4-D array; False for one image."""
+    if isinstance(images, np.ndarray):
+        return images.ndim == 4
+    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)):
+        return False
+    if hasattr(images, "read"):
+        return False
+    return isinstance(images, Iterable)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One input's result, or the typed error that stopped it."""
+
+    source: ImageSource
+    result: Classifications | None = None
+    error: VisorError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"image": describe_source(self.source)}
+        if self.error is not None:
+            d["error"] = self.error.to_dict()
+        else:
+            assert self.result is not None
+            d["classifications"] = self.result.to_dict()
+        return d
+
+
+class Classifier:
+    """An image classifier: a model card plus an ONNX Runtime session.
+
+    Build one with :func:`visor.load` and reuse it: loading verifies the weights and
+    starts a session, which costs far more than classifying one image.
+    """
+
+    def __init__(self, card: ModelCard, session: OnnxSession, *, limits: ImageLimits = DEFAULT_LIMITS):
+        if card.task != "classification":
+            raise ValueError(f"{card.name} is a {card.task} model, not a classifier")
+        self.card = card
+        self.session = session
+        self.limits = limits
+
+    @classmethod
+    def from_card(
+        cls,
+        card: ModelCard,
+        *,
+        base_dir: str | os.PathLike | None = None,
+        cache: str | os.PathLike | None = None,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> Classifier:
+        """Resolve and verify the card's weights, export them to ONNX once (cached), and
+        open an ONNX Runtime session."""
+        path = weights_mod.resolve(card.weights, base_dir=base_dir, cache=cache)
+        if card.weights.format == "onnx":
+            return cls(card, OnnxSession(path, threads=threads, providers=providers), limits=limits)
+        sha = card.weights.sha256 or weights_mod.sha256_file(path)
+        cache_root = weights_mod.cache_dir(cache)
+        onnx_path = cached_onnx(card, path, sha, cache_root)
+        try:
+            session = OnnxSession(onnx_path, threads=threads, providers=providers)
+        except WeightsError:
+            # A damaged cached export: make it again, once.
+            Path(onnx_path).unlink(missing_ok=True)
+            onnx_path = cached_onnx(card, path, sha, cache_root)
+            session = OnnxSession(onnx_path, threads=threads, providers=providers)
+        return cls(card, session, limits=limits)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    # ------------------------------------------------------------------ steps
+
+    def decode(self, source: ImageSource) -> Image.Image:
+        """Open one image safely, letting JPEG decode at reduced size when that loses nothing."""
+        return open_image(source, limits=self.limits, draft_size=pp.draft_size(self.card.preprocess))
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return pp.preprocess(images, self.card.preprocess)
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(batch)
+
+    def postprocess(self, logits: np.ndarray, top_k: int) -> list[Classifications]:
+        probs = softmax(logits)
+        return [Classifications.from_probabilities(p, self.labels, top_k, self.name) for p in probs]
+
+    # ------------------------------------------------------------------ API
+
+    def classify(
+        self, images: ImageSource | Iterable[ImageSource], *, top_k: int = 5, batch_size: int = 32
+    ) -> Classifications | list[Classifications]:
+        """Classify one image (returns :class:`Classifications`) or many (returns a list).
+
+        The first bad image raises its typed error (:class:`~visor.errors.VisorError`).
+        Use :meth:`classify_iter` to keep going past bad images.
+        """
+        if not is_batch(images):
+            return self._run([self.decode(images)], top_k)[0]
+        out: list[Classifications] = []
+        for outcome in self.classify_iter(images, top_k=top_k, batch_size=batch_size):
+            if outcome.error is not None:
+                raise outcome.error
+            out.append(outcome.result)
+        return out
+
+    def classify_iter(
+        self, sources: Iterable[ImageSource], *, top_k: int = 5, batch_size: int = 32
+    ) -> Iterator[Outcome]:
+        """Classify many images, yielding an :class:`Outcome` per input, in order.
+
+        A bad image yields its error and the rest go on. The next batch is decoded in
+        a background thread while the current one is inferred.
+        """
+        batch_size = _check_batch_size(batch_size)
+        sources = list(sources)
+        chunks = [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._decode_many, chunks[0]) if chunks else None
+            for i in range(len(chunks)):
+                decoded = pending.result()
+                pending = pool.submit(self._decode_many, chunks[i + 1]) if i + 1 < len(chunks) else None
+                good = [d for d in decoded if isinstance(d, Image.Image)]
+                results = iter(self._run(good, top_k)) if good else iter(())
+                for src, d in zip(chunks[i], decoded, strict=True):
+                    if isinstance(d, VisorError):
+                        yield Outcome(src, error=d)
+                    else:
+                        yield Outcome(src, result=next(results))
+
+    # ------------------------------------------------------------------ internals
+
+    def _decode_many(self, sources: Sequence[ImageSource]) -> list[Image.Image | VisorError]:
+        out: list[Image.Image | VisorError] = []
+        for s in sources:
+            try:
+                out.append(self.decode(s))
+            except VisorError as e:
+                out.append(e)
+        return out
+
+    def _run(self, images: Sequence[Image.Image], top_k: int) -> list[Classifications]:
+        return self.postprocess(self.logits(self.preprocess(images)), top_k)
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.name!r}, session={self.session.path!r})"
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    return int(batch_size)

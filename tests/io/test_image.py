@@ -1,0 +1,357 @@
+"""Safe image input: typed errors, limits before decoding, EXIF, every mode to RGB."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visor.errors import (
+    CorruptImage,
+    ImageNotFound,
+    ImageTooLarge,
+    InvalidInput,
+    UnsupportedFormat,
+    VisorError,
+)
+from visor.io import ImageLimits, expand_paths, load_image, open_image
+
+# --------------------------------------------------------------------------- helpers
+
+
+def encode(img: Image.Image, fmt: str, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_raw(width: int, height: int, bit_depth: int, color_type: int, rows: list[bytes] | None) -> bytes:
+    """A PNG written by hand: any header, optional pixel rows (filter byte 0 added)."""
+    out = b"\x89PNG\r\n\x1a\n" + _chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    )
+    if rows is not None:
+        out += _chunk(b"IDAT", zlib.compress(b"".join(b"\x00" + r for r in rows)))
+    return out + _chunk(b"IEND", b"")
+
+
+def upright() -> np.ndarray:
+    """A 40x60 landscape image with no symmetry: each 20x20 cell a different colour."""
+    colors = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255)]
+    a = np.zeros((40, 60, 3), np.uint8)
+    for i, c in enumerate(colors):
+        r, col = divmod(i, 3)
+        a[r * 20 : (r + 1) * 20, col * 20 : (col + 1) * 20] = c
+    return a
+
+
+# How each EXIF orientation stores an upright picture (EXIF 2.3, tag 0x0112).
+STORED = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],  # mirrored horizontally
+    3: lambda a: a[::-1, ::-1],  # rotated 180
+    4: lambda a: a[::-1, :],  # mirrored vertically
+    5: lambda a: a.transpose(1, 0, 2),  # mirrored horizontally and rotated 270 CW
+    6: lambda a: np.rot90(a, 1),  # shown after rotating 90 CW: stored rotated 90 CCW
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # mirrored horizontally and rotated 90 CW
+    8: lambda a: np.rot90(a, -1),  # shown after rotating 270 CW: stored rotated 90 CW
+}
+
+
+def with_orientation(a: np.ndarray, orientation: int, fmt: str) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    img = Image.fromarray(np.ascontiguousarray(STORED[orientation](a)))
+    kwargs = {"quality": 95} if fmt == "JPEG" else {}
+    return encode(img, fmt, exif=exif, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def jpeg_bytes() -> bytes:
+    rng = np.random.default_rng(0)
+    return encode(Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)), "JPEG")
+
+
+# --------------------------------------------------------------------------- EXIF
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_png_is_exact(orientation):
+    a = upright()
+    out = load_image(with_orientation(a, orientation, "PNG"))
+    np.testing.assert_array_equal(out, a)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_jpeg(orientation):
+    a = upright()
+    out = load_image(with_orientation(a, orientation, "JPEG"))
+    assert out.shape == a.shape
+    # JPEG blurs the edges between cells; the centre of each cell keeps its colour.
+    centres = out[10::20, 10::20].astype(int)
+    assert np.abs(centres - a[10::20, 10::20].astype(int)).max() < 40
+
+
+def test_exif_orientation_applies_to_pil_input():
+    a = upright()
+    img = Image.open(io.BytesIO(with_orientation(a, 6, "PNG")))
+    np.testing.assert_array_equal(load_image(img), a)
+
+
+# --------------------------------------------------------------------------- modes to RGB
+
+
+def test_16bit_grayscale_png_scales_to_8bit():
+    values = np.array([[0, 257 * 100, 65535, 128]], dtype=np.uint16)
+    rows = [values.astype(">u2").tobytes()]
+    out = load_image(png_raw(4, 1, 16, 0, rows))
+    assert out.dtype == np.uint8 and out.shape == (1, 4, 3)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 100, 255, 0])
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_16bit_rgb_png_keeps_the_high_byte():
+    px = np.array([[[65535, 0, 257 * 7], [257 * 200, 65535, 0]]], dtype=np.uint16)
+    out = load_image(png_raw(2, 1, 16, 2, [px.astype(">u2").tobytes()]))
+    np.testing.assert_array_equal(out, [[[255, 0, 7], [200, 255, 0]]])
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    cmyk = Image.new("CMYK", (32, 32), (0, 255, 255, 0))  # pure red in CMYK
+    data = encode(cmyk, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    out = load_image(data)
+    assert out.shape == (32, 32, 3)
+    np.testing.assert_allclose(out[16, 16], [255, 0, 0], atol=8)
+
+
+def test_palette_with_transparency_is_flattened_on_white():
+    img = Image.new("P", (4, 1))
+    img.putpalette([0, 0, 0, 200, 10, 20] + [0] * 762)
+    img.putdata([0, 1, 1, 0])
+    out = load_image(encode(img, "PNG", transparency=0))
+    np.testing.assert_array_equal(out[0], [[255, 255, 255], [200, 10, 20], [200, 10, 20], [255, 255, 255]])
+
+
+def test_palette_without_transparency():
+    img = Image.new("P", (2, 1))
+    img.putpalette([10, 20, 30, 40, 50, 60] + [0] * 762)
+    img.putdata([1, 0])
+    np.testing.assert_array_equal(load_image(encode(img, "PNG"))[0], [[40, 50, 60], [10, 20, 30]])
+
+
+def test_rgba_alpha_is_composited_on_white():
+    a = np.array([[[255, 0, 0, 255], [0, 0, 0, 0], [0, 0, 255, 128]]], np.uint8)
+    out = load_image(encode(Image.fromarray(a, "RGBA"), "PNG"))
+    np.testing.assert_array_equal(out[0, 0], [255, 0, 0])
+    np.testing.assert_array_equal(out[0, 1], [255, 255, 255])
+    assert abs(int(out[0, 2, 0]) - 127) <= 1 and out[0, 2, 2] == 255
+
+
+def test_grayscale_and_la_and_bilevel():
+    gray = Image.fromarray(np.array([[0, 77, 255]], np.uint8), "L")
+    np.testing.assert_array_equal(load_image(encode(gray, "PNG"))[0, :, 1], [0, 77, 255])
+    la = Image.fromarray(np.array([[[50, 255], [50, 0]]], np.uint8), "LA")
+    np.testing.assert_array_equal(load_image(encode(la, "PNG"))[0], [[50, 50, 50], [255, 255, 255]])
+    bilevel = Image.fromarray(np.array([[True, False]]))
+    np.testing.assert_array_equal(load_image(encode(bilevel, "PNG"))[0], [[255] * 3, [0] * 3])
+
+
+def test_gif_gives_the_first_frame():
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    np.testing.assert_array_equal(load_image(data)[0, 0], [255, 0, 0])
+
+
+def test_multipage_tiff_gives_the_first_page():
+    pages = [Image.new("RGB", (8, 8), c) for c in ((0, 200, 0), (9, 9, 9))]
+    data = encode(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+    np.testing.assert_array_equal(load_image(data)[4, 4], [0, 200, 0])
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_allowed_formats_decode(fmt):
+    img = Image.new("RGB", (24, 16), (0, 128, 255))
+    out = load_image(encode(img, fmt, **({"lossless": True} if fmt == "WEBP" else {})))
+    assert out.shape == (16, 24, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("fmt", ["PPM", "TGA", "ICO", "PCX"])
+def test_other_formats_pil_reads_are_refused(fmt):
+    data = encode(Image.new("RGB", (16, 16), (1, 2, 3)), fmt)
+    with pytest.raises(UnsupportedFormat):
+        load_image(data)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_truncated_jpeg(jpeg_bytes):
+    with pytest.raises(CorruptImage):
+        load_image(jpeg_bytes[: len(jpeg_bytes) // 2])
+
+
+def test_truncated_png():
+    rng = np.random.default_rng(1)
+    data = encode(Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)), "PNG")
+    with pytest.raises(CorruptImage):
+        load_image(data[: len(data) // 2])
+
+
+def test_header_only_file_is_corrupt(jpeg_bytes):
+    with pytest.raises(CorruptImage):
+        load_image(jpeg_bytes[:30])
+
+
+def test_decompression_bomb_refused_before_decoding():
+    # A real, valid 30000x30000 1-bit PNG: ~110 kB on disk, 900 megapixels decoded.
+    row = b"\x00" + b"\x00" * (30000 // 8)
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(30000)) + comp.flush()
+    data = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 1, 0, 0, 0, 0))
+            + _chunk(b"IDAT", idat) + _chunk(b"IEND", b""))
+    assert len(data) < 200_000
+    with pytest.raises(ImageTooLarge, match="900000000 pixels"):
+        load_image(data)
+
+
+def test_bomb_header_without_data_is_refused_by_size_not_decoded():
+    with pytest.raises(ImageTooLarge):
+        load_image(png_raw(30000, 30000, 8, 2, None))
+
+
+def test_text_renamed_to_jpg(tmp_path):
+    path = tmp_path / "notes.jpg"
+    path.write_text("this is not an image\n" * 20)
+    with pytest.raises(UnsupportedFormat):
+        load_image(path)
+
+
+def test_empty_data():
+    with pytest.raises(CorruptImage):
+        load_image(b"")
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(ImageNotFound):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(ImageNotFound):
+        load_image(tmp_path)
+
+
+@pytest.mark.parametrize("offset", [20, 40, 100, 300, 600])
+def test_damaged_bytes_never_leak_pil_errors(jpeg_bytes, offset):
+    data = bytearray(jpeg_bytes)
+    data[offset : offset + 40] = b"\xff" * 40
+    with contextlib.suppress(VisorError):  # a typed error is fine; decoding may also succeed
+        load_image(bytes(data))
+
+
+def test_damaged_png_crc():
+    data = bytearray(encode(Image.new("RGB", (8, 8), (9, 9, 9)), "PNG"))
+    data[40] ^= 0xFF  # inside IDAT: the CRC no longer matches
+    with pytest.raises(CorruptImage):
+        load_image(bytes(data))
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_default_limits():
+    limits = ImageLimits()
+    assert (limits.max_bytes, limits.max_pixels) == (20_000_000, 40_000_000)
+
+
+def test_byte_limit_checked_for_path_bytes_and_file(tmp_path, jpeg_bytes):
+    limits = ImageLimits(max_bytes=len(jpeg_bytes) - 1)
+    path = tmp_path / "a.jpg"
+    path.write_bytes(jpeg_bytes)
+    for source in (path, str(path), jpeg_bytes, io.BytesIO(jpeg_bytes)):
+        with pytest.raises(ImageTooLarge):
+            load_image(source, limits=limits)
+    assert load_image(path, limits=ImageLimits(max_bytes=len(jpeg_bytes))).shape == (64, 80, 3)
+
+
+def test_pixel_limit_is_configurable(jpeg_bytes):
+    with pytest.raises(ImageTooLarge):
+        load_image(jpeg_bytes, limits=ImageLimits(max_pixels=64 * 80 - 1))
+    assert load_image(jpeg_bytes, limits=ImageLimits(max_pixels=64 * 80)).shape == (64, 80, 3)
+    with pytest.raises(ImageTooLarge):
+        load_image(np.zeros((100, 100, 3), np.uint8), limits=ImageLimits(max_pixels=9999))
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(InvalidInput):
+        ImageLimits(max_bytes=0)
+
+
+def test_http_statuses_of_errors():
+    assert (ImageTooLarge.http_status, UnsupportedFormat.http_status, CorruptImage.http_status) == (
+        413, 415, 400)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def test_every_source_kind_gives_the_same_pixels(tmp_path, jpeg_bytes):
+    path = tmp_path / "a.jpg"
+    path.write_bytes(jpeg_bytes)
+    ref = load_image(path)
+    pil = Image.open(io.BytesIO(jpeg_bytes))
+    for source in (str(path), jpeg_bytes, bytearray(jpeg_bytes), memoryview(jpeg_bytes),
+                   io.BytesIO(jpeg_bytes), pil, ref):
+        np.testing.assert_array_equal(load_image(source), ref)
+    with open(path, "rb") as f:
+        np.testing.assert_array_equal(load_image(f), ref)
+
+
+def test_arrays():
+    gray = np.array([[0, 128]], np.uint8)
+    np.testing.assert_array_equal(load_image(gray)[0, 1], [128] * 3)
+    np.testing.assert_array_equal(load_image(gray[..., None])[0, 1], [128] * 3)
+    np.testing.assert_array_equal(load_image(np.array([[[0.0, 0.5, 1.0]]]))[0, 0], [0, 128, 255])
+    np.testing.assert_array_equal(load_image(np.array([[[65535, 0, 514]]], np.uint16))[0, 0], [255, 0, 2])
+    rgba = np.array([[[10, 20, 30, 0]]], np.uint8)
+    np.testing.assert_array_equal(load_image(rgba)[0, 0], [255, 255, 255])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((4, 4, 2), np.uint8), np.zeros((2, 4, 4, 3), np.uint8), np.zeros((4, 4, 3), np.int64),
+     np.full((2, 2, 3), np.nan), "not-a-real-file.png", 12345, io.StringIO("text")],
+)
+def test_unusable_sources_raise_typed_errors(bad):
+    with pytest.raises(VisorError):
+        load_image(bad)
+
+
+def test_draft_decodes_large_jpeg_smaller_but_not_below_request():
+    big = encode(Image.new("RGB", (2000, 1000), (10, 200, 30)), "JPEG")
+    # 1/4 scale would give 500x250, below the requested 256 rows: 1/2 is the most it may reduce.
+    assert open_image(big, draft_size=(256, 256)).size == (1000, 500)
+    assert open_image(big, draft_size=(200, 200)).size == (500, 250)
+    assert open_image(big).size == (2000, 1000)
+
+
+def test_expand_paths(tmp_path):
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    for name in ("b.jpg", "a.PNG", "notes.txt", "sub/c.webp", "sub/deeper/d.tiff"):
+        (tmp_path / name).write_bytes(b"x")
+    got = expand_paths([tmp_path])
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == [
+        "a.PNG", "b.jpg", "sub/c.webp", "sub/deeper/d.tiff"]
+    globbed = expand_paths([str(tmp_path / "**" / "*.webp"), tmp_path / "notes.txt"])
+    assert [p.name for p in globbed] == ["c.webp", "notes.txt"]
+    missing = tmp_path / "none-*.jpg"
+    assert expand_paths([missing]) == [Path(missing)]
