@@ -184,7 +184,7 @@ def test_load_refuses_tampered_local_weights(tmp_path, classifier):
 
 def test_damaged_cached_export_is_rebuilt(tmp_path):
     first = visor.load("efficientnet_lite0", cache_dir=tmp_path)
-    onnx = next((tmp_path / "onnx").glob("*.onnx"))
+    onnx = next((tmp_path / "onnx").glob("*/model.onnx"))
     onnx.write_bytes(b"garbage")
     again = visor.load("efficientnet_lite0", cache_dir=tmp_path)
     assert again.classify(SAMPLE).to_dict() == first.classify(SAMPLE).to_dict()
@@ -199,3 +199,14 @@ def test_input_size_follows_the_card(tmp_path, classifier):
     assert clf.classify(SAMPLE).top[0] == "school bus"
     assert preprocess([Image.open(SAMPLE)], card.preprocess).shape[-1] == 192
     assert isinstance(ModelCard.from_dict(card.to_dict()), ModelCard)
+
+
+def test_cached_export_is_a_model_folder_that_needs_no_torch(tmp_path, classifier):
+    visor.load("efficientnet_lite0", cache_dir=tmp_path)
+    folder = next((tmp_path / "onnx").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == ["card.json", "model.onnx"]
+    card = ModelCard.load(folder)
+    assert card.weights.format == "onnx" and card.weights.sha256 == sha256_file(folder / "model.onnx")
+    assert card.preprocess == classifier.card.preprocess and card.labels == classifier.labels
+    exported = visor.load(folder)
+    assert exported.classify(SAMPLE).to_dict() == classifier.classify(SAMPLE).to_dict()

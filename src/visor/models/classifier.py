@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,7 +100,7 @@ class Classifier:
             session = OnnxSession(onnx_path, threads=threads, providers=providers)
         except WeightsError:
             # A damaged cached export: make it again, once.
-            Path(onnx_path).unlink(missing_ok=True)
+            shutil.rmtree(onnx_path.parent, ignore_errors=True)
             onnx_path = cached_onnx(card, path, sha, cache_root)
             session = OnnxSession(onnx_path, threads=threads, providers=providers)
         return cls(card, session, limits=limits)

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
 from visor.models import architectures
-from visor.models.card import ModelCard
+from visor.models.card import CARD_FILENAME, ModelCard, WeightsSource
+from visor.models.weights import sha256_file
 
 #: Bump when the exported graph changes, so stale cached exports are not reused.
 EXPORT_VERSION = 1
 OPSET = 17
+ONNX_FILENAME = "model.onnx"
 
 
 def export_onnx(model, path: str | os.PathLike, input_size: tuple[int, int], *, opset: int = OPSET) -> Path:
@@ -38,27 +41,37 @@ def export_onnx(model, path: str | os.PathLike, input_size: tuple[int, int], *, 
 
 
 def cached_onnx(card: ModelCard, weights: Path, weights_sha256: str, cache: Path) -> Path:
-    """The ONNX export of ``card`` with ``weights``, made on first use.
+    """The ONNX export of ``card`` with ``weights``, made on first use; returns its path.
 
-    The file name carries the weights' sha256, the input size and the export version,
-    so changing any of them makes a new export. Writing goes through a temporary file
-    and an atomic rename, so an interrupted export leaves no broken file.
+    Each export is a model folder, ``<cache>/onnx/<key>/`` holding ``model.onnx`` and a
+    ``card.json`` that points at it, so ``visor.load(folder)`` runs it without PyTorch.
+    The key carries the weights' sha256, the input size and the export version, so
+    changing any of them makes a new export. The folder is written under a temporary
+    name and renamed into place, so an interrupted export leaves nothing half-written.
     """
     h, w = card.preprocess.input_size
     key = f"{card.architecture}-{weights_sha256[:16]}-{h}x{w}-c{card.num_classes}-v{EXPORT_VERSION}"
-    target = cache / "onnx" / f"{key}.onnx"
-    if target.is_file():
-        return target
+    target = cache / "onnx" / key
+    if (target / ONNX_FILENAME).is_file():
+        return target / ONNX_FILENAME
     target.parent.mkdir(parents=True, exist_ok=True)
     model = architectures.load(
         card.architecture, weights, num_classes=card.num_classes, fmt=card.weights.format
     )
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-", suffix=".onnx")
-    os.close(fd)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".part-"))
     try:
-        export_onnx(model, tmp, (h, w))
-        os.replace(tmp, target)
+        onnx_path = export_onnx(model, tmp / ONNX_FILENAME, (h, w))
+        exported = card.replace(
+            weights=WeightsSource(kind="path", location=ONNX_FILENAME, sha256=sha256_file(onnx_path),
+                                  format="onnx"),
+            source="; ".join(filter(None, [card.source, f"exported to ONNX by visor from weights {weights_sha256}"])),
+        )
+        exported.save(tmp / CARD_FILENAME)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / ONNX_FILENAME).is_file():  # a concurrent export won the race otherwise
+                raise
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target / ONNX_FILENAME
