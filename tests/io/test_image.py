@@ -258,6 +258,32 @@ def test_damaged_bytes_never_leak_pil_errors(jpeg_bytes, offset):
         load_image(bytes(data))
 
 
+def test_random_damage_raises_only_typed_errors():
+    """Seeded mutation fuzzing: flipped bytes, truncation and inserted junk in every format."""
+    rng = np.random.default_rng(0)
+    base = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    seeds = [encode(base, "JPEG"), encode(base, "PNG"), encode(base, "WEBP"), encode(base, "BMP"),
+             encode(base.convert("P"), "GIF"), encode(base, "TIFF", compression="tiff_lzw")]
+    outcomes = {"decoded": 0, "typed": 0}
+    for i in range(900):
+        data = bytearray(seeds[i % len(seeds)])
+        for _ in range(int(rng.integers(1, 5))):
+            pos = int(rng.integers(0, len(data)))
+            op = int(rng.integers(0, 3))
+            if op == 0:
+                data[pos] = int(rng.integers(0, 256))
+            elif op == 1:
+                data = data[: max(pos, 1)]
+            else:
+                data[pos:pos] = rng.integers(0, 256, int(rng.integers(1, 20)), dtype=np.uint8).tobytes()
+        try:
+            load_image(bytes(data))
+            outcomes["decoded"] += 1
+        except VisorError:
+            outcomes["typed"] += 1
+    assert outcomes["typed"] > 300 and outcomes["decoded"] > 50
+
+
 def test_damaged_png_crc():
     data = bytearray(encode(Image.new("RGB", (8, 8), (9, 9, 9)), "PNG"))
     data[40] ^= 0xFF  # inside IDAT: the CRC no longer matches

@@ -216,8 +216,10 @@ def open_image(
 
     data = _read_bytes(source, limits)
     with warnings.catch_warnings():
-        # Our own pixel cap runs before decoding; PIL's bomb warning is redundant.
+        # Our own pixel cap runs before decoding, so PIL's bomb warning is redundant, and
+        # damaged metadata (PIL warns "Corrupt EXIF data") is not worth a warning per image.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", UserWarning)
         try:
             img = Image.open(io.BytesIO(data), formats=_OPENERS)
         except UnidentifiedImageError:

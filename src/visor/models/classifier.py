@@ -72,7 +72,7 @@ class Classifier:
 
     def __init__(self, card: ModelCard, session: OnnxSession, *, limits: ImageLimits = DEFAULT_LIMITS):
         if card.task != "classification":
-            raise ValueError(f"{card.name} is a {card.task} model, not a classifier")
+            raise ConfigError(f"{card.name} is a {card.task} model, not a classifier")
         self.card = card
         self.session = session
         self.limits = limits
