@@ -155,6 +155,16 @@ def test_batch_size_must_be_positive(classifier):
 def test_softmax_is_stable():
     p = softmax(np.array([[1000.0, 1000.0], [0.0, np.log(3.0)]]))
     np.testing.assert_allclose(p, [[0.5, 0.5], [0.25, 0.75]], rtol=1e-6)
+    np.testing.assert_allclose(softmax(np.array([[0.0, 2 * np.log(3.0)]]), temperature=2.0), [[0.25, 0.75]],
+                               rtol=1e-6)
+
+
+def test_inference_uses_the_card_temperature(classifier):
+    hot = Classifier(classifier.card.replace(temperature=2.0), classifier.session)
+    base, soft = classifier.classify(SAMPLE, top_k=1000), hot.classify(SAMPLE, top_k=1000)
+    assert soft.class_id[0] == base.class_id[0] and soft.confidence[0] < base.confidence[0]
+    with pytest.raises(ConfigError):
+        classifier.card.replace(temperature=0.0)
 
 
 def test_load_from_a_model_folder(tmp_path, classifier):

@@ -103,6 +103,8 @@ class ModelCard:
     """Where the weights came from (paper, repository, package), for people."""
     metrics: dict[str, float] = field(default_factory=dict)
     """Reference metrics, e.g. ``{"imagenet_top1": 75.1}``, with the dataset in the key."""
+    temperature: float = 1.0
+    """Softmax temperature fitted on validation data (``logits / temperature``); 1 = uncalibrated."""
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -111,6 +113,9 @@ class ModelCard:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if not self.labels:
             raise ConfigError("a model card needs its labels")
+        if not float(self.temperature) > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        object.__setattr__(self, "temperature", float(self.temperature))
         if isinstance(self.weights, dict):
             object.__setattr__(self, "weights", from_mapping(WeightsSource, self.weights, "weights"))
         if isinstance(self.preprocess, dict):

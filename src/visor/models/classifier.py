@@ -22,9 +22,10 @@ from visor.models.runtime import OnnxSession
 from visor.types import Classifications
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float32, stable for large logits."""
-    z = logits.astype(np.float32) - logits.max(axis=-1, keepdims=True)
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature`` in float32, stable for large logits."""
+    z = logits.astype(np.float32) / np.float32(temperature)
+    z -= z.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z
@@ -126,7 +127,7 @@ class Classifier:
         return self.session.run(batch)
 
     def postprocess(self, logits: np.ndarray, top_k: int) -> list[Classifications]:
-        probs = softmax(logits)
+        probs = softmax(logits, self.card.temperature)
         return [Classifications.from_probabilities(p, self.labels, top_k, self.name) for p in probs]
 
     # ------------------------------------------------------------------ API
