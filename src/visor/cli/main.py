@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from visor import __version__
+from visor.cli import data as data_cli
+from visor.cli import train as train_cli
 from visor.errors import VisorError
 from visor.io import ImageLimits, expand_paths
 
@@ -146,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the built-in models", description="List the model registry.")
     p.add_argument("--json", action="store_true", help="print the model cards as JSON (labels counted)")
     p.set_defaults(func=cmd_models)
+
+    data_cli.register(sub)
+    train_cli.register(sub)
     return parser
 
 

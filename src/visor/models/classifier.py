@@ -157,23 +157,47 @@ class Classifier:
         A bad image yields its error and the rest go on. The next batch is decoded in
         a background thread while the current one is inferred.
         """
+        for chunk, decoded in self.decoded_batches(sources, batch_size):
+            good = [d for d in decoded if isinstance(d, Image.Image)]
+            results = iter(self._run(good, top_k)) if good else iter(())
+            for src, d in zip(chunk, decoded, strict=True):
+                if isinstance(d, VisorError):
+                    yield Outcome(src, error=d)
+                else:
+                    yield Outcome(src, result=next(results))
+
+    def predict_logits(self, sources: Iterable[ImageSource], *, batch_size: int = 32) -> np.ndarray:
+        """Raw logits ``(N, num_classes)`` (before temperature), for evaluation and calibration.
+
+        The first bad image raises its typed error.
+        """
+        out = [np.zeros((0, self.card.num_classes), np.float32)]
+        for _, decoded in self.decoded_batches(sources, batch_size):
+            for d in decoded:
+                if isinstance(d, VisorError):
+                    raise d
+            out.append(self.logits(self.preprocess(decoded)))
+        return np.concatenate(out)
+
+    def predict_proba(self, sources: Iterable[ImageSource], *, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)`` with the card's temperature applied."""
+        return softmax(self.predict_logits(sources, batch_size=batch_size), self.card.temperature)
+
+    # ------------------------------------------------------------------ internals
+
+    def decoded_batches(
+        self, sources: Iterable[ImageSource], batch_size: int
+    ) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
+        """(sources, decoded images or errors) per batch; the next batch decodes in a thread meanwhile."""
         batch_size = _check_batch_size(batch_size)
         sources = list(sources)
         chunks = [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)]
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = pool.submit(self._decode_many, chunks[0]) if chunks else None
-            for i in range(len(chunks)):
+            for i, chunk in enumerate(chunks):
                 decoded = pending.result()
                 pending = pool.submit(self._decode_many, chunks[i + 1]) if i + 1 < len(chunks) else None
-                good = [d for d in decoded if isinstance(d, Image.Image)]
-                results = iter(self._run(good, top_k)) if good else iter(())
-                for src, d in zip(chunks[i], decoded, strict=True):
-                    if isinstance(d, VisorError):
-                        yield Outcome(src, error=d)
-                    else:
-                        yield Outcome(src, result=next(results))
-
-    # ------------------------------------------------------------------ internals
+                yield chunk, decoded
 
     def _decode_many(self, sources: Sequence[ImageSource]) -> list[Image.Image | VisorError]:
         out: list[Image.Image | VisorError] = []

@@ -52,10 +52,12 @@ def load_state_dict(path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load(arch: str, weights: str | Path, *, num_classes: int, fmt: str = "torch") -> torch.nn.Module:
-    """Build ``arch`` and load ``weights`` into it (strict), in eval mode."""
+def load(
+    arch: str, weights: str | Path, *, num_classes: int, fmt: str = "torch", **build_kwargs: Any
+) -> torch.nn.Module:
+    """Build ``arch`` (with ``build_kwargs``) and load ``weights`` into it (strict), in eval mode."""
     module = _module(arch)
-    model = module.build(arch, num_classes=num_classes)
+    model = module.build(arch, num_classes=num_classes, **build_kwargs)
     state = module.checkpoint_filter(load_state_dict(weights, fmt))
     try:
         model.load_state_dict(state, strict=True)

@@ -1,0 +1,129 @@
+"""``visor data``: split a dataset into train / val / test, and report on its health.
+
+Exit status: 0 on success (``stats`` also when it finds problems: it is a report), 1 when
+DATA cannot be loaded or --out exists; bad ratios raise ConfigError, which
+``visor.cli.main.main`` turns into 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from visor.errors import VisorError
+
+EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
+
+_DATA_HELP = (
+    "a folder laid out as DATA/<class>/<images> or DATA/<split>/<class>/<images> (split = train, val, test), "
+    "or a .csv / .jsonl manifest with the columns path,label[,split][,...]"
+)
+
+
+def _err(message: str) -> None:
+    print(f"visor: error: {message}", file=sys.stderr)
+
+
+def _load(data: str):
+    from visor.data import ClassificationDataset
+
+    try:
+        return ClassificationDataset.load(data)
+    except VisorError as e:
+        _err(f"cannot load {data}: {type(e).__name__}: {e}")
+        return None
+
+
+# --------------------------------------------------------------------------- split
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from visor.data import SPLIT_NAMES, stratified_split
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        _err(f"{out} exists; use --force to overwrite it")
+        return EXIT_FAILED_INPUTS
+    ds = _load(args.data)
+    if ds is None:
+        return EXIT_FAILED_INPUTS
+    names = SPLIT_NAMES[: len(args.ratios)]
+    result = stratified_split(ds, ratios=args.ratios, seed=args.seed, names=names)
+    result.to_manifest(out)
+    counts = Counter(s.split for s in result.samples)
+    width = max(len(n) for n in names)
+    print(f"wrote {len(result)} samples in {len(result.classes)} classes to {out}")
+    for name in names:
+        print(f"  {name.ljust(width)}  {counts.get(name, 0)}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from visor.data import dataset_stats
+
+    ds = _load(args.data)
+    if ds is None:
+        return EXIT_FAILED_INPUTS
+    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    stats = dataset_stats(ds, check_images=args.check_images, progress=progress)
+    print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.format_table())
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``data split`` and ``data stats`` to the ``visor`` sub-command parsers."""
+    data = subparsers.add_parser(
+        "data",
+        help="split a classification dataset and check its health",
+        description="Work with classification datasets: image folders or manifest files. "
+                    "Run 'visor data COMMAND --help' for details.",
+    )
+    sub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "split",
+        help="write a manifest assigning each image to train / val / test",
+        description=(
+            "Split DATA class by class (stratified) into train, val and test, and write a manifest "
+            "(CSV or JSON Lines, by the suffix of --out) with a split column. The split is seeded and "
+            "does not depend on file order; every class keeps at least one training image. "
+            "Paths inside the manifest's folder are written relative to it. Prints the count per split."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    p.add_argument("--out", required=True, metavar="MANIFEST", help="the manifest to write: a .csv or .jsonl file")
+    p.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.1, 0.1], metavar="R",
+                   help="fractions for train, val and test, in that order; one to three numbers that sum to 1 "
+                        "(default 0.8 0.1 0.1; '0.9 0.1' makes train and val only)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same split (default 0)")
+    p.add_argument("--force", action="store_true", help="overwrite MANIFEST if it exists")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser(
+        "stats",
+        help="count images per class and split, find unreadable files and duplicates",
+        description=(
+            "Report on DATA: images per class in each split, the class imbalance ratio (largest / smallest "
+            "class), files that cannot be decoded, groups of byte-identical files, and duplicates that sit "
+            "in different splits (leakage) or carry different labels. The exit status is 0 even when "
+            "problems are found, and 1 if DATA cannot be loaded."
+        ),
+    )
+    p.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--no-check-images", dest="check_images", action="store_false",
+                   help="do not decode the images (faster; duplicates are still found)")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show a progress bar (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    p.set_defaults(func=cmd_stats)

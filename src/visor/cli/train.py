@@ -1,0 +1,130 @@
+"""``visor train classify`` and ``visor evaluate``: thin layers over visor.train and visor.evaluate."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from visor.data.augment import AUGMENTATIONS
+from visor.train.config import TrainConfig
+
+_D = TrainConfig()
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def cmd_train_classify(args: argparse.Namespace) -> int:
+    from visor.train import train_classifier
+
+    if args.resume:
+        result = train_classifier(args.data, args.resume, resume=True, progress=not args.no_progress,
+                                  threads=args.threads)
+    else:
+        if args.data is None or args.out is None:
+            print("visor: error: DATA and --out are needed (or --resume RUN_DIR)", file=sys.stderr)
+            return 2
+        config = TrainConfig(
+            model=args.base_model, epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
+            lr=args.lr, freeze_epochs=args.freeze_epochs, patience=args.patience, seed=args.seed,
+            balance=args.balance, balance_method=args.balance_method,
+            augment=() if args.no_augment else _names(args.augment), label_smoothing=args.label_smoothing,
+            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, monitor=args.monitor,
+        )
+        result = train_classifier(args.data, args.out, config, progress=not args.no_progress, threads=args.threads)
+    val = result.metrics["val"]
+    print(f"run: {result.run_dir}")
+    print(f"best epoch {result.best_epoch} of {result.epochs_run}{' (stopped early)' if result.stopped_early else ''}"
+          f"; val accuracy {val['accuracy']:.2%}, macro-F1 {val['macro_f1']:.4f}")
+    print(f"calibration on val: ECE {val['ece_before_scaling']:.4f} -> {val['ece_after_scaling']:.4f} "
+          f"(temperature {result.metrics['temperature']:.3f})")
+    if "test" in result.metrics:
+        print(f"test accuracy {result.metrics['test']['accuracy']:.2%}")
+    print(f"use it: visor classify --model {result.run_dir} IMAGE")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import visor
+    from visor.evaluate.classifier import evaluate_classifier
+
+    model = visor.load(args.model, threads=args.threads)
+    result = evaluate_classifier(model, args.data, split=args.split, batch_size=args.batch_size,
+                                 progress=not args.no_progress and sys.stderr.isatty())
+    if args.out:
+        result.save(args.out)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.format_table())
+        if args.out:
+            print(f"report, confusion matrix and reliability diagram written to {args.out}")
+    return 0
+
+
+def register(sub) -> None:
+    train = sub.add_parser("train", help="train a model on your labelled images",
+                           description="Train a model. See 'visor train classify --help'.")
+    tsub = train.add_subparsers(dest="train_task", metavar="TASK", required=True)
+    p = tsub.add_parser(
+        "classify",
+        help="fine-tune an image classifier",
+        description=(
+            "Fine-tune the ImageNet-pretrained EfficientNet-Lite0 with a new head on DATA: a folder of "
+            "class folders (root/<class>/*.jpg), a folder of split folders (root/train/<class>/..., "
+            "root/val/<class>/...), or a CSV/JSONL manifest (path,label[,split]). Without a val split, a "
+            "stratified 10%% of the training data is held out. The run folder (--out) gets the model card, "
+            "ONNX model, checkpoints, metrics.json and plots, and is itself a model: "
+            "'visor classify --model RUN_DIR img.jpg'."
+        ),
+    )
+    p.add_argument("data", nargs="?", metavar="DATA", help="training data (folder or manifest)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    p.add_argument("--epochs", type=int, default=_D.epochs, help=f"maximum epochs (default {_D.epochs})")
+    p.add_argument("--batch-size", type=int, default=_D.batch_size, help=f"default {_D.batch_size}")
+    p.add_argument("--img-size", type=int, default=_D.img_size, help=f"input size in pixels (default {_D.img_size})")
+    p.add_argument("--lr", type=float, default=_D.lr, help=f"peak AdamW learning rate (default {_D.lr})")
+    p.add_argument("--weight-decay", type=float, default=_D.weight_decay, help=f"default {_D.weight_decay}")
+    p.add_argument("--warmup-epochs", type=float, default=_D.warmup_epochs, help=f"default {_D.warmup_epochs}")
+    p.add_argument("--label-smoothing", type=float, default=_D.label_smoothing, help=f"default {_D.label_smoothing}")
+    p.add_argument("--freeze-epochs", type=int, default=_D.freeze_epochs,
+                   help=f"epochs that train only the new head (default {_D.freeze_epochs})")
+    p.add_argument("--patience", type=int, default=_D.patience,
+                   help=f"stop after N epochs without val improvement, 0 = never (default {_D.patience})")
+    p.add_argument("--monitor", choices=["accuracy", "macro_f1", "loss"], default=_D.monitor,
+                   help=f"validation metric for early stopping and the best checkpoint (default {_D.monitor})")
+    p.add_argument("--seed", type=int, default=_D.seed, help=f"default {_D.seed}")
+    p.add_argument("--balance", choices=["auto", "on", "off"], default=_D.balance,
+                   help="class balancing; auto turns it on when the largest class is over 3x the smallest")
+    p.add_argument("--balance-method", choices=["loss", "sampler"], default=_D.balance_method,
+                   help="class-weighted loss or a balanced sampler (default loss)")
+    p.add_argument("--augment", default=",".join(_D.augment),
+                   help=f"comma-separated augmentations from: {', '.join(AUGMENTATIONS)} "
+                        f"(default {','.join(_D.augment)})")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--base-model", default=_D.model, help=f"pretrained model to start from (default {_D.model})")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_classify)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="measure a classifier on labelled data",
+        description=(
+            "Evaluate MODEL (a registry name or a run folder) on DATA (folder or manifest): accuracy, top-5, "
+            "macro and per-class precision/recall/F1, the confusion matrix, and expected calibration error "
+            "(15 bins) before and after the model's temperature scaling."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL")
+    p.add_argument("data", metavar="DATA")
+    p.add_argument("--split", help="evaluate only this split of DATA (e.g. test)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", metavar="DIR", help="also write report.json, confusion.png and reliability.png here")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)

@@ -1,0 +1,37 @@
+"""Evaluation of classifiers: metrics, calibration (ECE, temperature scaling) and plots.
+
+Everything here is a pure function of numpy arrays; matplotlib is imported only when a
+plot is drawn.
+"""
+
+from visor.evaluate.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    nll,
+    reliability_bins,
+    softmax,
+)
+from visor.evaluate.metrics import (
+    ClassificationReport,
+    ClassMetrics,
+    classification_report,
+    confusion_matrix,
+    top_k_accuracy,
+)
+from visor.evaluate.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
+
+__all__ = [
+    "ClassMetrics",
+    "ClassificationReport",
+    "classification_report",
+    "confusion_matrix",
+    "expected_calibration_error",
+    "fit_temperature",
+    "nll",
+    "plot_confusion_matrix",
+    "plot_reliability_diagram",
+    "plot_training_curves",
+    "reliability_bins",
+    "softmax",
+    "top_k_accuracy",
+]

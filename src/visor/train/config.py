@@ -1,0 +1,78 @@
+"""Training configuration, validated like every visor config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from visor.config import from_mapping, suggest
+from visor.data.augment import DEFAULT_AUGMENT, check_names
+from visor.errors import ConfigError
+
+Balance = Literal["auto", "on", "off"]
+BalanceMethod = Literal["loss", "sampler"]
+Monitor = Literal["accuracy", "macro_f1", "loss"]
+
+#: Imbalance ratio (largest class / smallest class) above which balance="auto" turns balancing on.
+AUTO_BALANCE_RATIO = 3.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning a pretrained classifier with a new head."""
+
+    model: str = "efficientnet_lite0"
+    """Registry name of the pretrained model to start from."""
+    epochs: int = 10
+    batch_size: int = 32
+    img_size: int = 224
+    lr: float = 3e-3
+    """Peak learning rate of the new head."""
+    backbone_lr_scale: float = 0.03
+    """The pretrained backbone learns at ``lr * backbone_lr_scale`` once unfrozen."""
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    freeze_epochs: int = 4
+    """Epochs at the start that train only the new head (the backbone is frozen)."""
+    patience: int = 4
+    """Stop after this many epochs without improving the monitored validation metric (0: never)."""
+    monitor: Monitor = "accuracy"
+    seed: int = 0
+    balance: Balance = "auto"
+    """Class balancing: on, off, or auto (on when the imbalance ratio is above 3)."""
+    balance_method: BalanceMethod = "loss"
+    """``loss``: class-weighted cross-entropy; ``sampler``: sample classes equally often."""
+    augment: tuple[str, ...] = DEFAULT_AUGMENT
+    val_fraction: float = 0.1
+    """Share of the training data held out for validation when the data has no val split."""
+    drop_path: float = 0.1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", check_names(tuple(self.augment)))
+        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "img_size": self.img_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
+        for name in ("freeze_epochs", "patience", "weight_decay", "warmup_epochs", "drop_path", "backbone_lr_scale"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name, allowed in (("balance", Balance), ("balance_method", BalanceMethod), ("monitor", Monitor)):
+            value = getattr(self, name)
+            if value not in allowed.__args__:
+                raise ConfigError(f"{name} must be one of {list(allowed.__args__)}, got {value!r}."
+                                  f"{suggest(str(value), allowed.__args__)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        return from_mapping(cls, data, "training config")
