@@ -94,6 +94,33 @@ def test_resume_is_bit_identical(small, tmp_path):
     assert straight.metrics["val"]["accuracy"] == resumed.metrics["val"]["accuracy"]
 
 
+def test_process_killed_after_one_epoch_resumes_bit_identical(small, tmp_path):
+    """The acceptance test as a user meets it: 2 epochs straight, versus 1 epoch, SIGKILL, --resume."""
+    manifest = small.to_manifest(tmp_path / "data.csv")
+    flags = ["--epochs", "2", "--batch-size", "8", "--img-size", "128", "--freeze-epochs", "1", "--patience", "0",
+             "--warmup-epochs", "0.5", "--no-progress"]
+    visor_cmd = [sys.executable, "-m", "visor", "train", "classify"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run([*visor_cmd, str(manifest), "--out", str(straight), *flags], check=True, capture_output=True)
+
+    proc = subprocess.Popen([*visor_cmd, str(manifest), "--out", str(killed), *flags],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "last.safetensors").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert load_checkpoint(killed / "last.safetensors").state["epoch"] == 1  # killed during epoch 2
+
+    subprocess.run([*visor_cmd, "--resume", str(killed), "--no-progress"], check=True, capture_output=True)
+    a = load_checkpoint(straight / "last.safetensors")
+    b = load_checkpoint(killed / "last.safetensors")
+    assert b.state["epoch"] == 2
+    for k in a.model:
+        assert torch.equal(a.model[k], b.model[k]), k
+    assert (straight / "model.onnx").read_bytes() == (killed / "model.onnx").read_bytes()
+
+
 def test_same_seed_same_metrics(small, tmp_path, trained):
     again = train_classifier(small, tmp_path / "again", TrainConfig(**FAST), progress=False)
     assert again.metrics["history"][-1]["val_loss"] == trained.metrics["history"][-1]["val_loss"]

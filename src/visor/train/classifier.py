@@ -260,7 +260,8 @@ def train_classifier(
                 scheduler.step()
                 losses.append(float(loss.detach()))
                 bar.update(1)
-                bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}")
+                bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}",
+                                val_acc=f"{history[-1]['val_accuracy']:.2%}" if history else "-")
 
             val_logits = _logits(model, val_x, config.batch_size)
             val_probs = torch.softmax(torch.from_numpy(val_logits), 1).numpy()
