@@ -42,6 +42,9 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
           f"(temperature {result.metrics['temperature']:.3f})")
     if "test" in result.metrics:
         print(f"test accuracy {result.metrics['test']['accuracy']:.2%}")
+    skipped = result.metrics.get("skipped_files", [])
+    for path, reason in skipped:
+        print(f"visor: warning: skipped unreadable {path}: {reason}", file=sys.stderr)
     print(f"use it: visor classify --model {result.run_dir} IMAGE")
     return 0
 

@@ -35,6 +35,7 @@ from visor.train.checkpoint import Checkpoint, clean_stale_temp_files, load_chec
 from visor.train.config import AUTO_BALANCE_RATIO, TrainConfig
 
 LAST, BEST = "last.safetensors", "best.safetensors"
+TEMPERATURE_BOUNDS = (0.1, 10.0)
 
 
 @dataclass(frozen=True)
@@ -359,7 +360,9 @@ def _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, h
     from visor.models.export import ONNX_FILENAME, export_onnx
 
     val_logits = _logits(model, val_x, config.batch_size)
-    temperature = fit_temperature(val_logits, val_y)
+    # A small val split that the model gets entirely right drives the fitted temperature towards 0
+    # (ever more confident is ever better there); the floor keeps such fits from going degenerate.
+    temperature = fit_temperature(val_logits, val_y, bounds=TEMPERATURE_BOUNDS)
     ece_before = expected_calibration_error(softmax(val_logits), val_y)
     ece_after = expected_calibration_error(softmax(val_logits, temperature), val_y)
     val_report = classification_report(val_y, softmax(val_logits, temperature), classes)
