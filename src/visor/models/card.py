@@ -17,7 +17,9 @@ from visor.errors import ConfigError, ModelNotFound
 
 Task = Literal["classification", "detection"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
-ResizePolicy = Literal["center_crop", "squash"]
+ResizePolicy = Literal["center_crop", "squash", "letterbox"]
+LetterboxAlign = Literal["center", "top_left"]
+OutputFormat = Literal["logits", "yolov5", "yolov8", "yolox"]
 WeightsKind = Literal["package", "path", "url"]
 WeightsFormat = Literal["torch", "safetensors", "onnx"]
 
@@ -36,6 +38,8 @@ class Preprocess:
     ``center_crop``: take the centred box of ``crop_pct`` of the largest region with
     the input's aspect ratio, and resize it to ``input_size`` (TF/timm evaluation).
     ``squash``: resize the whole image to ``input_size``, ignoring aspect ratio.
+    ``letterbox``: scale the whole image to fit ``input_size`` keeping its aspect ratio, and pad
+    the rest with ``pad_value`` (centred, or at the bottom/right with ``letterbox_align="top_left"``).
     ``mean`` and ``std`` are per RGB channel on the 0..1 scale.
     """
 
@@ -46,6 +50,8 @@ class Preprocess:
     interpolation: Interpolation = "bicubic"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    letterbox_align: LetterboxAlign = "center"
+    pad_value: int = 114
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
@@ -59,6 +65,7 @@ class Preprocess:
             raise ConfigError(f"crop_pct must be in (0, 1], got {self.crop_pct}")
         _choice(self.resize, ResizePolicy.__args__, "resize")
         _choice(self.interpolation, Interpolation.__args__, "interpolation")
+        _choice(self.letterbox_align, LetterboxAlign.__args__, "letterbox_align")
 
 
 @dataclass(frozen=True)
@@ -105,6 +112,10 @@ class ModelCard:
     """Reference metrics, e.g. ``{"imagenet_top1": 75.1}``, with the dataset in the key."""
     temperature: float = 1.0
     """Softmax temperature fitted on validation data (``logits / temperature``); 1 = uncalibrated."""
+    output_format: OutputFormat = "logits"
+    """Layout of the ONNX output: class ``logits`` (classifiers), or a detector layout:
+    ``yolov8`` ``[B, 4+nc, N]`` (cx, cy, w, h, class scores), ``yolov5`` ``[B, N, 5+nc]``
+    (cx, cy, w, h, objectness, class scores) or ``yolox`` ``[B, N, 5+nc]``."""
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -113,6 +124,7 @@ class ModelCard:
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if not self.labels:
             raise ConfigError("a model card needs its labels")
+        _choice(self.output_format, OutputFormat.__args__, "output_format")
         if not float(self.temperature) > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         object.__setattr__(self, "temperature", float(self.temperature))
