@@ -18,7 +18,8 @@ import visor
 from visor.data import ClassificationDataset, Sample
 from visor.errors import ConfigError
 from visor.train import TrainConfig, load_checkpoint, train_classifier
-from visor.train.classifier import class_weights, epoch_order, lr_factor
+from visor.train.classifier import class_weights
+from visor.train.common import epoch_order, lr_factor
 
 FAST = dict(epochs=2, batch_size=8, img_size=128, freeze_epochs=1, patience=0, warmup_epochs=0.5)
 

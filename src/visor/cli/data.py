@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from visor.cli import detection_data
 from visor.errors import VisorError
 
 EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
@@ -67,6 +68,8 @@ def cmd_split(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     from visor.data import dataset_stats
 
+    if detection_data.is_detection_data(args.data):
+        return detection_data.cmd_stats(args)
     ds = _load(args.data)
     if ds is None:
         return EXIT_FAILED_INPUTS
@@ -83,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``data split`` and ``data stats`` to the ``visor`` sub-command parsers."""
     data = subparsers.add_parser(
         "data",
-        help="split a classification dataset and check its health",
-        description="Work with classification datasets: image folders or manifest files. "
+        help="split a classification dataset, check a dataset's health, convert detection datasets",
+        description="Work with datasets: classification image folders or manifest files, and detection "
+                    "datasets in COCO, YOLO or Pascal VOC form. "
                     "Run 'visor data COMMAND --help' for details.",
     )
     sub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
@@ -114,11 +118,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Report on DATA: images per class in each split, the class imbalance ratio (largest / smallest "
             "class), files that cannot be decoded, groups of byte-identical files, and duplicates that sit "
-            "in different splits (leakage) or carry different labels. The exit status is 0 even when "
-            "problems are found, and 1 if DATA cannot be loaded."
+            "in different splits (leakage) or carry different labels. For a detection dataset (COCO, YOLO, VOC): "
+            "boxes per class and split, box sizes (small / medium / large by COCO's area thresholds, width and "
+            "height percentiles), images without boxes and the problems found while loading it. The exit status "
+            "is 0 even when problems are found, and 1 if DATA cannot be loaded."
         ),
     )
-    p.add_argument("data", metavar="DATA", help=_DATA_HELP)
+    p.add_argument("data", metavar="DATA", help=f"{_DATA_HELP}; or {detection_data.DETECTION_DATA_HELP}")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.add_argument("--no-check-images", dest="check_images", action="store_false",
                    help="do not decode the images (faster; duplicates are still found)")
@@ -127,3 +133,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="always show a progress bar (default: when stderr is a terminal)")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
     p.set_defaults(func=cmd_stats)
+
+    detection_data.register(sub)

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from visor import __version__
 from visor.cli import data as data_cli
+from visor.cli import detect as detect_cli
 from visor.cli import train as train_cli
 from visor.errors import VisorError
 from visor.io import ImageLimits, expand_paths
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_cli.register(sub)
     train_cli.register(sub)
+    detect_cli.register(sub)
     return parser
 
 

@@ -1,15 +1,25 @@
 """Classification datasets: folders and manifests, stratified splits, health reports."""
 
 from visor.data.dataset import SPLIT_NAMES, ClassificationDataset, Sample
+from visor.data.detection import RLE, BoxAnnotation, DetectionDataset, DetectionImage, Problem, conversion_losses
+from visor.data.detection_stats import DetectionStats, detection_stats
 from visor.data.split import split_counts, stratified_split
 from visor.data.stats import DatasetStats, dataset_stats, imbalance_ratio
 
 __all__ = [
+    "RLE",
     "SPLIT_NAMES",
+    "BoxAnnotation",
     "ClassificationDataset",
     "DatasetStats",
+    "DetectionDataset",
+    "DetectionImage",
+    "DetectionStats",
+    "Problem",
     "Sample",
+    "conversion_losses",
     "dataset_stats",
+    "detection_stats",
     "imbalance_ratio",
     "split_counts",
     "stratified_split",

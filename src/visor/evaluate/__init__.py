@@ -11,6 +11,8 @@ from visor.evaluate.calibration import (
     reliability_bins,
     softmax,
 )
+from visor.evaluate.detection import DetectionReport, evaluate_detections
+from visor.evaluate.detection_plots import plot_detection_confusion, plot_pr_curves
 from visor.evaluate.metrics import (
     ClassificationReport,
     ClassMetrics,
@@ -23,12 +25,16 @@ from visor.evaluate.plots import plot_confusion_matrix, plot_reliability_diagram
 __all__ = [
     "ClassMetrics",
     "ClassificationReport",
+    "DetectionReport",
     "classification_report",
     "confusion_matrix",
+    "evaluate_detections",
     "expected_calibration_error",
     "fit_temperature",
     "nll",
     "plot_confusion_matrix",
+    "plot_detection_confusion",
+    "plot_pr_curves",
     "plot_reliability_diagram",
     "plot_training_curves",
     "reliability_bins",

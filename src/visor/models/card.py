@@ -19,6 +19,7 @@ Task = Literal["classification", "detection"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
 ResizePolicy = Literal["center_crop", "squash", "letterbox"]
 LetterboxAlign = Literal["center", "top_left"]
+ChannelOrder = Literal["rgb", "bgr"]
 OutputFormat = Literal["logits", "yolov5", "yolov8", "yolox"]
 WeightsKind = Literal["package", "path", "url"]
 WeightsFormat = Literal["torch", "safetensors", "onnx"]
@@ -52,6 +53,8 @@ class Preprocess:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     letterbox_align: LetterboxAlign = "center"
     pad_value: int = 114
+    channel_order: ChannelOrder = "rgb"
+    """Channel order the model expects (some exports, such as YOLOX and nudenet, take BGR)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
@@ -66,6 +69,7 @@ class Preprocess:
         _choice(self.resize, ResizePolicy.__args__, "resize")
         _choice(self.interpolation, Interpolation.__args__, "interpolation")
         _choice(self.letterbox_align, LetterboxAlign.__args__, "letterbox_align")
+        _choice(self.channel_order, ChannelOrder.__args__, "channel_order")
 
 
 @dataclass(frozen=True)

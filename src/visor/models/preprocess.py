@@ -61,3 +61,87 @@ def preprocess(images: Sequence[Image.Image], cfg: Preprocess) -> np.ndarray:
         h, w = cfg.input_size
         return np.zeros((0, 3, h, w), np.float32)
     return normalize(np.stack([resize(im, cfg) for im in images]), cfg)
+
+
+# --------------------------------------------------------------------------- letterbox (detectors)
+
+# Letterbox resizing uses OpenCV (installed with albumentations), like the Ultralytics, YOLOX and
+# nudenet reference pipelines and visor's detector training: detectors are trained on
+# cv2-resized images, and PIL's bilinear downscale (which antialiases) shifts their boxes.
+_CV2_INTERPOLATION = {
+    "nearest": "INTER_NEAREST",
+    "bilinear": "INTER_LINEAR",
+    "bicubic": "INTER_CUBIC",
+    "lanczos": "INTER_LANCZOS4",
+    "box": "INTER_AREA",
+}
+
+
+def letterbox_params(width: int, height: int, cfg: Preprocess) -> tuple[float, float, float]:
+    """``(scale, pad_x, pad_y)`` of the letterbox of a ``width`` x ``height`` image:
+    input pixel = original pixel * scale + pad. Undo with ``(x - pad) / scale``.
+
+    ``center``: the image is resized to ``round(side * scale)`` and padded by whole pixels,
+    ``(input - resized) // 2`` before it (Ultralytics ``LetterBox``, albumentations
+    ``LongestMaxSize`` + ``PadIfNeeded``). ``top_left``: the pad goes after the image (0, 0).
+    """
+    out_h, out_w = cfg.input_size
+    scale = min(out_w / width, out_h / height)
+    if cfg.letterbox_align == "top_left":
+        return scale, 0.0, 0.0
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return scale, float((out_w - new_w) // 2), float((out_h - new_h) // 2)
+
+
+def _resize_array(arr: np.ndarray, size: tuple[int, int], interpolation: str) -> np.ndarray:
+    """Resize an ``HxWx3`` uint8 array to ``size`` (width, height), with OpenCV where it has the kernel."""
+    if (arr.shape[1], arr.shape[0]) == size:
+        return arr
+    if interpolation in _CV2_INTERPOLATION:
+        import cv2
+
+        return cv2.resize(arr, size, interpolation=getattr(cv2, _CV2_INTERPOLATION[interpolation]))
+    return np.asarray(Image.fromarray(arr).resize(size, _RESAMPLE[interpolation]))
+
+
+def letterbox(image: Image.Image | np.ndarray, cfg: Preprocess) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """Fit one RGB image into ``cfg.input_size`` keeping its aspect ratio, padding with ``cfg.pad_value``.
+
+    Returns the ``HxWx3`` uint8 input, the scale and the ``(pad_x, pad_y)`` offset (see
+    :func:`letterbox_params`). ``center`` resizes the image, then pads it on both sides.
+    ``top_left`` pads the image at the bottom and right to the input's aspect ratio and resizes
+    the whole canvas, as nudenet does (for a square input its scale is exactly
+    ``size / longest side``, and the last row/column blends into the pad like nudenet's).
+    """
+    arr = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"letterbox needs an HxWx3 RGB image, got shape {arr.shape}")
+    height, width = arr.shape[:2]
+    out_h, out_w = cfg.input_size
+    scale, pad_x, pad_y = letterbox_params(width, height, cfg)
+    if cfg.letterbox_align == "top_left":
+        # The canvas with the input's aspect ratio that holds the image at its top left.
+        canvas_w = max(width, round(height * out_w / out_h))
+        canvas_h = max(height, round(width * out_h / out_w))
+        if (canvas_w, canvas_h) != (width, height):
+            canvas = np.full((canvas_h, canvas_w, 3), cfg.pad_value, np.uint8)
+            canvas[:height, :width] = arr
+            arr = canvas
+        return _resize_array(arr, (out_w, out_h), cfg.interpolation), scale, (pad_x, pad_y)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    out = np.full((out_h, out_w, 3), cfg.pad_value, np.uint8)
+    x0, y0 = int(pad_x), int(pad_y)
+    out[y0 : y0 + new_h, x0 : x0 + new_w] = _resize_array(arr, (new_w, new_h), cfg.interpolation)
+    return out, scale, (pad_x, pad_y)
+
+
+def letterbox_batch(
+    images: Sequence[Image.Image | np.ndarray], cfg: Preprocess
+) -> tuple[np.ndarray, list[tuple[float, tuple[float, float]]]]:
+    """Letterbox and normalize images into an ``Nx3xHxW`` float32 batch, with each image's
+    ``(scale, (pad_x, pad_y))``."""
+    if not images:
+        h, w = cfg.input_size
+        return np.zeros((0, 3, h, w), np.float32), []
+    boxed = [letterbox(im, cfg) for im in images]
+    return normalize(np.stack([b[0] for b in boxed]), cfg), [(b[1], b[2]) for b in boxed]

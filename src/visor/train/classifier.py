@@ -12,7 +12,6 @@ continues from the start of the next epoch with the same state a straight run ha
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -32,6 +31,7 @@ from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSourc
 from visor.models.preprocess import normalize, preprocess
 from visor.models.weights import resolve, sha256_file
 from visor.train.checkpoint import Checkpoint, clean_stale_temp_files, load_checkpoint, save_checkpoint
+from visor.train.common import epoch_order, lr_factor, write_json
 from visor.train.config import AUTO_BALANCE_RATIO, TrainConfig
 
 LAST, BEST = "last.safetensors", "best.safetensors"
@@ -104,28 +104,11 @@ def _decode_all(ds: ClassificationDataset, max_side: int, progress: bool, what: 
     return images, np.asarray(targets, dtype=np.int64), skipped
 
 
-def epoch_order(n: int, epoch: int, seed: int, sample_weights: np.ndarray | None) -> np.ndarray:
-    """Sample indices for one epoch: a seeded permutation, or a seeded weighted draw."""
-    rng = np.random.default_rng([seed, epoch])
-    if sample_weights is None:
-        return rng.permutation(n)
-    p = sample_weights / sample_weights.sum()
-    return rng.choice(n, size=n, replace=True, p=p)
-
-
 def class_weights(targets: np.ndarray, num_classes: int) -> np.ndarray:
     """Inverse-frequency weights, mean 1 over the classes present."""
     counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
     return weights
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 1% of the base learning rate."""
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 # --------------------------------------------------------------------------- the loop
@@ -337,12 +320,6 @@ def _logits(model, x, batch_size: int) -> np.ndarray:
         return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, history, best, stopped_early,
             imbalance, balanced, skipped, data_ref, progress, max_side) -> TrainResult:
     """Calibrate on val, export ONNX, and write the card, metrics and plots."""
@@ -407,8 +384,8 @@ def _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, h
     )
     card.save(run_dir / CARD_FILENAME)
     (run_dir / "labels.txt").write_text("\n".join(classes) + "\n")
-    _write_json(run_dir / "config.json", {"config": config.to_dict(), "data": data_ref})
-    _write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "config.json", {"config": config.to_dict(), "data": data_ref})
+    write_json(run_dir / "metrics.json", metrics)
     plot_training_curves(history, run_dir / "curves.png")
     plot_confusion_matrix(val_report.confusion, classes, run_dir / "confusion.png")
     plot_reliability_diagram(softmax(val_logits, temperature), val_y, run_dir / "reliability.png",

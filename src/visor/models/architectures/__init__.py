@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 # architecture name -> module that provides build(name, num_classes=...) and checkpoint_filter()
 _ARCHITECTURES: dict[str, str] = {
-    f"efficientnet_lite{i}": "visor.models.architectures.efficientnet_lite" for i in range(5)
+    **{f"efficientnet_lite{i}": "visor.models.architectures.efficientnet_lite" for i in range(5)},
+    "fcos_efficientnet_lite0": "visor.models.architectures.fcos",
 }
 
 

@@ -77,6 +77,7 @@ class MBConv(nn.Module):
         self.project = ConvBnAct(mid, out_ch, act=False)
         self.has_skip = stride == 1 and in_ch == out_ch
         self.drop_path = drop_path
+        self.stride, self.out_ch = stride, out_ch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.dw(self.expand(x)))
@@ -171,7 +172,29 @@ class EfficientNetLite(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = ConvBnAct(round_channels(BASE_STAGES[-1].out_ch, width), head_ch)
         self.dropout = nn.Dropout(dropout)
-        self.classifier: nn.Module = nn.Linear(head_ch, num_classes)
+        self.classifier: nn.Module = nn.Linear(head_ch, num_classes) if num_classes else nn.Identity()
+
+    def pyramid_info(self, min_stride: int = 8) -> tuple[list[int], list[int], list[int]]:
+        """(block indices, channels, strides) of the last block at each output stride >= ``min_stride``."""
+        stride = self.stem.stride
+        last: dict[int, tuple[int, int]] = {}
+        for i, block in enumerate(self.blocks):
+            stride *= block.stride
+            last[stride] = (i, block.out_ch)
+        levels = sorted(s for s in last if s >= min_stride)
+        return [last[s][0] for s in levels], [last[s][1] for s in levels], levels
+
+    def forward_levels(self, x: torch.Tensor, block_indices: list[int]) -> list[torch.Tensor]:
+        """Outputs of the given blocks (for feature pyramids)."""
+        outs, wanted = [], set(block_indices)
+        x = self.stem(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i in wanted:
+                outs.append(x)
+            if i >= block_indices[-1]:
+                break
+        return outs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.stem(x)))

@@ -1,0 +1,426 @@
+"""Object detection with ONNX Runtime: decode, letterbox (from the card), infer, decode boxes, NMS.
+
+The ONNX output layouts (``card.output_format``):
+
+* ``yolov8`` ``[B, 4+nc, N]`` (or its transpose ``[B, N, 4+nc]``): cx, cy, w, h in input
+  pixels, then per-class scores (already sigmoid). YOLOv8, YOLO11 and visor's own detectors.
+* ``yolov5`` ``[B, N, 5+nc]``: cx, cy, w, h, objectness, class scores; score = obj * cls.
+* ``yolox`` ``[B, N, 5+nc]``: as ``yolov5``, either decoded (pixels) or raw, as the official
+  export leaves it (``decode_in_inference=False``): xy = (raw_xy + grid) * stride,
+  wh = exp(raw_wh) * stride over the stride 8/16/32 grids. ``yolox_decode="auto"`` calls an
+  output raw when no box centre lies beyond the stride-8 grid size (decoded centres reach the
+  far edge of the input; raw offsets stay near 0..1).
+
+Each box takes its best class; boxes scoring above ``conf`` go through NMS (class-aware, or
+class-agnostic with ``agnostic=True``) in input pixels, then are mapped back through the
+letterbox into the original image's pixels and clipped to it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from visor.errors import ConfigError, VisorError, WeightsError
+from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, describe_source, open_image
+from visor.models import preprocess as pp
+from visor.models import weights as weights_mod
+from visor.models.card import ModelCard
+from visor.models.classifier import is_batch
+from visor.models.onnx_import import DETECTOR_FORMATS, inspect_onnx, warn_if_agpl
+from visor.models.runtime import OnnxSession
+from visor.ops import batched_nms, nms
+from visor.types import Detections
+
+YoloxDecode = Literal["auto", "raw", "decoded"]
+ChannelOrder = Literal["rgb", "bgr"]
+YOLOX_STRIDES = (8, 16, 32)
+MAX_NMS = 30_000
+"""At most this many candidates (the highest scoring) enter NMS, as in Ultralytics."""
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How one original image sits in the model input: input = original * scale + pad."""
+
+    width: int
+    height: int
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Boxes in input pixels to original pixels, clipped to the image."""
+        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float64)
+        out = (np.asarray(xyxy, np.float64) - pad) / self.scale
+        return np.clip(out, 0, [self.width, self.height, self.width, self.height]).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- decoding (pure)
+
+
+def yolox_grid(input_size: tuple[int, int], strides: Sequence[int] = YOLOX_STRIDES) -> tuple[np.ndarray, np.ndarray]:
+    """``(grid (N, 2) of cell x, y, stride (N, 1))`` in YOLOX order: level by level, rows then columns."""
+    h, w = input_size
+    grids, stride_col = [], []
+    for s in strides:
+        gh, gw = math.ceil(h / s), math.ceil(w / s)
+        ys, xs = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+        grids.append(np.stack([xs.ravel(), ys.ravel()], 1))
+        stride_col.append(np.full((gh * gw, 1), s))
+    return np.concatenate(grids).astype(np.float32), np.concatenate(stride_col).astype(np.float32)
+
+
+def yolox_is_raw(output: np.ndarray, input_size: tuple[int, int]) -> bool:
+    """True when a ``[B, N, 5+nc]`` YOLOX output holds raw grid offsets rather than pixels."""
+    if output.size == 0:
+        return False
+    limit = max(math.ceil(input_size[0] / YOLOX_STRIDES[0]), math.ceil(input_size[1] / YOLOX_STRIDES[0]))
+    return float(np.abs(output[..., :2]).max()) <= limit
+
+
+def yolox_decode_raw(rows: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
+    """Raw ``(N, 5+nc)`` YOLOX rows to rows with cx, cy, w, h in input pixels."""
+    grid, stride = yolox_grid(input_size)
+    if len(grid) != len(rows):
+        raise ConfigError(
+            f"a raw YOLOX output for a {input_size[0]}x{input_size[1]} input has {len(grid)} boxes "
+            f"(strides {YOLOX_STRIDES}), this one {len(rows)}; check the card's input_size"
+        )
+    out = rows.astype(np.float32, copy=True)
+    out[:, :2] = (rows[:, :2] + grid) * stride
+    with np.errstate(over="ignore"):
+        out[:, 2:4] = np.exp(rows[:, 2:4]) * stride
+    return out
+
+
+def output_rows(output: np.ndarray, output_format: str, num_classes: int) -> np.ndarray:
+    """A ``[B, ...]`` detector output as ``[B, N, channels]`` rows (``4+nc`` or ``5+nc`` channels)."""
+    if output.ndim != 3:
+        raise ConfigError(f"a {output_format} detector output must be 3-D, got shape {list(output.shape)}")
+    if output_format == "yolov8":
+        channels = 4 + num_classes
+        if output.shape[1] == channels:
+            return np.swapaxes(output, 1, 2)
+    else:
+        channels = 5 + num_classes
+    if output.shape[2] != channels:
+        raise ConfigError(
+            f"output shape {list(output.shape)} does not fit the {output_format} layout with "
+            f"{num_classes} classes ({channels} channels); check the card's labels and output_format"
+        )
+    return output
+
+
+def box_scores(rows: np.ndarray, output_format: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(cxcywh (N, 4), class scores (N, nc))`` from one image's rows."""
+    if output_format == "yolov8":
+        return rows[:, :4], rows[:, 4:]
+    return rows[:, :4], rows[:, 4:5] * rows[:, 5:]
+
+
+def cxcywh_to_xyxy(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, np.float32).reshape(-1, 4)
+    half = b[:, 2:] / 2
+    return np.concatenate([b[:, :2] - half, b[:, :2] + half], 1)
+
+
+def select(
+    cxcywh: np.ndarray,
+    class_scores: np.ndarray,
+    *,
+    conf: float,
+    iou: float,
+    max_det: int,
+    agnostic: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best class per box, ``score > conf``, NMS: ``(xyxy, score, class_id)`` in input pixels, best first."""
+    if class_scores.shape[1] == 0 or len(class_scores) == 0:
+        return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+    class_id = class_scores.argmax(1)
+    score = class_scores[np.arange(len(class_scores)), class_id]
+    idx = np.flatnonzero(score > conf)
+    if len(idx) > MAX_NMS:
+        idx = idx[np.argsort(-score[idx], kind="stable")[:MAX_NMS]]
+    xyxy = cxcywh_to_xyxy(cxcywh[idx])
+    score, class_id = score[idx].astype(np.float32), class_id[idx].astype(np.int64)
+    finite = np.isfinite(xyxy).all(1) & np.isfinite(score)
+    xyxy, score, class_id = xyxy[finite], score[finite], class_id[finite]
+    keep = nms(xyxy, score, iou) if agnostic else batched_nms(xyxy, score, class_id, iou)
+    keep = keep[:max_det]
+    return xyxy[keep], score[keep], class_id[keep]
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class DetectionOutcome:
+    """One input's detections, or the typed error that stopped it."""
+
+    source: ImageSource
+    result: Detections | None = None
+    error: VisorError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"image": describe_source(self.source)}
+        if self.error is not None:
+            d["error"] = self.error.to_dict()
+        else:
+            assert self.result is not None
+            d["detections"] = self.result.to_dict()
+        return d
+
+
+# --------------------------------------------------------------------------- detector
+
+
+class Detector:
+    """An object detector: a model card (``task="detection"``) plus an ONNX Runtime session.
+
+    Build one with :func:`visor.load` and reuse it. Boxes come back in the original image's
+    pixels. ``channel_order`` overrides the card's channel order (``"bgr"`` for models fed
+    BGR, such as nudenet's); ``yolox_decode`` chooses how YOLOX outputs are read.
+    """
+
+    def __init__(
+        self,
+        card: ModelCard,
+        session: OnnxSession,
+        *,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        channel_order: ChannelOrder | None = None,
+        yolox_decode: YoloxDecode = "auto",
+        max_batch: int | None = None,
+    ) -> None:
+        if card.task != "detection":
+            raise ConfigError(f"{card.name} is a {card.task} model, not a detector")
+        if card.output_format not in DETECTOR_FORMATS:
+            raise ConfigError(
+                f"{card.name}: a detector needs output_format in {list(DETECTOR_FORMATS)}, got {card.output_format!r}"
+            )
+        if card.preprocess.resize != "letterbox":
+            raise ConfigError(
+                f"{card.name}: detectors need preprocess.resize='letterbox', got {card.preprocess.resize!r}"
+            )
+        order = channel_order or card.preprocess.channel_order
+        if order not in ("rgb", "bgr"):
+            raise ConfigError(f"channel_order must be 'rgb' or 'bgr', got {order!r}")
+        if yolox_decode not in ("auto", "raw", "decoded"):
+            raise ConfigError(f"yolox_decode must be 'auto', 'raw' or 'decoded', got {yolox_decode!r}")
+        self.card = card
+        self.session = session
+        self.limits = limits
+        self.channel_order: ChannelOrder = order
+        self.yolox_decode: YoloxDecode = yolox_decode
+        self.max_batch = max_batch
+
+    @classmethod
+    def from_card(
+        cls,
+        card: ModelCard,
+        *,
+        base_dir: str | os.PathLike | None = None,
+        cache: str | os.PathLike | None = None,
+        limits: ImageLimits = DEFAULT_LIMITS,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        channel_order: ChannelOrder | None = None,
+        yolox_decode: YoloxDecode = "auto",
+        warn_license: bool = True,
+    ) -> Detector:
+        """Resolve and verify the card's weights (exporting PyTorch weights to ONNX once, cached),
+        and open an ONNX Runtime session. Warns (:class:`~visor.models.onnx_import.LicenseWarning`)
+        when the model is under the AGPL, unless ``warn_license=False``."""
+        if warn_license:
+            warn_if_agpl(card)
+        path = weights_mod.resolve(card.weights, base_dir=base_dir, cache=cache)
+        if card.weights.format != "onnx":
+            from visor.models.export import cached_onnx
+
+            sha = card.weights.sha256 or weights_mod.sha256_file(path)
+            cache_root = weights_mod.cache_dir(cache)
+            path = cached_onnx(card, path, sha, cache_root)
+            try:
+                session = OnnxSession(path, threads=threads, providers=providers)
+            except WeightsError:  # a damaged cached export: make it again, once
+                shutil.rmtree(path.parent, ignore_errors=True)
+                path = cached_onnx(card, weights_mod.resolve(card.weights, base_dir=base_dir, cache=cache), sha,
+                                   cache_root)
+                session = OnnxSession(path, threads=threads, providers=providers)
+        else:
+            session = OnnxSession(path, threads=threads, providers=providers)
+        batch_dim = inspect_onnx(path).input_shape[0]
+        max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
+        return cls(card, session, limits=limits, channel_order=channel_order, yolox_decode=yolox_decode,
+                   max_batch=max_batch)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.card.labels
+
+    # ------------------------------------------------------------------ steps
+
+    def decode(self, source: ImageSource) -> Image.Image:
+        """Open one image safely at full resolution (boxes map back to its pixels exactly)."""
+        return open_image(source, limits=self.limits)
+
+    def preprocess(self, images: Sequence[Image.Image | np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+        """Letterbox and normalize RGB images per the card: ``(Nx3xHxW float32, geometry per image)``."""
+        batch, params = pp.letterbox_batch(images, self.card.preprocess)
+        if self.channel_order == "bgr":
+            batch = np.ascontiguousarray(batch[:, ::-1])
+        boxes = []
+        for im, (scale, (px, py)) in zip(images, params, strict=True):
+            w, h = (im.width, im.height) if isinstance(im, Image.Image) else (im.shape[1], im.shape[0])
+            boxes.append(Letterbox(int(w), int(h), float(scale), float(px), float(py)))
+        return batch, boxes
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """The raw ONNX output for a preprocessed batch."""
+        step = self.max_batch or len(batch) or 1
+        if len(batch) <= step:
+            return self.session.run(batch)
+        return np.concatenate([self.session.run(batch[i : i + step]) for i in range(0, len(batch), step)])
+
+    def postprocess(
+        self,
+        output: np.ndarray,
+        geometry: Sequence[Letterbox],
+        *,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        agnostic: bool = False,
+    ) -> list[Detections]:
+        """Raw outputs to :class:`Detections` in original pixels, with ``data["class_name"]``."""
+        fmt = self.card.output_format
+        rows = output_rows(np.asarray(output), fmt, self.card.num_classes)
+        raw = fmt == "yolox" and (
+            self.yolox_decode == "raw"
+            or (self.yolox_decode == "auto" and yolox_is_raw(rows, self.card.preprocess.input_size))
+        )
+        labels = np.asarray(self.labels)
+        out = []
+        for r, geo in zip(rows, geometry, strict=True):
+            if raw:
+                r = yolox_decode_raw(r, self.card.preprocess.input_size)
+            cxcywh, scores = box_scores(r, fmt)
+            xyxy, score, cls = select(cxcywh, scores, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic)
+            out.append(Detections(geo.to_original(xyxy), score, cls, {"class_name": labels[cls]}))
+        return out
+
+    # ------------------------------------------------------------------ API
+
+    def detect(
+        self,
+        images: ImageSource | Iterable[ImageSource],
+        *,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        agnostic: bool = False,
+        batch_size: int = 8,
+    ) -> Detections | list[Detections]:
+        """Detect objects in one image (returns :class:`Detections`) or many (returns a list).
+
+        ``conf``: keep boxes scoring above it; ``iou``: NMS overlap threshold; ``max_det``: most
+        boxes per image; ``agnostic``: NMS across classes. The first bad image raises its typed
+        error; use :meth:`detect_iter` to keep going past bad images.
+        """
+        options = _check_options(conf, iou, max_det)
+        if not is_batch(images):
+            return self._run([self.decode(images)], *options, agnostic)[0]
+        out: list[Detections] = []
+        for outcome in self.detect_iter(images, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic,
+                                        batch_size=batch_size):
+            if outcome.error is not None:
+                raise outcome.error
+            out.append(outcome.result)
+        return out
+
+    def detect_iter(
+        self,
+        sources: Iterable[ImageSource],
+        *,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        agnostic: bool = False,
+        batch_size: int = 8,
+    ) -> Iterator[DetectionOutcome]:
+        """Detect in many images, yielding a :class:`DetectionOutcome` per input, in order.
+
+        A bad image yields its error and the rest go on. The next batch is decoded in a
+        background thread while the current one is inferred.
+        """
+        options = _check_options(conf, iou, max_det)
+        for chunk, decoded in self.decoded_batches(sources, batch_size):
+            good = [d for d in decoded if isinstance(d, Image.Image)]
+            results = iter(self._run(good, *options, agnostic)) if good else iter(())
+            for src, d in zip(chunk, decoded, strict=True):
+                if isinstance(d, VisorError):
+                    yield DetectionOutcome(src, error=d)
+                else:
+                    yield DetectionOutcome(src, result=next(results))
+
+    # ------------------------------------------------------------------ internals
+
+    def decoded_batches(
+        self, sources: Iterable[ImageSource], batch_size: int
+    ) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
+        """(sources, decoded images or errors) per batch; the next batch decodes in a thread meanwhile."""
+        if int(batch_size) < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+        sources = list(sources)
+        chunks = [sources[i : i + int(batch_size)] for i in range(0, len(sources), int(batch_size))]
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = pool.submit(self._decode_many, chunks[0]) if chunks else None
+            for i, chunk in enumerate(chunks):
+                decoded = pending.result()
+                pending = pool.submit(self._decode_many, chunks[i + 1]) if i + 1 < len(chunks) else None
+                yield chunk, decoded
+
+    def _decode_many(self, sources: Sequence[ImageSource]) -> list[Image.Image | VisorError]:
+        out: list[Image.Image | VisorError] = []
+        for s in sources:
+            try:
+                out.append(self.decode(s))
+            except VisorError as e:
+                out.append(e)
+        return out
+
+    def _run(
+        self, images: Sequence[Image.Image], conf: float, iou: float, max_det: int, agnostic: bool
+    ) -> list[Detections]:
+        batch, geometry = self.preprocess(images)
+        return self.postprocess(self.infer(batch), geometry, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic)
+
+    def __repr__(self) -> str:
+        return f"Detector({self.name!r}, {self.card.output_format}, session={self.session.path!r})"
+
+
+def _check_options(conf: float, iou: float, max_det: int) -> tuple[float, float, int]:
+    if not 0 <= float(conf) <= 1:
+        raise ConfigError(f"conf must be in [0, 1], got {conf}")
+    if not 0 <= float(iou) <= 1:
+        raise ConfigError(f"iou must be in [0, 1], got {iou}")
+    if int(max_det) < 1:
+        raise ConfigError(f"max_det must be at least 1, got {max_det}")
+    return float(conf), float(iou), int(max_det)
