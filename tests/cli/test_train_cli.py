@@ -82,3 +82,19 @@ def test_resume_of_a_finished_run_changes_nothing(run_dir, capsys):
 
 def test_train_needs_data_and_out(capsys):
     assert main(["train", "classify", "--no-progress"]) == 2
+
+
+def test_train_detect_cli_end_to_end(tmp_path, capsys):
+    """visor train detect on a tiny COCO export of the synthetic shapes, then visor detect on its run folder."""
+    from synthetic_shapes import make_shapes_dataset  # tests/synthetic_shapes.py
+
+    ds = make_shapes_dataset(tmp_path / "shapes", n_train=16, n_val=4, size=64)
+    coco = ds.save(tmp_path / "coco", "coco")
+    run = tmp_path / "run"
+    code = main(["train", "detect", str(coco), "--out", str(run), "--epochs", "1", "--img-size", "64",
+                 "--batch-size", "8", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "val AP50" in out and f"visor detect --model {run}" in out
+    code = main(["detect", "--model", str(run), str(ds.images[0].path), "--json", "--conf", "0.01"])
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert code == 0 and record["detections"]["type"] == "detections"

@@ -8,6 +8,7 @@ import sys
 
 from visor.data.augment import AUGMENTATIONS
 from visor.train.config import TrainConfig
+from visor.train.detector import DETECT_AUGMENTATIONS, DetectTrainConfig
 
 _D = TrainConfig()
 
@@ -46,6 +47,32 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     for path, reason in skipped:
         print(f"visor: warning: skipped unreadable {path}: {reason}", file=sys.stderr)
     print(f"use it: visor classify --model {result.run_dir} IMAGE")
+    return 0
+
+
+def cmd_train_detect(args: argparse.Namespace) -> int:
+    from visor.train.detector import train_detector
+
+    if args.resume:
+        result = train_detector(args.data, args.resume, resume=True, progress=not args.no_progress,
+                                threads=args.threads)
+    else:
+        if args.data is None or args.out is None:
+            print("visor: error: DATA and --out are needed (or --resume RUN_DIR)", file=sys.stderr)
+            return 2
+        config = DetectTrainConfig(
+            model=args.base_model, epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
+            lr=args.lr, freeze_epochs=args.freeze_epochs, patience=args.patience, seed=args.seed,
+            augment=() if args.no_augment else _names(args.augment),
+        )
+        result = train_detector(args.data, args.out, config, progress=not args.no_progress, threads=args.threads)
+    val = result.metrics["val"]
+    print(f"run: {result.run_dir}")
+    print(f"best epoch {result.best_epoch} of {result.epochs_run}{' (stopped early)' if result.stopped_early else ''}"
+          f"; val AP50 {val['ap50']:.4f}, AP {val['ap']:.4f}")
+    for path, reason in result.metrics.get("skipped_files", []):
+        print(f"visor: warning: skipped unreadable {path}: {reason}", file=sys.stderr)
+    print(f"use it: visor detect --model {result.run_dir} IMAGE")
     return 0
 
 
@@ -112,6 +139,38 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_classify)
+
+    dd = DetectTrainConfig()
+    p = tsub.add_parser(
+        "detect",
+        help="train an object detector",
+        description=(
+            "Train an anchor-free FCOS detector (small FPN, ImageNet-pretrained EfficientNet-Lite0 backbone) on "
+            "DATA: a COCO json, a YOLO data.yaml or folder, or a Pascal VOC folder. Without a val split a seeded "
+            "10%% of the training images is held out. Box-aware augmentation, letterbox resize, early stopping on "
+            "val AP50, atomic checkpoints and exact --resume, as for classification. The run folder is a model: "
+            "'visor detect --model RUN_DIR img.jpg'."
+        ),
+    )
+    p.add_argument("data", nargs="?", metavar="DATA", help="training data (COCO, YOLO or VOC)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
+    p.add_argument("--epochs", type=int, default=dd.epochs, help=f"maximum epochs (default {dd.epochs})")
+    p.add_argument("--batch-size", type=int, default=dd.batch_size, help=f"default {dd.batch_size}")
+    p.add_argument("--img-size", type=int, default=dd.img_size,
+                   help=f"letterbox size in pixels, a multiple of 32 (default {dd.img_size})")
+    p.add_argument("--lr", type=float, default=dd.lr,
+                   help=f"peak AdamW learning rate of the FPN and head (default {dd.lr})")
+    p.add_argument("--freeze-epochs", type=int, default=dd.freeze_epochs, help="epochs with a frozen backbone")
+    p.add_argument("--patience", type=int, default=dd.patience, help=f"early-stopping patience (default {dd.patience})")
+    p.add_argument("--seed", type=int, default=dd.seed)
+    p.add_argument("--augment", default=",".join(dd.augment),
+                   help=f"comma-separated, from: {', '.join(DETECT_AUGMENTATIONS)} (default {','.join(dd.augment)})")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--base-model", default=dd.model, help=f"pretrained backbone (default {dd.model})")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_detect)
 
     p = sub.add_parser(
         "evaluate",
