@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import TextIO
 
+from visor.cli.common import err, fraction, positive_int
 from visor.errors import ConfigError, VisorError
 from visor.io import ImageLimits, expand_paths
 
@@ -21,28 +22,10 @@ EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 _JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
 
-def _err(message: str) -> None:
-    print(f"visor: error: {message}", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
 
 
 def _default_model() -> str:
@@ -102,7 +85,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
     limits = ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
     paths = expand_paths(args.paths)
     if not paths:
-        _err("no images found")
+        err("no images found")
         return EXIT_FAILED_INPUTS
     labels = _read_labels(args.labels) if args.labels else None
     with warnings.catch_warnings(record=True) as caught:
@@ -131,12 +114,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 except (VisorError, OSError) as e:
                     failed += 1
                     bar.clear()
-                    _err(f"{path}: {type(e).__name__}: {e}")
+                    err(f"{path}: {type(e).__name__}: {e}")
             d = outcome.to_dict()
             if outcome.error is not None:
                 failed += 1
                 bar.clear()
-                _err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
+                err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
             if args.json:
                 print(json.dumps(d), flush=True)
             elif outcome.error is None:
@@ -144,7 +127,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
                 _format_text(d, sys.stdout)
     if failed:
         if len(paths) > 1:
-            _err(f"{failed} of {len(paths)} images failed")
+            err(f"{failed} of {len(paths)} images failed")
         return EXIT_FAILED_INPUTS
     return EXIT_OK
 
@@ -167,20 +150,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="registry name, model folder, card.json or .onnx file (default: the built-in detector)")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="class names, one per line, replacing the model's (e.g. for an ONNX export without names)")
-    p.add_argument("--conf", type=_fraction, default=0.25, help="keep boxes scoring above this (default 0.25)")
-    p.add_argument("--iou", type=_fraction, default=0.45, help="NMS overlap threshold (default 0.45)")
-    p.add_argument("--max-det", type=_positive_int, default=300, help="most boxes per image (default 300)")
+    p.add_argument("--conf", type=fraction, default=0.25, help="keep boxes scoring above this (default 0.25)")
+    p.add_argument("--iou", type=fraction, default=0.45, help="NMS overlap threshold (default 0.45)")
+    p.add_argument("--max-det", type=positive_int, default=300, help="most boxes per image (default 300)")
     p.add_argument("--agnostic", action="store_true", help="suppress overlapping boxes across classes too")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per image (JSON Lines), errors included")
     p.add_argument("--save-annotated", default=None, metavar="DIR",
                    help="write copies with boxes and labels drawn into DIR (JPEG for JPEG inputs, else PNG)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per inference batch (default 8)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference batch (default 8)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="inference threads (default: one per physical core)")
-    p.add_argument("--max-bytes", type=_positive_int, default=ImageLimits.max_bytes,
+    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
                    help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
-    p.add_argument("--max-pixels", type=_positive_int, default=ImageLimits.max_pixels,
+    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
                    help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,

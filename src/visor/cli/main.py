@@ -16,24 +16,15 @@ from visor import __version__
 from visor.cli import data as data_cli
 from visor.cli import detect as detect_cli
 from visor.cli import train as train_cli
+from visor.cli.common import err, positive_int
 from visor.errors import VisorError
 from visor.io import ImageLimits, expand_paths
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
-def _err(message: str) -> None:
-    print(f"visor: error: {message}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- classify
@@ -53,7 +44,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     limits = ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
     paths = expand_paths(args.paths)
     if not paths:
-        _err("no images found")
+        err("no images found")
         return EXIT_FAILED_INPUTS
     clf = visor.load(args.model, limits=limits, threads=args.threads)
     show_bar = args.progress if args.progress is not None else len(paths) > 1 and sys.stderr.isatty()
@@ -66,7 +57,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             if outcome.error is not None:
                 failed += 1
                 bar.clear()
-                _err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
+                err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
             if args.json:
                 print(json.dumps(d), flush=True)
             elif outcome.error is None:
@@ -74,7 +65,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 _format_text(d, sys.stdout)
     if failed:
         if len(paths) > 1:
-            _err(f"{failed} of {len(paths)} images failed")
+            err(f"{failed} of {len(paths)} images failed")
         return EXIT_FAILED_INPUTS
     return EXIT_OK
 
@@ -128,17 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="classes to report per image (default 5)")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes to report per image (default 5)")
     p.add_argument("--model", default="efficientnet_lite0",
                    help="registry name or model folder (default efficientnet_lite0; see 'visor models')")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per image (JSON Lines), errors included")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="images per inference batch (default 32)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference batch (default 32)")
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="inference threads (default: one per physical core)")
-    p.add_argument("--max-bytes", type=_positive_int, default=ImageLimits.max_bytes,
+    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
                    help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
-    p.add_argument("--max-pixels", type=_positive_int, default=ImageLimits.max_pixels,
+    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
                    help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
@@ -161,10 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except VisorError as e:
-        _err(f"{type(e).__name__}: {e}")
+        err(f"{type(e).__name__}: {e}")
         return EXIT_USAGE if e.http_status in (400, 404) else EXIT_FAILED_INPUTS
     except KeyboardInterrupt:
-        _err("interrupted")
+        err("interrupted")
         return 130
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from visor.errors import ConfigError, ModelNotFound
 from visor.io import DEFAULT_LIMITS, ImageLimits
+from visor.models.batching import Outcome
 from visor.models.card import CARD_FILENAME, ModelCard, OutputFormat, Preprocess, WeightsSource
-from visor.models.classifier import Classifier, Outcome
+from visor.models.classifier import Classifier
 from visor.models.detector import DetectionOutcome, Detector
 from visor.models.onnx_import import LicenseWarning, card_from_onnx, labels_tuple, warn_if_agpl
 from visor.models.registry import DEFAULT_CLASSIFIER, Registry, builtin

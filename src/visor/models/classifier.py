@@ -5,17 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from visor.errors import ConfigError, VisorError, WeightsError
-from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, describe_source, open_image
+from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, open_image
 from visor.models import preprocess as pp
 from visor.models import weights as weights_mod
+from visor.models.batching import Outcome, decoded_batches, is_batch, outcomes
 from visor.models.card import ModelCard
 from visor.models.export import cached_onnx
 from visor.models.runtime import OnnxSession
@@ -29,39 +27,6 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z
-
-
-def is_batch(images: Any) -> bool:
-    """True for a list/tuple/iterator of images or a 4-D array; False for one image."""
-    if isinstance(images, np.ndarray):
-        return images.ndim == 4
-    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)):
-        return False
-    if hasattr(images, "read"):
-        return False
-    return isinstance(images, Iterable)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One input's result, or the typed error that stopped it."""
-
-    source: ImageSource
-    result: Classifications | None = None
-    error: VisorError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"image": describe_source(self.source)}
-        if self.error is not None:
-            d["error"] = self.error.to_dict()
-        else:
-            assert self.result is not None
-            d["classifications"] = self.result.to_dict()
-        return d
 
 
 class Classifier:
@@ -157,14 +122,7 @@ class Classifier:
         A bad image yields its error and the rest go on. The next batch is decoded in
         a background thread while the current one is inferred.
         """
-        for chunk, decoded in self.decoded_batches(sources, batch_size):
-            good = [d for d in decoded if isinstance(d, Image.Image)]
-            results = iter(self._run(good, top_k)) if good else iter(())
-            for src, d in zip(chunk, decoded, strict=True):
-                if isinstance(d, VisorError):
-                    yield Outcome(src, error=d)
-                else:
-                    yield Outcome(src, result=next(results))
+        return outcomes(self.decode, lambda images: self._run(images, top_k), sources, batch_size)
 
     def predict_logits(self, sources: Iterable[ImageSource], *, batch_size: int = 32) -> np.ndarray:
         """Raw logits ``(N, num_classes)`` (before temperature), for evaluation and calibration.
@@ -185,28 +143,9 @@ class Classifier:
 
     # ------------------------------------------------------------------ internals
 
-    def decoded_batches(
-        self, sources: Iterable[ImageSource], batch_size: int
-    ) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
-        """(sources, decoded images or errors) per batch; the next batch decodes in a thread meanwhile."""
-        batch_size = _check_batch_size(batch_size)
-        sources = list(sources)
-        chunks = [sources[i : i + batch_size] for i in range(0, len(sources), batch_size)]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._decode_many, chunks[0]) if chunks else None
-            for i, chunk in enumerate(chunks):
-                decoded = pending.result()
-                pending = pool.submit(self._decode_many, chunks[i + 1]) if i + 1 < len(chunks) else None
-                yield chunk, decoded
-
-    def _decode_many(self, sources: Sequence[ImageSource]) -> list[Image.Image | VisorError]:
-        out: list[Image.Image | VisorError] = []
-        for s in sources:
-            try:
-                out.append(self.decode(s))
-            except VisorError as e:
-                out.append(e)
-        return out
+    def decoded_batches(self, sources: Iterable[ImageSource], batch_size: int):
+        """(sources, decoded images or typed errors) per batch, decoding ahead in a thread."""
+        return decoded_batches(self.decode, sources, batch_size)
 
     def _run(self, images: Sequence[Image.Image], top_k: int) -> list[Classifications]:
         return self.postprocess(self.logits(self.preprocess(images)), top_k)
@@ -214,8 +153,3 @@ class Classifier:
     def __repr__(self) -> str:
         return f"Classifier({self.name!r}, session={self.session.path!r})"
 
-
-def _check_batch_size(batch_size: int) -> int:
-    if int(batch_size) < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    return int(batch_size)

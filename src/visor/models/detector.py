@@ -22,19 +22,18 @@ import math
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from visor.errors import ConfigError, VisorError, WeightsError
-from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, describe_source, open_image
+from visor.errors import ConfigError, WeightsError
+from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, open_image
 from visor.models import preprocess as pp
 from visor.models import weights as weights_mod
+from visor.models.batching import Outcome, decoded_batches, is_batch, outcomes
 from visor.models.card import ModelCard
-from visor.models.classifier import is_batch
 from visor.models.onnx_import import DETECTOR_FORMATS, inspect_onnx, warn_if_agpl
 from visor.models.runtime import OnnxSession
 from visor.ops import batched_nms, nms
@@ -162,26 +161,8 @@ def select(
 # --------------------------------------------------------------------------- outcomes
 
 
-@dataclass(frozen=True)
-class DetectionOutcome:
-    """One input's detections, or the typed error that stopped it."""
-
-    source: ImageSource
-    result: Detections | None = None
-    error: VisorError | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"image": describe_source(self.source)}
-        if self.error is not None:
-            d["error"] = self.error.to_dict()
-        else:
-            assert self.result is not None
-            d["detections"] = self.result.to_dict()
-        return d
+DetectionOutcome = Outcome
+"""The outcome type of :meth:`Detector.detect_iter` (see :class:`visor.models.batching.Outcome`)."""
 
 
 # --------------------------------------------------------------------------- detector
@@ -371,40 +352,13 @@ class Detector:
         background thread while the current one is inferred.
         """
         options = _check_options(conf, iou, max_det)
-        for chunk, decoded in self.decoded_batches(sources, batch_size):
-            good = [d for d in decoded if isinstance(d, Image.Image)]
-            results = iter(self._run(good, *options, agnostic)) if good else iter(())
-            for src, d in zip(chunk, decoded, strict=True):
-                if isinstance(d, VisorError):
-                    yield DetectionOutcome(src, error=d)
-                else:
-                    yield DetectionOutcome(src, result=next(results))
+        return outcomes(self.decode, lambda images: self._run(images, *options, agnostic), sources, batch_size)
 
     # ------------------------------------------------------------------ internals
 
-    def decoded_batches(
-        self, sources: Iterable[ImageSource], batch_size: int
-    ) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
-        """(sources, decoded images or errors) per batch; the next batch decodes in a thread meanwhile."""
-        if int(batch_size) < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-        sources = list(sources)
-        chunks = [sources[i : i + int(batch_size)] for i in range(0, len(sources), int(batch_size))]
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(self._decode_many, chunks[0]) if chunks else None
-            for i, chunk in enumerate(chunks):
-                decoded = pending.result()
-                pending = pool.submit(self._decode_many, chunks[i + 1]) if i + 1 < len(chunks) else None
-                yield chunk, decoded
-
-    def _decode_many(self, sources: Sequence[ImageSource]) -> list[Image.Image | VisorError]:
-        out: list[Image.Image | VisorError] = []
-        for s in sources:
-            try:
-                out.append(self.decode(s))
-            except VisorError as e:
-                out.append(e)
-        return out
+    def decoded_batches(self, sources: Iterable[ImageSource], batch_size: int):
+        """(sources, decoded images or typed errors) per batch, decoding ahead in a thread."""
+        return decoded_batches(self.decode, sources, batch_size)
 
     def _run(
         self, images: Sequence[Image.Image], conf: float, iou: float, max_det: int, agnostic: bool

@@ -30,11 +30,10 @@ from visor.models import architectures, registry
 from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSource
 from visor.models.preprocess import normalize, preprocess
 from visor.models.weights import resolve, sha256_file
-from visor.train.checkpoint import Checkpoint, clean_stale_temp_files, load_checkpoint, save_checkpoint
-from visor.train.common import epoch_order, lr_factor, write_json
+from visor.train.checkpoint import Checkpoint, clean_stale_temp_files, load_checkpoint
+from visor.train.common import BEST, LAST, LoopState, epoch_order, lr_factor, write_json
 from visor.train.config import AUTO_BALANCE_RATIO, TrainConfig
 
-LAST, BEST = "last.safetensors", "best.safetensors"
 TEMPERATURE_BOUNDS = (0.1, 10.0)
 
 
@@ -202,23 +201,15 @@ def train_classifier(
         transform = TrainTransform(config.augment, prep)
         val_x = torch.from_numpy(_eval_batch(val_images, prep))
 
-        history: list[dict[str, float]] = []
-        best = {"epoch": 0, "value": None}
-        bad_epochs, start_epoch = 0, 0
-        if ckpt is not None:
-            model.load_state_dict(ckpt.model)
-            optimizer.load_state_dict(ckpt.optimizer)
-            scheduler.load_state_dict(ckpt.state["scheduler"])
-            history, best = ckpt.state["history"], ckpt.state["best"]
-            bad_epochs, start_epoch = ckpt.state["bad_epochs"], ckpt.state["epoch"]
-            torch.set_rng_state(ckpt.rng)
+        loop = LoopState.restore(ckpt, model, optimizer, scheduler) if ckpt is not None else LoopState()
+        history, start_epoch = loop.history, loop.epoch
 
         state_common = {"config": config.to_dict(), "data": data_ref, "classes": list(classes)}
         stopped_early = False
         bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step", disable=not progress,
                    desc="training")
         for epoch in range(start_epoch, config.epochs):
-            if bad_epochs and config.patience and bad_epochs >= config.patience:
+            if loop.should_stop(config.patience):
                 stopped_early = True
                 break
             t0 = time.perf_counter()
@@ -260,36 +251,20 @@ def train_classifier(
                 "lr": optimizer.param_groups[1]["lr"],
                 "seconds": time.perf_counter() - t0,
             }
-            history.append(row)
             value = {"accuracy": report.accuracy, "macro_f1": report.macro_f1, "loss": -val_loss}[config.monitor]
-            if best["value"] is None or value > best["value"]:
-                best = {"epoch": epoch + 1, "value": value}
-                bad_epochs = 0
-                save_checkpoint(Checkpoint(model=model.state_dict(), state={**state_common, "epoch": epoch + 1}),
-                                run_dir / BEST)
-            else:
-                bad_epochs += 1
-            save_checkpoint(
-                Checkpoint(
-                    model=model.state_dict(),
-                    optimizer=optimizer.state_dict(),
-                    rng=torch.get_rng_state(),
-                    state={**state_common, "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                           "scheduler": scheduler.state_dict(), "history": history, "best": best,
-                           "bad_epochs": bad_epochs, "imbalance_ratio": imbalance, "balanced": balanced},
-                ),
-                run_dir / LAST,
-            )
+            improved = loop.end_epoch(run_dir, row, value, model, optimizer, scheduler,
+                                      {**state_common, "step": (epoch + 1) * steps_per_epoch,
+                                       "imbalance_ratio": imbalance, "balanced": balanced})
             bar.write(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, val loss "
                       f"{val_loss:.4f}, val accuracy {report.accuracy:.2%}, macro-F1 {report.macro_f1:.3f}"
-                      f"{' (best)' if best['epoch'] == epoch + 1 else ''}")
+                      f"{' (best)' if improved else ''}")
             for callback in callbacks:
                 callback(EpochEnd(epoch + 1, row, run_dir))
         bar.close()
 
         best_ckpt = load_checkpoint(run_dir / BEST)
         model.load_state_dict(best_ckpt.model)
-        return _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, history, best,
+        return _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, history, loop.best,
                        stopped_early, imbalance, balanced, skipped, data_ref, progress, max_side)
     finally:
         torch.set_num_threads(previous_threads)

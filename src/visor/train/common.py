@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from visor.train.checkpoint import Checkpoint, save_checkpoint
 
 
 def epoch_order(n: int, epoch: int, seed: int, sample_weights: np.ndarray | None = None) -> np.ndarray:
@@ -33,3 +36,63 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+LAST, BEST = "last.safetensors", "best.safetensors"
+
+
+@dataclass
+class LoopState:
+    """Epoch bookkeeping shared by the training loops: history, best epoch, patience counter."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "value": None})
+    bad_epochs: int = 0
+    epoch: int = 0
+    """Epochs completed."""
+
+    @classmethod
+    def restore(cls, ckpt: Checkpoint, model, optimizer, scheduler) -> LoopState:
+        """Put model, optimizer, scheduler and the torch RNG back as they were when ``ckpt`` was saved."""
+        import torch
+
+        model.load_state_dict(ckpt.model)
+        optimizer.load_state_dict(ckpt.optimizer)
+        scheduler.load_state_dict(ckpt.state["scheduler"])
+        torch.set_rng_state(ckpt.rng)
+        s = ckpt.state
+        return cls(s["history"], s["best"], s["bad_epochs"], s["epoch"])
+
+    def should_stop(self, patience: int) -> bool:
+        return bool(patience) and self.bad_epochs >= patience
+
+    def end_epoch(self, run_dir: Path, row: dict[str, float], value: float, model, optimizer, scheduler,
+                  state: dict[str, Any]) -> bool:
+        """Record an epoch: save ``best`` when ``value`` improved, then the full ``last`` checkpoint.
+
+        Both are written atomically; the torch RNG state is captured here, after validation.
+        Returns whether the epoch was the best so far.
+        """
+        import torch
+
+        self.history.append(row)
+        self.epoch = int(row["epoch"])
+        improved = self.best["value"] is None or value > self.best["value"]
+        if improved:
+            self.best = {"epoch": self.epoch, "value": value}
+            self.bad_epochs = 0
+            save_checkpoint(Checkpoint(model=model.state_dict(), state={**state, "epoch": self.epoch}),
+                            run_dir / BEST)
+        else:
+            self.bad_epochs += 1
+        save_checkpoint(
+            Checkpoint(
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                rng=torch.get_rng_state(),
+                state={**state, "epoch": self.epoch, "scheduler": scheduler.state_dict(), "history": self.history,
+                       "best": self.best, "bad_epochs": self.bad_epochs},
+            ),
+            run_dir / LAST,
+        )
+        return improved

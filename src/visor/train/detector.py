@@ -25,9 +25,9 @@ from visor.io import open_image
 from visor.models import architectures, registry
 from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSource
 from visor.models.weights import resolve, sha256_file
-from visor.train.checkpoint import Checkpoint, clean_stale_temp_files, load_checkpoint, save_checkpoint
-from visor.train.classifier import BEST, LAST, EpochEnd
-from visor.train.common import epoch_order, lr_factor, write_json
+from visor.train.checkpoint import clean_stale_temp_files, load_checkpoint
+from visor.train.classifier import EpochEnd
+from visor.train.common import BEST, LAST, LoopState, epoch_order, lr_factor, write_json
 from visor.types import Detections
 
 DETECT_AUGMENTATIONS = ("hflip", "vflip", "scale", "color")
@@ -258,23 +258,15 @@ def train_detector(
                                        {"params": others, "lr": config.lr}], weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
 
-        history: list[dict[str, float]] = []
-        best: dict[str, Any] = {"epoch": 0, "value": None}
-        bad_epochs, start_epoch = 0, 0
-        if ckpt is not None:
-            model.load_state_dict(ckpt.model)
-            optimizer.load_state_dict(ckpt.optimizer)
-            scheduler.load_state_dict(ckpt.state["scheduler"])
-            history, best = ckpt.state["history"], ckpt.state["best"]
-            bad_epochs, start_epoch = ckpt.state["bad_epochs"], ckpt.state["epoch"]
-            torch.set_rng_state(ckpt.rng)
+        loop = LoopState.restore(ckpt, model, optimizer, scheduler) if ckpt is not None else LoopState()
+        history, start_epoch = loop.history, loop.epoch
 
         common = {"config": config.to_dict(), "data": data_ref, "classes": list(classes)}
         stopped_early = False
         bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step", disable=not progress,
                    desc="training")
         for epoch in range(start_epoch, config.epochs):
-            if config.patience and bad_epochs >= config.patience:
+            if loop.should_stop(config.patience):
                 stopped_early = True
                 break
             t0 = time.perf_counter()
@@ -305,28 +297,16 @@ def train_detector(
             report = _validate(model, val_x, val_items, classes, config)
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_ap": report.ap,
                    "val_ap50": report.ap50, "lr": optimizer.param_groups[1]["lr"], "seconds": time.perf_counter() - t0}
-            history.append(row)
-            if best["value"] is None or report.ap50 > best["value"]:
-                best = {"epoch": epoch + 1, "value": report.ap50}
-                bad_epochs = 0
-                save_checkpoint(Checkpoint(model=model.state_dict(), state={**common, "epoch": epoch + 1}),
-                                run_dir / BEST)
-            else:
-                bad_epochs += 1
-            save_checkpoint(Checkpoint(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                       rng=torch.get_rng_state(),
-                                       state={**common, "epoch": epoch + 1, "scheduler": scheduler.state_dict(),
-                                              "history": history, "best": best, "bad_epochs": bad_epochs}),
-                            run_dir / LAST)
+            improved = loop.end_epoch(run_dir, row, report.ap50, model, optimizer, scheduler, common)
             bar.write(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, val AP50 "
-                      f"{report.ap50:.4f}, AP {report.ap:.4f}{' (best)' if best['epoch'] == epoch + 1 else ''}")
+                      f"{report.ap50:.4f}, AP {report.ap:.4f}{' (best)' if improved else ''}")
             for callback in callbacks:
                 callback(EpochEnd(epoch + 1, row, run_dir))
         bar.close()
 
         model.load_state_dict(load_checkpoint(run_dir / BEST).model)
         report = _validate(model, val_x, val_items, classes, config)
-        return _finish(model, run_dir, base, prep, classes, config, report, history, best, stopped_early,
+        return _finish(model, run_dir, base, prep, classes, config, report, history, loop.best, stopped_early,
                        skipped, data_ref)
     finally:
         torch.set_num_threads(previous_threads)

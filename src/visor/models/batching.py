@@ -1,0 +1,97 @@
+"""What every visor model shares around inference: per-input outcomes, batch detection,
+and decoding the next batch in a background thread while the current one is inferred."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from visor.errors import ConfigError, VisorError
+from visor.io import ImageSource, describe_source
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One input's result (``Classifications``, ``Detections``...), or the typed error that stopped it."""
+
+    source: ImageSource
+    result: Any = None
+    error: VisorError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"image": ..., "<result type>": result.to_dict()}`` or ``{"image": ..., "error": {...}}``."""
+        d: dict[str, Any] = {"image": describe_source(self.source)}
+        if self.error is not None:
+            d["error"] = self.error.to_dict()
+        else:
+            assert self.result is not None
+            body = self.result.to_dict()
+            d[body["type"]] = body
+        return d
+
+
+def is_batch(images: Any) -> bool:
+    """True for a list/tuple/iterator of images or a 4-D array; False for one image."""
+    if isinstance(images, np.ndarray):
+        return images.ndim == 4
+    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image)):
+        return False
+    if hasattr(images, "read"):
+        return False
+    return isinstance(images, Iterable)
+
+
+def check_batch_size(batch_size: int) -> int:
+    if int(batch_size) < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    return int(batch_size)
+
+
+def _decode_many(decode: Callable[[ImageSource], Image.Image],
+                 sources: Sequence[ImageSource]) -> list[Image.Image | VisorError]:
+    out: list[Image.Image | VisorError] = []
+    for s in sources:
+        try:
+            out.append(decode(s))
+        except VisorError as e:
+            out.append(e)
+    return out
+
+
+def decoded_batches(
+    decode: Callable[[ImageSource], Image.Image], sources: Iterable[ImageSource], batch_size: int
+) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
+    """(sources, decoded images or typed errors) per batch; the next batch decodes in a thread meanwhile."""
+    size = check_batch_size(batch_size)
+    sources = list(sources)
+    chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_decode_many, decode, chunks[0]) if chunks else None
+        for i, chunk in enumerate(chunks):
+            decoded = pending.result()
+            pending = pool.submit(_decode_many, decode, chunks[i + 1]) if i + 1 < len(chunks) else None
+            yield chunk, decoded
+
+
+def outcomes(
+    decode: Callable[[ImageSource], Image.Image],
+    run: Callable[[list[Image.Image]], list[Any]],
+    sources: Iterable[ImageSource],
+    batch_size: int,
+) -> Iterator[Outcome]:
+    """One :class:`Outcome` per source, in order: ``run`` sees only the images that decoded."""
+    for chunk, decoded in decoded_batches(decode, sources, batch_size):
+        good = [d for d in decoded if isinstance(d, Image.Image)]
+        results = iter(run(good)) if good else iter(())
+        for src, d in zip(chunk, decoded, strict=True):
+            yield Outcome(src, error=d) if isinstance(d, VisorError) else Outcome(src, result=next(results))
