@@ -15,6 +15,8 @@ from typing import TextIO
 from visor import __version__
 from visor.cli import data as data_cli
 from visor.cli import detect as detect_cli
+from visor.cli import faces as faces_cli
+from visor.cli import recognition as recognition_cli
 from visor.cli import train as train_cli
 from visor.cli.common import err, positive_int
 from visor.errors import VisorError
@@ -144,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register(sub)
     train_cli.register(sub)
     detect_cli.register(sub)
+    faces_cli.register(sub)
+    recognition_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,275 @@
+"""``visor faces detect|enroll|identify|collections`` and ``visor anonymize``.
+
+Thin commands over :mod:`visor.faces`. A bad file is reported on stderr (one line) and the
+rest go on; the exit status is 1 if any file failed. The collections database defaults to
+``$VISOR_HOME/faces.db``, or ``~/.local/share/visor/faces.db`` when VISOR_HOME is unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from visor.cli.common import err, positive_int
+from visor.errors import InvalidInput, VisorError
+from visor.io import ImageLimits, expand_paths
+
+EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
+
+
+class _WriteError(VisorError):
+    """An output file could not be written."""
+
+    code = "write_failed"
+
+
+def _each(paths: list[Path], work: Callable[[Path], Any]) -> Iterator[tuple[Path, Any]]:
+    """(path, result) for the paths that worked; each failure reported on stderr."""
+    for path in paths:
+        try:
+            yield path, work(path)
+        except VisorError as e:
+            err(f"{path}: {type(e).__name__}: {e}")
+
+
+def _finish(failed: int, total: int) -> int:
+    if failed:
+        if total > 1:
+            err(f"{failed} of {total} images failed")
+        return EXIT_FAILED_INPUTS
+    return EXIT_OK
+
+
+def _analyzer(args: argparse.Namespace) -> Any:
+    from visor.faces import FaceAnalyzer
+
+    defaults = ImageLimits()
+    return FaceAnalyzer(limits=ImageLimits(max_bytes=getattr(args, "max_bytes", defaults.max_bytes),
+                                           max_pixels=getattr(args, "max_pixels", defaults.max_pixels)))
+
+
+def _detect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    return {"model": args.model, "upsample": args.upsample}
+
+
+def _paths(args: argparse.Namespace) -> list[Path]:
+    paths = expand_paths(args.paths)
+    if not paths:
+        err("no images found")
+    return paths
+
+
+def _box_text(face: dict) -> str:
+    x1, y1, x2, y2 = face["xyxy"]
+    conf = "-" if face["confidence"] is None else f"{face['confidence']:.3f}"
+    return f"{conf}  {x1:.0f} {y1:.0f} {x2:.0f} {y2:.0f}"
+
+
+# --------------------------------------------------------------------------- faces detect
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    if not paths:
+        return EXIT_FAILED_INPUTS
+    analyzer = _analyzer(args)
+    done = 0
+    for path, faces in _each(paths, lambda p: analyzer.detect(p, landmarks=args.landmarks, embeddings=args.embeddings,
+                                                               **_detect_kwargs(args))):
+        done += 1
+        d = faces.to_dict(embeddings=args.embeddings)
+        if args.json:
+            print(json.dumps({"image": os.fspath(path), "faces": d}), flush=True)
+        else:
+            print(f"{path}  {len(faces)} face(s)")
+            for face in d["faces"]:
+                print(f"  {_box_text(face)}")
+    return _finish(len(paths) - done, len(paths))
+
+
+# --------------------------------------------------------------------------- store commands
+
+
+def _store(args: argparse.Namespace, **detect_kwargs: Any) -> Any:
+    from visor.faces import FaceStore
+
+    return FaceStore(args.db, analyzer=_analyzer(args), **detect_kwargs)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    if not paths:
+        return EXIT_FAILED_INPUTS
+    with _store(args, **_detect_kwargs(args)) as store:
+        store.list_people(args.collection)  # an unknown collection fails before any photo is read
+        good = list(_each(paths, lambda p: store.analyzer.embed_one(p, **store.detect_kwargs)))
+        if len(good) < len(paths):
+            err(f"{len(paths) - len(good)} of {len(paths)} photos failed; nothing enrolled")
+            return EXIT_FAILED_INPUTS
+        n = store.add_embeddings(args.collection, args.person, [e for _, e in good], [os.fspath(p) for p, _ in good])
+    print(f"enrolled {n} photo(s) of {args.person} in {args.collection}")
+    return EXIT_OK
+
+
+def cmd_identify(args: argparse.Namespace) -> int:
+    paths = _paths(args)
+    if not paths:
+        return EXIT_FAILED_INPUTS
+    done = 0
+    with _store(args, **_detect_kwargs(args)) as store:
+        store.list_people(args.collection)
+        for path, faces in _each(paths, lambda p: store.identify(args.collection, p, threshold=args.threshold,
+                                                                  top_k=args.top_k)):
+            done += 1
+            d = faces.to_dict(embeddings=False)
+            if args.json:
+                print(json.dumps({"image": os.fspath(path), "faces": d}), flush=True)
+            else:
+                print(f"{path}  {len(faces)} face(s)")
+                for face in d["faces"]:
+                    print(f"  {face['name']}  {face['distance']:.3f}  {_box_text(face)}")
+    return _finish(len(paths) - done, len(paths))
+
+
+def cmd_collections(args: argparse.Namespace) -> int:
+    if args.action in ("create", "delete") and not args.name:
+        raise InvalidInput(f"'visor faces collections {args.action}' needs a NAME")
+    with _store(args) as store:
+        if args.action == "create":
+            store.create_collection(args.name)
+            print(f"created {args.name}")
+        elif args.action == "delete":
+            store.delete_collection(args.name)
+            print(f"deleted {args.name}")
+        else:
+            for name in store.list_collections():
+                print(f"{name}\t{len(store.list_people(name))} people")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- anonymize
+
+
+def cmd_anonymize(args: argparse.Namespace) -> int:
+    from visor.faces import anonymize
+
+    paths = _paths(args)
+    if not paths:
+        return EXIT_FAILED_INPUTS
+    analyzer = _analyzer(args)
+    out_dir = Path(args.out)
+    root = Path(os.path.commonpath([p.resolve().parent for p in paths]))
+
+    def work(path: Path) -> tuple[Path, int]:
+        image = analyzer.decode(path)
+        faces = analyzer.detect(image, embeddings=False, **_detect_kwargs(args))
+        try:
+            rel = path.resolve().relative_to(root)
+        except ValueError:
+            rel = Path(path.name)
+        target = out_dir / rel.with_suffix(".png")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            anonymize(image, faces, args.method, expand=args.expand).save(target, "PNG")
+        except OSError as e:
+            raise _WriteError(f"cannot write {target}: {e.strerror or e}") from None
+        return target, len(faces)
+
+    done = 0
+    for path, (target, n) in _each(paths, work):
+        done += 1
+        print(f"{path} -> {target}  {n} face(s)")
+    return _finish(len(paths) - done, len(paths))
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser, *, detector: bool = True) -> None:
+    if detector:
+        p.add_argument("--model", choices=("hog", "cnn"), default="hog",
+                       help="face detector: hog (fast, frontal faces; default) or cnn (more poses, slow on CPU)")
+        p.add_argument("--upsample", type=int, default=1,
+                       help="times to double the image before detecting, to find small faces (default 1)")
+    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
+                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
+    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
+                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
+
+
+def _db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=None, metavar="DB",
+                   help="SQLite file of the collections (default $VISOR_HOME/faces.db, "
+                        "else ~/.local/share/visor/faces.db)")
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``visor faces ...`` and ``visor anonymize`` to the command parser."""
+    faces = sub.add_parser("faces", help="detect, enroll and identify faces",
+                           description="Face detection and recognition with dlib. Run 'visor faces COMMAND --help'.")
+    fsub = faces.add_subparsers(dest="faces_command", metavar="COMMAND", required=True)
+
+    p = fsub.add_parser("detect", help="find faces: boxes, scores, landmarks",
+                        description="Detect faces in image files, folders or quoted globs. Text output: one line "
+                                    "per image, then SCORE X1 Y1 X2 Y2 per face (original pixels).")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    p.add_argument("--landmarks", type=int, choices=(5, 68), default=5, help="landmark points per face (default 5)")
+    p.add_argument("--embeddings", action="store_true", help="also compute and print the 128-d embeddings")
+    _common(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = fsub.add_parser("enroll", help="add photos of a person to a collection",
+                        description="Enroll PERSON from one or more photos, each showing exactly one face. If any "
+                                    "photo fails, each is reported and nothing is enrolled.")
+    p.add_argument("paths", nargs="+", metavar="PHOTO", help="photos of the person (files, folders or globs)")
+    _db(p)
+    p.add_argument("--collection", required=True, help="collection name")
+    p.add_argument("--person", required=True, metavar="NAME", help="the person's name")
+    _common(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = fsub.add_parser("identify", help="name the faces in images",
+                        description="Identify every face in each image against a collection: the nearest enrolled "
+                                    "person within --threshold, else 'unknown'.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    _db(p)
+    p.add_argument("--collection", required=True, help="collection name")
+    p.add_argument("--threshold", type=_threshold, default=0.6,
+                   help="largest euclidean embedding distance for a match (default 0.6: 99.38%% on LFW)")
+    p.add_argument("--top-k", type=positive_int, default=3, help="nearest people listed per face in JSON (default 3)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    _common(p)
+    p.set_defaults(func=cmd_identify)
+
+    p = fsub.add_parser("collections", help="list, create or delete collections",
+                        description="'list' (default), 'create NAME' or 'delete NAME'.")
+    p.add_argument("action", nargs="?", choices=("list", "create", "delete"), default="list")
+    p.add_argument("name", nargs="?", default=None, help="collection name for create/delete")
+    _db(p)
+    p.set_defaults(func=cmd_collections)
+
+    p = sub.add_parser("anonymize", help="blur, pixelate or black out faces",
+                       description="Hide every detected face in each image and write the result as PNG into --out "
+                                   "(same relative paths). Only pixels in the (slightly expanded) face boxes change.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("--method", choices=("blur", "pixelate", "box"), default="blur", help="how (default blur)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the anonymized copies")
+    p.add_argument("--expand", type=_threshold, default=0.2,
+                   help="grow each face box by this fraction of its size on each side (default 0.2)")
+    _common(p)
+    p.set_defaults(func=cmd_anonymize)

@@ -1,0 +1,137 @@
+"""``visor text``, ``visor moderate``, ``visor properties``: thin wrappers over visor.features.
+
+Each prints one line (or block) per image, or with ``--json`` one JSON object per image
+(JSON Lines, ``{"image": PATH, "<type>": {...}}`` or ``{"image": PATH, "error": {...}}``).
+A bad file is reported on stderr in one line and the rest go on; the exit status is 1 if
+any file failed. A missing optional dependency (nudenet) raises ConfigError, which
+``visor.cli.main.main`` reports with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from visor.cli.common import err, positive_int
+from visor.errors import VisorError
+from visor.io import ImageLimits, expand_paths
+
+EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
+
+
+def _run(args: argparse.Namespace, analyse: Callable[[Path], Any], fmt: Callable[[str, dict], str]) -> int:
+    paths = expand_paths(args.paths)
+    if not paths:
+        err("no images found")
+        return EXIT_FAILED_INPUTS
+    failed = 0
+    for path in paths:
+        try:
+            body = analyse(path).to_dict()
+        except VisorError as e:
+            failed += 1
+            err(f"{path}: {type(e).__name__}: {e}")
+            if args.json:
+                print(json.dumps({"image": str(path), "error": e.to_dict()}), flush=True)
+            continue
+        if args.json:
+            print(json.dumps({"image": str(path), body["type"]: body}), flush=True)
+        else:
+            print(fmt(str(path), body), flush=True)
+    if failed:
+        if len(paths) > 1:
+            err(f"{failed} of {len(paths)} images failed")
+        return EXIT_FAILED_INPUTS
+    return EXIT_OK
+
+
+def _limits(args: argparse.Namespace) -> ImageLimits:
+    return ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+
+
+def _format_text(path: str, d: dict) -> str:
+    lines = d["full_text"].splitlines()
+    return "\n".join([f"{path}: {len(d['lines'])} text boxes"] + [f"  {line}" for line in lines])
+
+
+def _format_moderation(path: str, d: dict) -> str:
+    return f"{path}  adult={d['adult']}  racy={d['racy']}"
+
+
+def _format_properties(path: str, d: dict) -> str:
+    colours = " ".join(f"{c['hex']}:{c['fraction']:.2f}" for c in d["dominant_colors"])
+    return (f"{path}  {d['width']}x{d['height']}  brightness={d['brightness']:.3f}  sharpness={d['sharpness']:.4f}  "
+            f"exposure={d['exposure']['score']:.2f}  colours={colours}")
+
+
+def cmd_text(args: argparse.Namespace) -> int:
+    from visor.features.text import TextReader
+
+    reader = TextReader(min_confidence=args.min_confidence, limits=_limits(args), threads=args.threads)
+    return _run(args, reader.read, _format_text)
+
+
+def cmd_moderate(args: argparse.Namespace) -> int:
+    from visor.features.moderation import Moderator
+
+    moderator = Moderator(limits=_limits(args), threads=args.threads)
+    return _run(args, moderator.moderate, _format_moderation)
+
+
+def cmd_properties(args: argparse.Namespace) -> int:
+    from visor.features.properties import image_properties
+
+    limits = _limits(args)
+    return _run(args, lambda p: image_properties(p, colors=args.colors, limits=limits), _format_properties)
+
+
+def _common(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
+    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines), errors included")
+    if threads:
+        p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default: automatic)")
+    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
+                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
+    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
+                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``visor text``, ``visor moderate`` and ``visor properties`` to the command parser."""
+    p = sub.add_parser("text", help="read the text in images (OCR)",
+                       description="Read text with PP-OCRv4 (RapidOCR). Text output: the path and the number "
+                                   "of text boxes, then the text in reading order, one line per line. A bad "
+                                   "file is reported on stderr; the exit status is 1 if any file failed.")
+    _common(p)
+    p.add_argument("--min-confidence", type=_confidence, default=0.5,
+                   help="drop text boxes scoring below this (default 0.5)")
+    p.set_defaults(func=cmd_text)
+
+    p = sub.add_parser("moderate", help="adult / racy likelihoods (needs visor[moderation])",
+                       description="SafeSearch-like adult and racy likelihoods (VERY_UNLIKELY .. VERY_LIKELY) from "
+                                   "nudenet's detector (AGPL-3.0 weights; pip install 'visor[moderation]'). A bad "
+                                   "file is reported on stderr; the exit status is 1 if any file failed.")
+    _common(p)
+    p.set_defaults(func=cmd_moderate)
+
+    p = sub.add_parser("properties", help="dominant colours, brightness, sharpness, exposure",
+                       description="Image properties: dominant colours (k-means in CIE Lab), brightness, sharpness "
+                                   "(variance of the Laplacian) and exposure. A bad file is reported on stderr; "
+                                   "the exit status is 1 if any file failed.")
+    _common(p, threads=False)
+    p.add_argument("--colors", type=positive_int, default=5, help="most dominant colours to report (default 5)")
+    p.set_defaults(func=cmd_properties)
+

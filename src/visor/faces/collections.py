@@ -1,0 +1,299 @@
+"""Face collections: named sets of enrolled people, persisted in SQLite, searched by embedding.
+
+Like Amazon Rekognition's collections: create a collection, enroll people from one or more
+photos each (every photo must show exactly one face), then identify the faces in any image
+against it. Only embeddings are stored (128 float32 per photo), never the photos. The
+database is an ordinary SQLite file: re-open it with a new :class:`FaceStore` after a restart.
+
+Default location (:func:`default_db_path`): ``$VISOR_HOME/faces.db`` when ``VISOR_HOME`` is
+set, otherwise ``~/.local/share/visor/faces.db``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from visor.config import suggest
+from visor.errors import InvalidInput, VisorError
+from visor.faces.detector import DEFAULT_THRESHOLD, EMBEDDING_SIZE, FaceAnalyzer, as_embedding
+from visor.io import ImageSource, describe_source
+from visor.types.faces import Faces
+
+UNKNOWN = "unknown"
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,255}$")
+
+
+class CollectionNotFound(VisorError, LookupError):
+    """No collection of that name (HTTP 404)."""
+
+    http_status = 404
+    code = "collection_not_found"
+
+
+class CollectionExists(VisorError):
+    """A collection of that name already exists (HTTP 409)."""
+
+    http_status = 409
+    code = "collection_exists"
+
+
+class PersonNotFound(VisorError, LookupError):
+    """No enrolled person of that name in the collection (HTTP 404)."""
+
+    http_status = 404
+    code = "person_not_found"
+
+
+def default_db_path() -> Path:
+    """``$VISOR_HOME/faces.db``, or ``~/.local/share/visor/faces.db`` when VISOR_HOME is unset."""
+    home = os.environ.get("VISOR_HOME")
+    base = Path(home) if home else Path.home() / ".local" / "share" / "visor"
+    return base / "faces.db"
+
+
+@dataclass(frozen=True)
+class _Schema:
+    base: Any
+    collection: Any
+    person: Any
+    face: Any
+
+
+def _schema() -> _Schema:
+    """The ORM classes, built per store so that importing this module imports no SQLAlchemy."""
+    # Plain Column declarations: string annotations (this module uses postponed evaluation) would
+    # need SQLAlchemy's names imported at module level, which would import it with visor.faces.
+    from sqlalchemy import Column, DateTime, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+    from sqlalchemy.orm import DeclarativeBase, relationship
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Collection(Base):
+        __tablename__ = "collections"
+        id = Column(Integer, primary_key=True)
+        name = Column(String(255), unique=True, nullable=False)
+        created_at = Column(DateTime, nullable=False)
+        people = relationship("Person", back_populates="collection", cascade="all, delete-orphan")
+
+    class Person(Base):
+        __tablename__ = "people"
+        __table_args__ = (UniqueConstraint("collection_id", "name"),)
+        id = Column(Integer, primary_key=True)
+        collection_id = Column(Integer, ForeignKey("collections.id", ondelete="CASCADE"), index=True, nullable=False)
+        name = Column(String(255), nullable=False)
+        collection = relationship("Collection", back_populates="people")
+        faces = relationship("Face", back_populates="person", cascade="all, delete-orphan")
+
+    class Face(Base):
+        __tablename__ = "faces"
+        id = Column(Integer, primary_key=True)
+        person_id = Column(Integer, ForeignKey("people.id", ondelete="CASCADE"), index=True, nullable=False)
+        source = Column(String(1024), nullable=False)
+        embedding = Column(LargeBinary, nullable=False)
+        created_at = Column(DateTime, nullable=False)
+        person = relationship("Person", back_populates="faces")
+
+    return _Schema(Base, Collection, Person, Face)
+
+
+class FaceStore:
+    """Face collections in one SQLite file (created with its folder if missing).
+
+    ``analyzer`` detects and embeds faces (a default :class:`FaceAnalyzer` otherwise);
+    ``detect_kwargs`` go to its ``detect`` for enrolment and identification (e.g. ``model="cnn"``).
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, *, analyzer: FaceAnalyzer | None = None,
+                 **detect_kwargs: Any) -> None:
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.engine import URL
+
+        self.path = Path(path) if path is not None else default_db_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InvalidInput(f"cannot create {self.path.parent}: {e.strerror or e}") from None
+        self.analyzer = analyzer or FaceAnalyzer()
+        self.detect_kwargs = detect_kwargs
+        self._s = _schema()
+        self._engine = create_engine(URL.create("sqlite", database=os.fspath(self.path)))
+        event.listen(self._engine, "connect", _enable_foreign_keys)
+        self._s.base.metadata.create_all(self._engine)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> FaceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _session(self) -> Any:
+        from sqlalchemy.orm import Session
+
+        return Session(self._engine, expire_on_commit=False)
+
+    def _collection(self, session: Any, name: str) -> Any:
+        from sqlalchemy import select
+
+        found = session.scalar(select(self._s.collection).where(self._s.collection.name == name))
+        if found is None:
+            names = session.scalars(select(self._s.collection.name)).all()
+            raise CollectionNotFound(f"no collection {name!r}.{suggest(name, names)}")
+        return found
+
+    # ------------------------------------------------------------------ collections
+
+    def create_collection(self, name: str) -> None:
+        """Create an empty collection; names are 1-255 of ``A-Z a-z 0-9 _ . -``."""
+        from sqlalchemy import select
+
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidInput(f"invalid collection name {name!r}: use 1-255 of A-Z a-z 0-9 _ . -")
+        with self._session() as s, s.begin():
+            if s.scalar(select(self._s.collection).where(self._s.collection.name == name)) is not None:
+                raise CollectionExists(f"collection {name!r} already exists")
+            s.add(self._s.collection(name=name, created_at=datetime.now(UTC)))
+
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection with everyone enrolled in it."""
+        with self._session() as s, s.begin():
+            s.delete(self._collection(s, name))
+
+    def list_collections(self) -> list[str]:
+        from sqlalchemy import select
+
+        with self._session() as s:
+            return sorted(s.scalars(select(self._s.collection.name)).all())
+
+    # ------------------------------------------------------------------ people
+
+    def enroll(self, collection: str, person: str, images: ImageSource | Sequence[ImageSource]) -> int:
+        """Add one or more photos of ``person``; returns how many faces were stored.
+
+        Every photo must show exactly one face: otherwise :class:`NoFaceFound` or
+        :class:`MultipleFaces` naming the photo is raised and nothing is enrolled.
+        """
+        from visor.models.batching import is_batch
+
+        sources = list(images) if is_batch(images) else [images]  # type: ignore[arg-type]
+        if not sources:
+            raise InvalidInput("enroll needs at least one photo")
+        self._check_exists(collection)
+        embeddings = [self.analyzer.embed_one(src, **self.detect_kwargs) for src in sources]
+        return self.add_embeddings(collection, person, embeddings, [describe_source(s) for s in sources])
+
+    def add_embeddings(self, collection: str, person: str, embeddings: Iterable[Any],
+                       sources: Sequence[str] | None = None) -> int:
+        """Store precomputed 128-d embeddings for ``person`` (``sources`` names each, for the record)."""
+        from sqlalchemy import select
+
+        if not isinstance(person, str) or not person.strip() or len(person) > 255:
+            raise InvalidInput(f"invalid person name {person!r}")
+        vectors = []
+        for e in embeddings:
+            v = as_embedding(e)
+            if v is None:
+                raise InvalidInput(f"an embedding must have {EMBEDDING_SIZE} numbers")
+            vectors.append(v)
+        names = list(sources) if sources is not None else [""] * len(vectors)
+        if len(names) != len(vectors):
+            raise InvalidInput(f"{len(vectors)} embeddings but {len(names)} sources")
+        now = datetime.now(UTC)
+        P = self._s.person
+        with self._session() as s, s.begin():
+            col = self._collection(s, collection)
+            row = s.scalar(select(P).where(P.collection_id == col.id, P.name == person))
+            if row is None:
+                row = P(name=person, collection=col)
+                s.add(row)
+            for v, src in zip(vectors, names, strict=True):
+                row.faces.append(self._s.face(source=src[:1024], embedding=v.astype("<f4").tobytes(), created_at=now))
+        return len(vectors)
+
+    def list_people(self, collection: str) -> list[str]:
+        from sqlalchemy import select
+
+        P = self._s.person
+        with self._session() as s:
+            col = self._collection(s, collection)
+            return sorted(s.scalars(select(P.name).where(P.collection_id == col.id)).all())
+
+    def remove_person(self, collection: str, person: str) -> None:
+        """Forget ``person`` and all their photos' embeddings."""
+        from sqlalchemy import select
+
+        P = self._s.person
+        with self._session() as s, s.begin():
+            col = self._collection(s, collection)
+            row = s.scalar(select(P).where(P.collection_id == col.id, P.name == person))
+            if row is None:
+                names = s.scalars(select(P.name).where(P.collection_id == col.id)).all()
+                raise PersonNotFound(f"no person {person!r} in collection {collection!r}.{suggest(person, names)}")
+            s.delete(row)
+
+    def _check_exists(self, collection: str) -> None:
+        with self._session() as s:
+            self._collection(s, collection)
+
+    def _embeddings(self, collection: str) -> tuple[list[str], np.ndarray]:
+        from sqlalchemy import select
+
+        P, F = self._s.person, self._s.face
+        with self._session() as s:
+            col = self._collection(s, collection)
+            rows = s.execute(select(P.name, F.embedding).join(F, F.person_id == P.id)
+                             .where(P.collection_id == col.id).order_by(F.id)).all()
+        names = [r[0] for r in rows]
+        matrix = np.array([np.frombuffer(r[1], "<f4") for r in rows], np.float32).reshape(-1, EMBEDDING_SIZE)
+        return names, matrix
+
+    # ------------------------------------------------------------------ search
+
+    def identify(self, collection: str, image: ImageSource, *, threshold: float = DEFAULT_THRESHOLD,
+                 top_k: int = 3) -> Faces:
+        """Every face in ``image`` with who it is.
+
+        ``data["name"]`` is the enrolled person nearest to the face if within ``threshold``
+        (euclidean; 0.6 is dlib's LFW operating point), else ``"unknown"``; ``data["distance"]``
+        is the distance to that nearest enrolled embedding (NaN for an empty collection);
+        ``data["matches"]`` lists the ``top_k`` nearest people, each ``{"person", "distance"}``
+        with their nearest photo's distance, nearest first.
+        """
+        if int(top_k) < 1:
+            raise InvalidInput(f"top_k must be at least 1, got {top_k}")
+        names, matrix = self._embeddings(collection)
+        faces = self.analyzer.detect(image, embeddings=True, **self.detect_kwargs)
+        labels, dists, matches = [], [], []
+        for emb in faces.embeddings:
+            d = np.linalg.norm(matrix - emb, axis=1) if len(matrix) else np.zeros(0, np.float32)
+            best: dict[str, float] = {}
+            for name, dist in zip(names, d.tolist(), strict=True):
+                best[name] = min(dist, best.get(name, np.inf))
+            ranked = sorted(best.items(), key=lambda kv: kv[1])
+            nearest = ranked[0] if ranked else (UNKNOWN, float("nan"))
+            labels.append(nearest[0] if nearest[1] <= threshold else UNKNOWN)
+            dists.append(nearest[1])
+            matches.append([{"person": n, "distance": round(v, 6)} for n, v in ranked[: int(top_k)]])
+        obj = np.empty(len(matches), dtype=object)
+        for i, m in enumerate(matches):
+            obj[i] = m
+        return faces.with_data(name=np.array(labels, dtype=object), distance=np.array(dists, np.float32),
+                               matches=obj)
+
+
+def _enable_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

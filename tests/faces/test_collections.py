@@ -1,0 +1,155 @@
+"""FaceStore: enroll the known people, identify the unknown photos, persistence, typed errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visor.errors import InvalidInput
+from visor.faces import (
+    CollectionExists,
+    CollectionNotFound,
+    FaceAnalyzer,
+    FaceStore,
+    MultipleFaces,
+    NoFaceFound,
+    PersonNotFound,
+    default_db_path,
+)
+
+# Every face in faces/unknown, left to right. The girl at the right of obama_and_biden.jpg
+# (Sasha Obama) is not enrolled, so she must come back "unknown".
+EXPECTED = {
+    "alex_lacamoire1.jpg": ["alex_lacamoire"],
+    "johnsnow_test1.jpg": ["kit_harington"],
+    "kit_with_rose.jpg": ["rose_leslie", "kit_harington"],
+    "obama-240p.jpg": ["obama"],
+    "obama1.jpg": ["obama"],
+    "obama_and_biden.jpg": ["biden", "obama", "unknown"],
+    "obama_partial_face.jpg": ["obama"],
+    "two_people.jpg": ["obama", "biden"],
+}
+
+
+@pytest.fixture(scope="module")
+def analyzer() -> FaceAnalyzer:
+    return FaceAnalyzer()
+
+
+@pytest.fixture(scope="module")
+def faces_dir(shared_data):
+    return shared_data("faces")
+
+
+@pytest.fixture(scope="module")
+def enrolled(tmp_path_factory, analyzer, faces_dir):
+    """A store file with every person of faces/known enrolled in collection "known"."""
+    db = tmp_path_factory.mktemp("faces") / "sub" / "faces.db"
+    with FaceStore(db, analyzer=analyzer) as store:
+        store.create_collection("known")
+        for person in sorted((faces_dir / "known").iterdir()):
+            assert store.enroll("known", person.name, sorted(person.iterdir())) == len(list(person.iterdir()))
+    return db
+
+
+@pytest.fixture(scope="module")
+def identified(enrolled, analyzer, faces_dir):
+    with FaceStore(enrolled, analyzer=analyzer) as store:
+        return {p.name: store.identify("known", p) for p in sorted((faces_dir / "unknown").iterdir())}
+
+
+def _left_to_right(faces) -> list[str]:
+    return faces.data["name"][np.argsort(faces.xyxy[:, 0])].tolist()
+
+
+def test_acceptance_identify_every_unknown_photo(identified):
+    assert set(identified) == set(EXPECTED)
+    got = {name: _left_to_right(faces) for name, faces in identified.items()}
+    assert got == EXPECTED
+
+
+def test_identify_data(identified):
+    f = identified["obama_and_biden.jpg"]
+    assert len(f) == 3 and f.embeddings.shape == (3, 128)
+    for i in range(3):
+        matches = f.data["matches"][i]
+        assert 1 <= len(matches) <= 3
+        assert [m["distance"] for m in matches] == sorted(m["distance"] for m in matches)
+        assert matches[0]["distance"] == pytest.approx(float(f.data["distance"][i]), abs=1e-5)
+        assert len({m["person"] for m in matches}) == len(matches)
+        known = f.data["name"][i] != "unknown"
+        assert (f.data["distance"][i] <= 0.6) == known
+    face = f.to_dict(embeddings=False)["faces"][0]
+    assert {"name", "distance", "matches"} <= set(face)
+    assert identified["obama-240p.jpg"].data["distance"][0] < 0.3
+
+
+def test_persistence_in_a_new_store(enrolled, analyzer, faces_dir):
+    with FaceStore(enrolled, analyzer=analyzer) as store:
+        assert store.list_collections() == ["known"]
+        assert store.list_people("known") == ["alex_lacamoire", "biden", "kit_harington", "obama", "rose_leslie"]
+        small = faces_dir / "unknown" / "obama-240p.jpg"
+        f = store.identify("known", small, top_k=1)
+        assert f.data["name"].tolist() == ["obama"] and len(f.data["matches"][0]) == 1
+        assert store.identify("known", small, threshold=0.1).data["name"][0] == "unknown"
+
+
+def test_people_and_collections_lifecycle(tmp_path, analyzer, faces_dir, identified):
+    small = faces_dir / "unknown" / "obama-240p.jpg"
+    db = tmp_path / "f.db"
+    with FaceStore(db, analyzer=analyzer) as store:
+        store.create_collection("staff")
+        store.create_collection("guests")
+        with pytest.raises(CollectionExists):
+            store.create_collection("staff")
+        with pytest.raises(InvalidInput):
+            store.create_collection("bad name/")
+        store.enroll("staff", "obama", small)
+        pair = identified["two_people.jpg"]
+        biden = pair.embeddings[int(np.argmax(pair.xyxy[:, 0]))]
+        assert store.add_embeddings("staff", "biden", [biden], ["two_people.jpg"]) == 1
+        assert store.list_people("staff") == ["biden", "obama"] and store.list_people("guests") == []
+        with pytest.raises(PersonNotFound, match="Did you mean 'obama'"):
+            store.remove_person("staff", "obamma")
+        with pytest.raises(InvalidInput):
+            store.add_embeddings("staff", "x", [np.zeros(3)])
+        store.remove_person("staff", "obama")
+        assert store.identify("staff", small).data["name"].tolist() == ["unknown"]
+        assert store.identify("guests", small).data["name"].tolist() == ["unknown"]
+        store.delete_collection("staff")
+    with FaceStore(db, analyzer=analyzer) as store:
+        assert store.list_collections() == ["guests"]
+
+
+def test_unknown_collection_did_you_mean(enrolled, analyzer, faces_dir):
+    with FaceStore(enrolled, analyzer=analyzer) as store:
+        with pytest.raises(CollectionNotFound, match="Did you mean 'known'") as e:
+            store.identify("knwon", faces_dir / "unknown" / "obama-240p.jpg")
+        assert e.value.http_status == 404
+        with pytest.raises(CollectionNotFound):
+            store.enroll("nope", "x", faces_dir / "known" / "obama" / "obama.jpg")
+        with pytest.raises(CollectionNotFound):
+            store.delete_collection("knwon")
+
+
+def test_enroll_refuses_bad_photos_and_enrolls_nothing(tmp_path, analyzer, faces_dir):
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (80, 80), (255, 255, 255)).save(blank)
+    good = faces_dir / "unknown" / "obama-240p.jpg"
+    with FaceStore(tmp_path / "f.db", analyzer=analyzer) as store:
+        store.create_collection("c")
+        with pytest.raises(MultipleFaces, match=r"two_people\.jpg"):
+            store.enroll("c", "pair", [good, faces_dir / "unknown" / "two_people.jpg"])
+        with pytest.raises(NoFaceFound, match=r"blank\.png"):
+            store.enroll("c", "nobody", blank)
+        with pytest.raises(InvalidInput):
+            store.enroll("c", "nobody", [])
+        assert store.list_people("c") == []
+
+
+def test_default_db_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("VISOR_HOME", str(tmp_path))
+    assert default_db_path() == tmp_path / "faces.db"
+    monkeypatch.delenv("VISOR_HOME")
+    assert default_db_path().parts[-4:] == (".local", "share", "visor", "faces.db")
