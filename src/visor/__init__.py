@@ -6,6 +6,7 @@
 """
 
 from visor import models
+from visor.annotate import Annotator, annotate
 from visor.api import classify
 from visor.errors import (
     ConfigError,
@@ -26,6 +27,7 @@ from visor.types import Classifications, Detections
 __version__ = "0.1.0"
 
 __all__ = [
+    "Annotator",
     "Classifications",
     "Classifier",
     "ConfigError",
@@ -42,6 +44,7 @@ __all__ = [
     "WeightsError",
     "WeightsIntegrityError",
     "__version__",
+    "annotate",
     "classify",
     "load",
     "load_image",

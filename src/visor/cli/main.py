@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from visor import __version__
+from visor.cli import annotate as annotate_cli
 from visor.cli import data as data_cli
 from visor.cli import detect as detect_cli
 from visor.cli import faces as faces_cli
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     detect_cli.register(sub)
     faces_cli.register(sub)
     recognition_cli.register(sub)
+    annotate_cli.register(sub)
     return parser
 
 
