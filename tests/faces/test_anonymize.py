@@ -69,3 +69,22 @@ def test_no_faces_and_bad_arguments():
         anonymize(img, np.zeros((0, 4)), "smudge")
     with pytest.raises(ConfigError):
         anonymize(img, np.zeros((0, 4)), expand=-1)
+
+
+def test_text_regions_are_hidden_too(tmp_path):
+    """With a text reader, text boxes join the face boxes, and OCR then finds no text."""
+    import matplotlib
+    from PIL import ImageDraw, ImageFont
+
+    from visor.faces import sensitive_boxes
+    from visor.features.text import TextReader
+
+    img = Image.new("RGB", (480, 160), (255, 255, 255))
+    font = f"{matplotlib.get_data_path()}/fonts/ttf/DejaVuSans.ttf"
+    ImageDraw.Draw(img).text((20, 50), "PRIVATE 12345", fill=(0, 0, 0), font=ImageFont.truetype(font, 40))
+    reader = TextReader()
+    assert "PRIVATE" in reader.read(img).full_text
+    boxes, n_faces, n_texts = sensitive_boxes(img, analyzer=FaceAnalyzer(), text_reader=reader)
+    assert n_faces == 0 and n_texts >= 1 and len(boxes) == n_texts
+    hidden = anonymize(img, boxes, "box")
+    assert "PRIVATE" not in reader.read(hidden).full_text

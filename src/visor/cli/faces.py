@@ -155,18 +155,23 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
-    from visor.faces import anonymize
+    from visor.faces import anonymize, sensitive_boxes
 
     paths = _paths(args)
     if not paths:
         return EXIT_FAILED_INPUTS
     analyzer = _analyzer(args)
+    reader = None
+    if args.text:
+        from visor.features.text import TextReader
+
+        reader = TextReader(limits=analyzer.limits)
     out_dir = Path(args.out)
     root = Path(os.path.commonpath([p.resolve().parent for p in paths]))
 
     def work(path: Path) -> tuple[Path, int]:
         image = analyzer.decode(path)
-        faces = analyzer.detect(image, embeddings=False, **_detect_kwargs(args))
+        boxes, n_faces, n_texts = sensitive_boxes(image, analyzer=analyzer, text_reader=reader, **_detect_kwargs(args))
         try:
             rel = path.resolve().relative_to(root)
         except ValueError:
@@ -174,15 +179,15 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         target = out_dir / rel.with_suffix(".png")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            anonymize(image, faces, args.method, expand=args.expand).save(target, "PNG")
+            anonymize(image, boxes, args.method, expand=args.expand).save(target, "PNG")
         except OSError as e:
             raise _WriteError(f"cannot write {target}: {e.strerror or e}") from None
-        return target, len(faces)
+        return target, n_faces, n_texts
 
     done = 0
-    for path, (target, n) in _each(paths, work):
+    for path, (target, n_faces, n_texts) in _each(paths, work):
         done += 1
-        print(f"{path} -> {target}  {n} face(s)")
+        print(f"{path} -> {target}  {n_faces} face(s)" + (f", {n_texts} text region(s)" if reader else ""))
     return _finish(len(paths) - done, len(paths))
 
 
@@ -269,6 +274,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--method", choices=("blur", "pixelate", "box"), default="blur", help="how (default blur)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the anonymized copies")
+    p.add_argument("--text", action="store_true", help="also hide every text region (OCR text detection)")
     p.add_argument("--expand", type=_threshold, default=0.2,
                    help="grow each face box by this fraction of its size on each side (default 0.2)")
     _common(p)

@@ -3,7 +3,7 @@
 dlib and SQLAlchemy are imported only when a model is loaded or a store opened.
 """
 
-from visor.faces.anonymize import anonymize
+from visor.faces.anonymize import anonymize, sensitive_boxes
 from visor.faces.collections import (
     CollectionExists,
     CollectionNotFound,
@@ -35,4 +35,5 @@ __all__ = [
     "compare",
     "default_db_path",
     "default_models_dir",
+    "sensitive_boxes",
 ]

@@ -63,3 +63,16 @@ def anonymize(
             region = Image.new("RGB", (w, h), (0, 0, 0))
         out.paste(region, (x1, y1))
     return out
+
+
+def sensitive_boxes(image: Image.Image, *, analyzer, text_reader=None, **detect_kwargs) -> tuple[np.ndarray, int, int]:
+    """(N, 4) boxes to hide in ``image``: every detected face, plus every text region when a
+    ``text_reader`` (:class:`visor.features.text.TextReader`) is given. Returns (boxes, faces, texts)."""
+    faces = analyzer.detect(image, embeddings=False, **detect_kwargs)
+    boxes = [np.asarray(faces.xyxy, np.float64).reshape(-1, 4)]
+    texts = 0
+    if text_reader is not None:
+        lines = text_reader.read(image)
+        texts = len(lines)
+        boxes.append(np.asarray(lines.xyxy, np.float64).reshape(-1, 4))
+    return np.concatenate(boxes), len(faces), texts
