@@ -30,8 +30,8 @@ from visor.models import architectures, registry
 from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSource
 from visor.models.preprocess import normalize, preprocess
 from visor.models.weights import resolve, sha256_file
-from visor.train.checkpoint import Checkpoint, clean_stale_temp_files, load_checkpoint
-from visor.train.common import BEST, LAST, LoopState, epoch_order, lr_factor, write_json
+from visor.train.checkpoint import load_checkpoint
+from visor.train.common import BEST, LoopState, epoch_order, lr_factor, open_run, write_json
 from visor.train.config import AUTO_BALANCE_RATIO, TrainConfig
 
 TEMPERATURE_BOUNDS = (0.1, 10.0)
@@ -135,20 +135,7 @@ def train_classifier(
 
     from visor.evaluate import classification_report
 
-    run_dir = Path(out)
-    ckpt: Checkpoint | None = None
-    if resume:
-        ckpt = load_checkpoint(run_dir / LAST)
-        config = TrainConfig.from_dict(ckpt.state["config"])
-        data = data if data is not None else ckpt.state["data"]
-    else:
-        config = config or TrainConfig()
-        if (run_dir / LAST).exists():
-            raise ConfigError(f"{run_dir} already holds a training run; resume it or choose another folder")
-    if data is None:
-        raise ConfigError("no training data given")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(run_dir)
+    run_dir, ckpt, config, data = open_run(out, config, TrainConfig, data, resume)
 
     ds = data if isinstance(data, ClassificationDataset) else ClassificationDataset.load(data)
     data_ref = str(data) if not isinstance(data, ClassificationDataset) else str(ds.root or "")

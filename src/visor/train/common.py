@@ -96,3 +96,30 @@ class LoopState:
             run_dir / LAST,
         )
         return improved
+
+
+def open_run(out, config, config_cls, data, resume: bool):
+    """Prepare a run folder: ``(run_dir, checkpoint or None, config, data)``.
+
+    Resuming reads the last checkpoint and takes its saved configuration (and data, when
+    ``data`` is None); a new run refuses a folder that already holds one. Temporary files
+    left by a process killed while saving are removed.
+    """
+    from visor.errors import ConfigError
+    from visor.train.checkpoint import clean_stale_temp_files, load_checkpoint
+
+    run_dir = Path(out)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(run_dir / LAST)
+        config = config_cls.from_dict(ckpt.state["config"])
+        data = data if data is not None else ckpt.state["data"]
+    else:
+        config = config or config_cls()
+        if (run_dir / LAST).exists():
+            raise ConfigError(f"{run_dir} already holds a training run; resume it or choose another folder")
+    if data is None:
+        raise ConfigError("no training data given")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(run_dir)
+    return run_dir, ckpt, config, data

@@ -25,9 +25,9 @@ from visor.io import open_image
 from visor.models import architectures, registry
 from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSource
 from visor.models.weights import resolve, sha256_file
-from visor.train.checkpoint import clean_stale_temp_files, load_checkpoint
+from visor.train.checkpoint import load_checkpoint
 from visor.train.classifier import EpochEnd
-from visor.train.common import BEST, LAST, LoopState, epoch_order, lr_factor, write_json
+from visor.train.common import BEST, LoopState, epoch_order, lr_factor, open_run, write_json
 from visor.types import Detections
 
 DETECT_AUGMENTATIONS = ("hflip", "vflip", "scale", "color")
@@ -203,20 +203,7 @@ def train_detector(
     from visor.models.architectures.fcos import backbone_filter
     from visor.train.detection_loss import fcos_loss
 
-    run_dir = Path(out)
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(run_dir / LAST)
-        config = DetectTrainConfig.from_dict(ckpt.state["config"])
-        data = data if data is not None else ckpt.state["data"]
-    else:
-        config = config or DetectTrainConfig()
-        if (run_dir / LAST).exists():
-            raise ConfigError(f"{run_dir} already holds a training run; resume it or choose another folder")
-    if data is None:
-        raise ConfigError("no training data given")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    clean_stale_temp_files(run_dir)
+    run_dir, ckpt, config, data = open_run(out, config, DetectTrainConfig, data, resume)
 
     ds = data if isinstance(data, DetectionDataset) else DetectionDataset.load(data)
     data_ref = str(data) if not isinstance(data, DetectionDataset) else str(ds.root or "")
