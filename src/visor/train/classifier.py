@@ -31,7 +31,7 @@ from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSourc
 from visor.models.preprocess import normalize, preprocess
 from visor.models.weights import resolve, sha256_file
 from visor.train.checkpoint import load_checkpoint
-from visor.train.common import BEST, LoopState, epoch_order, lr_factor, open_run, write_json
+from visor.train.common import BEST, LoopState, epoch_order, open_run, optimizer_and_schedule, write_json
 from visor.train.config import AUTO_BALANCE_RATIO, TrainConfig
 
 TEMPERATURE_BOUNDS = (0.1, 10.0)
@@ -174,17 +174,10 @@ def train_classifier(
         sample_w = weights[train_y] if balanced and config.balance_method == "sampler" else None
         criterion = torch.nn.CrossEntropyLoss(weight=loss_weight, label_smoothing=config.label_smoothing)
 
-        steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        warmup = round(config.warmup_epochs * steps_per_epoch)
-        head = list(model.classifier.parameters())
-        head_ids = {id(p) for p in head}
+        head_ids = {id(p) for p in model.classifier.parameters()}
         backbone = [p for p in model.parameters() if id(p) not in head_ids]
-        optimizer = torch.optim.AdamW(
-            [{"params": backbone, "lr": config.lr * config.backbone_lr_scale}, {"params": head, "lr": config.lr}],
-            weight_decay=config.weight_decay,
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
+        optimizer, scheduler, steps_per_epoch = optimizer_and_schedule(model, backbone, config, len(train_y))
+        total_steps = steps_per_epoch * config.epochs
         transform = TrainTransform(config.augment, prep)
         val_x = torch.from_numpy(_eval_batch(val_images, prep))
 

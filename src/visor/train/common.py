@@ -123,3 +123,19 @@ def open_run(out, config, config_cls, data, resume: bool):
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(run_dir)
     return run_dir, ckpt, config, data
+
+
+def optimizer_and_schedule(model, backbone_params: list, config, num_samples: int):
+    """AdamW with the backbone at ``lr * backbone_lr_scale`` and everything else at ``lr``, and a
+    per-step warm-up + cosine schedule. Returns ``(optimizer, scheduler, steps_per_epoch)``."""
+    import torch
+
+    steps_per_epoch = math.ceil(num_samples / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    ids = {id(p) for p in backbone_params}
+    others = [p for p in model.parameters() if id(p) not in ids]
+    optimizer = torch.optim.AdamW([{"params": backbone_params, "lr": config.lr * config.backbone_lr_scale},
+                                   {"params": others, "lr": config.lr}], weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
+    return optimizer, scheduler, steps_per_epoch

@@ -8,7 +8,6 @@ progress bars, and an ONNX export plus card.json so the run folder is a model.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSourc
 from visor.models.weights import resolve, sha256_file
 from visor.train.checkpoint import load_checkpoint
 from visor.train.classifier import EpochEnd
-from visor.train.common import BEST, LoopState, epoch_order, lr_factor, open_run, write_json
+from visor.train.common import BEST, LoopState, epoch_order, open_run, optimizer_and_schedule, write_json
 from visor.types import Detections
 
 DETECT_AUGMENTATIONS = ("hflip", "vflip", "scale", "color")
@@ -235,15 +234,10 @@ def train_detector(
         val_tf = _Transform((), config.img_size, prep.pad_value, train=False)
         val_x = torch.from_numpy(_to_tensor(np.stack([val_tf(it, 0)[0] for it in val_items]), mean, inv_std))
 
-        steps_per_epoch = math.ceil(len(train_items) / config.batch_size)
-        total_steps = steps_per_epoch * config.epochs
-        warmup = round(config.warmup_epochs * steps_per_epoch)
         backbone_params = list(model.backbone.parameters())
-        ids = {id(p) for p in backbone_params}
-        others = [p for p in model.parameters() if id(p) not in ids]
-        optimizer = torch.optim.AdamW([{"params": backbone_params, "lr": config.lr * config.backbone_lr_scale},
-                                       {"params": others, "lr": config.lr}], weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
+        optimizer, scheduler, steps_per_epoch = optimizer_and_schedule(model, backbone_params, config,
+                                                                       len(train_items))
+        total_steps = steps_per_epoch * config.epochs
 
         loop = LoopState.restore(ckpt, model, optimizer, scheduler) if ckpt is not None else LoopState()
         history, start_epoch = loop.history, loop.epoch
