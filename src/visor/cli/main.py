@@ -17,7 +17,10 @@ from visor.cli import annotate as annotate_cli
 from visor.cli import data as data_cli
 from visor.cli import detect as detect_cli
 from visor.cli import faces as faces_cli
+from visor.cli import keys as keys_cli
 from visor.cli import recognition as recognition_cli
+from visor.cli import review as review_cli
+from visor.cli import serve as serve_cli
 from visor.cli import train as train_cli
 from visor.cli.common import err, positive_int
 from visor.errors import VisorError
@@ -150,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     faces_cli.register(sub)
     recognition_cli.register(sub)
     annotate_cli.register(sub)
+    serve_cli.register(sub)
+    keys_cli.register(sub)
+    review_cli.register(sub)
     return parser
 
 

@@ -1,0 +1,124 @@
+"""``visor serve``: run the REST service (FastAPI on uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from visor.cli.common import err, fraction, positive_int
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
+
+
+def _threshold(text: str) -> tuple[str, float]:
+    model, sep, value = text.rpartition("=")
+    if not sep or not model:
+        raise argparse.ArgumentTypeError(f"expected MODEL=THRESHOLD, got {text!r}")
+    return model, fraction(value)
+
+
+def settings_from_args(args: argparse.Namespace):
+    from visor.serve.settings import ServeSettings
+
+    return ServeSettings(
+        host=args.host, port=args.port, workers=args.workers, classifier=args.model, detector=args.detector,
+        threads=args.threads, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue_size=args.queue_size,
+        deadline_ms=args.deadline_ms, max_body_bytes=args.max_body_mb * 1024 * 1024, max_images=args.max_images,
+        require_keys=not args.no_keys, rate_limit=args.rate_limit, rate_burst=args.rate_burst, db=args.db,
+        faces_db=args.faces_db, log_predictions=args.log_predictions, retention_days=args.retention_days,
+        review_threshold=args.review_threshold, review_thresholds=dict(args.review_model_threshold or []),
+        review_labels=tuple(args.review_label or ()), review_sample_rate=args.review_sample_rate,
+        preload=tuple(args.preload.split(",")) if args.preload else ("classifier",),
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from visor.serve.app import SETTINGS_ENV, create_app
+    except ImportError as e:
+        err(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'visor[serve]'")
+        return 2
+    settings = settings_from_args(args)
+    if args.print_settings:
+        print(json.dumps(json.loads(settings.to_json()), indent=2))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not settings.require_keys and not settings.loopback:
+        print(f"\n  WARNING: API keys are OFF and visor listens on {settings.host}:{settings.port}.\n"
+              "  Anyone who can reach this address can use the service. Drop --no-keys, or bind 127.0.0.1.\n",
+              file=sys.stderr)
+    common = {"host": settings.host, "port": settings.port, "timeout_graceful_shutdown": args.graceful_timeout,
+              "log_level": args.log_level, "limit_concurrency": args.limit_concurrency}
+    if settings.workers > 1:
+        os.environ[SETTINGS_ENV] = settings.to_json()
+        uvicorn.run("visor.serve.app:create_app_from_env", factory=True, workers=settings.workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="run the REST service (native API, Cloud Vision-compatible endpoint, review queue, web UI)",
+        description="Run the visor REST service. API keys are required (create one with `visor keys create "
+                    "--name NAME`) unless --no-keys. The web UI is at http://HOST:PORT/ui/, the OpenAPI docs at "
+                    "/docs, health at /livez and /readyz, Prometheus metrics at /metrics.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="worker processes, each with its own models and queues (default 1)")
+    p.add_argument("--model", default="efficientnet_lite0",
+                   help="classifier: registry name, model folder or .onnx (default efficientnet_lite0)")
+    p.add_argument("--detector", default=None, help="object detector (model folder or .onnx); enables /v1/detect")
+    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads per model")
+    g = p.add_argument_group("batching and load")
+    g.add_argument("--max-batch", type=positive_int, default=16, help="largest micro-batch (default 16; 1 = off)")
+    g.add_argument("--max-wait-ms", type=_positive_float, default=5.0,
+                   help="longest wait for a micro-batch to fill, in ms (default 5)")
+    g.add_argument("--queue-size", type=positive_int, default=64,
+                   help="images queued per model before answering 503 (default 64)")
+    g.add_argument("--deadline-ms", type=_positive_float, default=30000.0,
+                   help="answer 504 when a request takes longer, in ms (default 30000)")
+    g.add_argument("--max-body-mb", type=positive_int, default=32, help="largest request body in MiB (default 32)")
+    g.add_argument("--max-images", type=positive_int, default=16, help="most images per request (default 16)")
+    g.add_argument("--limit-concurrency", type=positive_int, default=None,
+                   help="most open connections before uvicorn answers 503 (default: no limit)")
+    g.add_argument("--graceful-timeout", type=positive_int, default=30,
+                   help="seconds to finish requests in flight on SIGTERM (default 30)")
+    a = p.add_argument_group("keys")
+    a.add_argument("--no-keys", action="store_true", help="no API keys (local development only)")
+    a.add_argument("--rate-limit", type=_positive_float, default=None, help="requests per second per key")
+    a.add_argument("--rate-burst", type=positive_int, default=20, help="burst allowance per key (default 20)")
+    d = p.add_argument_group("storage and review")
+    d.add_argument("--db", default=None,
+                   help="SQLAlchemy URL (default sqlite in $VISOR_HOME/serve.db; postgresql://... works)")
+    d.add_argument("--faces-db", default=None, help="face collections file (default: the `visor faces` one)")
+    d.add_argument("--log-predictions", action="store_true", help="store every prediction in the database")
+    d.add_argument("--retention-days", type=_positive_float, default=30.0,
+                   help="delete logged predictions older than this (default 30)")
+    d.add_argument("--review-threshold", type=fraction, default=None,
+                   help="queue predictions whose confidence is below this for review (default: no review queue)")
+    d.add_argument("--review-model-threshold", type=_threshold, action="append", metavar="MODEL=T",
+                   help="per-model review threshold (repeatable)")
+    d.add_argument("--review-label", action="append", metavar="LABEL",
+                   help="always queue predictions of this label (repeatable)")
+    d.add_argument("--review-sample-rate", type=fraction, default=0.0,
+                   help="also queue this random fraction of predictions (default 0)")
+    p.add_argument("--preload", default="classifier",
+                   help="comma list of models to load at start: classifier,faces,text,moderation")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--print-settings", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)

@@ -1,0 +1,385 @@
+"""The FastAPI app: thin routes over :class:`~visor.serve.service.VisorService`.
+
+``create_app(settings)`` builds a fresh app (no module-level app object, no import-time
+side effects). ``create_app_from_env()`` is the factory uvicorn's worker processes call
+(``visor serve --workers N``), reading the settings from ``VISOR_SERVE_SETTINGS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from importlib import resources
+from typing import Any
+
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from visor import __version__
+from visor.errors import InvalidInput, VisorError
+from visor.serve import openapi_docs as docs
+from visor.serve.auth import key_from_request
+from visor.serve.inputs import PayloadTooLarge, float_option, int_option, list_option, read_images
+from visor.serve.manager import monotonic_deadline
+from visor.serve.metrics import CONTENT_TYPE
+from visor.serve.service import BatchAnswer, VisorService
+from visor.serve.settings import ServeSettings
+
+log = logging.getLogger("visor.serve")
+SETTINGS_ENV = "VISOR_SERVE_SETTINGS"
+CLOUD_VISION_PATH = "/v1/images:annotate"
+PUBLIC_PATHS = ("/livez", "/readyz")
+PURGE_EVERY_S = 3600.0
+
+_bearer = HTTPBearer(auto_error=False, description="An API key from `visor keys create`")
+_x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `visor keys create`")
+_goog_key = APIKeyHeader(name="x-goog-api-key", auto_error=False, description="Cloud Vision clients' API key header")
+_query_key = APIKeyQuery(name="key", auto_error=False, description="Cloud Vision clients' API key parameter")
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class BodyLimit:
+    """Refuses bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = PayloadTooLarge(f"the request body is over the {self.max_bytes} byte limit")
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await error_response(too_large, scope["path"])(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise too_large
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class MetricsMiddleware:
+    """Counts every response by route template and status, with its latency."""
+
+    def __init__(self, app: Any, service: VisorService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def sending(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or ("/ui" if scope["path"].startswith("/ui") else "unmatched")
+            self.service.metrics.observe_request(path, scope.get("method", ""), status, time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def error_response(e: VisorError, path: str) -> JSONResponse:
+    headers = {}
+    if getattr(e, "retry_after", None):
+        headers["Retry-After"] = str(int(e.retry_after))
+    if e.http_status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if path == CLOUD_VISION_PATH:
+        from visor.serve.cloudvision import error_body
+
+        return JSONResponse(error_body(e.http_status, str(e)), e.http_status, headers)
+    return JSONResponse({"error": e.to_dict()}, e.http_status, headers)
+
+
+def answer_response(answer: BatchAnswer) -> JSONResponse:
+    headers = {"Retry-After": str(answer.retry_after)} if answer.retry_after else None
+    return JSONResponse(answer.to_dict(), answer.status, headers)
+
+
+# --------------------------------------------------------------------------- app
+
+
+def create_app(settings: ServeSettings | None = None, *, service: VisorService | None = None) -> FastAPI:
+    """A new app; models load in the background after start-up (``/readyz`` tells when)."""
+    settings = settings or ServeSettings()
+    service = service or VisorService(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(asyncio.to_thread(service.start))
+        purging = asyncio.create_task(_purge_loop(service))
+        try:
+            yield
+        finally:
+            purging.cancel()
+            with contextlib.suppress(BaseException):
+                await loading
+            # uvicorn has finished the requests in flight by now; drain the queues and close the DB
+            await asyncio.to_thread(service.stop)
+
+    app = FastAPI(title="visor", version=__version__, lifespan=lifespan, description=docs.DESCRIPTION,
+                  openapi_tags=docs.TAGS)
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, service=service)
+
+    @app.exception_handler(VisorError)
+    async def _visor_error(request: Request, e: VisorError) -> JSONResponse:
+        return error_response(e, request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, e: RequestValidationError) -> JSONResponse:
+        parts = ["; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())]
+        return error_response(InvalidInput(parts[0] or "invalid request"), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        body = {"error": {"type": "HTTPException", "code": code, "message": str(e.detail)}}
+        return JSONResponse(body, e.status_code, getattr(e, "headers", None))
+
+    def auth(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(_bearer),
+             _k: str | None = Depends(_x_api_key)) -> str | None:
+        return service.authenticate(key_from_request(request.headers, request.query_params))
+
+    def google_auth(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                    _k: str | None = Depends(_x_api_key), _g: str | None = Depends(_goog_key),
+                    _q: str | None = Depends(_query_key)) -> str | None:
+        return service.authenticate(key_from_request(request.headers, request.query_params, google=True))
+
+    def deadline(request: Request) -> float:
+        ms = settings.deadline_ms
+        asked = request.headers.get("x-visor-deadline-ms")
+        if asked:
+            try:
+                ms = min(ms, max(0.0, float(asked)))
+            except ValueError:
+                raise InvalidInput(f"X-Visor-Deadline-Ms must be a number of milliseconds, got {asked!r}") from None
+        return monotonic_deadline(ms)
+
+    # ------------------------------------------------------------------ health, metrics, models
+
+    @app.get("/livez", tags=["health"], responses=docs.LIVEZ)
+    async def livez() -> dict[str, str]:
+        """The process is up (no key needed)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], responses=docs.READYZ)
+    async def readyz() -> JSONResponse:
+        """Ready once the models are loaded (503 until then; no key needed)."""
+        m = service.manager
+        if m.ready:
+            return JSONResponse({"status": "ready", "models": [x.name for x in m.models()]})
+        if m.load_error is not None:
+            return JSONResponse({"status": "failed", "error": str(m.load_error)}, 503)
+        return JSONResponse({"status": "loading"}, 503, {"Retry-After": "2"})
+
+    @app.get("/metrics", tags=["health"], response_class=Response, responses=docs.METRICS)
+    async def metrics(_: str | None = Depends(auth)) -> Response:
+        """Prometheus metrics: requests, latency, queue depth, batch sizes, loaded models."""
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    @app.get("/v1/models", tags=["models"], responses=docs.MODELS)
+    async def models(_: str | None = Depends(auth)) -> dict[str, Any]:
+        """The models this service runs, with their weights' sha256."""
+        return {"models": [m.to_dict() for m in service.manager.models()]}
+
+    # ------------------------------------------------------------------ recognition
+
+    @app.post("/v1/classify", tags=["recognition"], openapi_extra=docs.images_body(docs.CLASSIFY_OPTIONS),
+              responses=docs.CLASSIFY)
+    async def classify(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
+                       top_k: int = Query(5, ge=1, le=1000, description="labels per image")) -> JSONResponse:
+        """Image labels (ImageNet-1k by default), micro-batched with concurrent requests."""
+        images, opts = await read_images(request, max_images=settings.max_images)
+        k = int_option(opts, "top_k", top_k, 1, 1000)
+        return answer_response(await service.classify(images, top_k=k, deadline=until, key_name=key))
+
+    @app.post("/v1/detect", tags=["recognition"], openapi_extra=docs.images_body(docs.DETECT_OPTIONS),
+              responses=docs.DETECT)
+    async def detect(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
+                     conf: float = Query(0.25, ge=0, le=1, description="minimum box score"),
+                     iou: float = Query(0.45, ge=0, le=1, description="NMS IoU threshold")) -> JSONResponse:
+        """Object detection with the service's detector (404 when none is configured)."""
+        images, opts = await read_images(request, max_images=settings.max_images)
+        answer = await service.detect(images, conf=float_option(opts, "conf", conf, 0, 1),
+                                      iou=float_option(opts, "iou", iou, 0, 1),
+                                      max_det=int_option(opts, "max_det", 300, 1, 10000), deadline=until,
+                                      key_name=key)
+        return answer_response(answer)
+
+    @app.post("/v1/annotate", tags=["recognition"], openapi_extra=docs.images_body(docs.ANNOTATE_OPTIONS),
+              responses=docs.ANNOTATE)
+    async def annotate(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
+                       features: str | None = Query(None, description="comma-separated: labels, objects, faces, "
+                                                    "text, moderation, properties, crop_hints"),
+                       top_k: int = Query(5, ge=1, le=1000)) -> JSONResponse:
+        """Every recognition feature in one document per image (the schema of ``visor annotate``)."""
+        images, opts = await read_images(request, max_images=settings.max_images)
+        wanted = list_option(opts, "features") or service.default_features()
+        answer = await service.annotate(images, features=wanted, top_k=int_option(opts, "top_k", top_k, 1, 1000),
+                                        deadline=until, key_name=key)
+        return answer_response(answer)
+
+    @app.post(CLOUD_VISION_PATH, tags=["cloud vision"], responses=docs.CLOUD_VISION,
+              openapi_extra=docs.CLOUD_VISION_BODY)
+    async def images_annotate(request: Request, _: str | None = Depends(google_auth),
+                              alt: str | None = Query(None, alias="$alt",
+                                                      description="`json;enum-encoding=int` for numeric enums"),
+                              ) -> JSONResponse:
+        """Google Cloud Vision v1 ``images:annotate``: the official clients work unchanged."""
+        from visor.serve.cloudvision import int_enums_requested
+
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InvalidInput(f"the body is not valid JSON: {e}") from None
+        return JSONResponse(await service.cloud_vision(body, int_enums=int_enums_requested(alt)))
+
+    # ------------------------------------------------------------------ face collections
+
+    collection_name = Path(..., pattern=r"^[A-Za-z0-9_.\-]{1,255}$", description="collection name")
+    person_name = Path(..., min_length=1, max_length=255, description="person name")
+
+    @app.get("/v1/collections", tags=["faces"], responses=docs.COLLECTIONS)
+    async def list_collections(_: str | None = Depends(auth)) -> dict[str, Any]:
+        """Face collections with their number of people and faces."""
+        return {"collections": await service.collections()}
+
+    @app.post("/v1/collections", tags=["faces"], status_code=201, responses=docs.COLLECTION_CREATED)
+    async def create_collection(body: docs.NewCollection = Body(...), _: str | None = Depends(auth)
+                                ) -> dict[str, Any]:
+        """Create an empty face collection (409 when it exists)."""
+        await service.faces_call("create_collection", body.name)
+        return {"name": body.name, "people": []}
+
+    @app.get("/v1/collections/{name}", tags=["faces"], responses=docs.COLLECTION)
+    async def get_collection(name: str = collection_name, _: str | None = Depends(auth)) -> dict[str, Any]:
+        """The people enrolled in a collection."""
+        return await service.collection(name)
+
+    @app.delete("/v1/collections/{name}", tags=["faces"], status_code=204, response_class=Response,
+                responses=docs.NOT_FOUND)
+    async def delete_collection(name: str = collection_name, _: str | None = Depends(auth)) -> Response:
+        """Delete a collection and everyone in it."""
+        await service.faces_call("delete_collection", name)
+        return Response(status_code=204)
+
+    @app.post("/v1/collections/{name}/people/{person}", tags=["faces"], openapi_extra=docs.images_body({}),
+              responses=docs.ENROLLED)
+    async def enroll(request: Request, name: str = collection_name, person: str = person_name,
+                     _: str | None = Depends(auth)) -> dict[str, Any]:
+        """Enroll a person from photos that each show exactly one face."""
+        images, _opts = await read_images(request, max_images=settings.max_images)
+        added = await service.faces_call("enroll", name, person, [img.data for img in images])
+        return {"collection": name, "person": person, "faces_added": added}
+
+    @app.delete("/v1/collections/{name}/people/{person}", tags=["faces"], status_code=204,
+                response_class=Response, responses=docs.NOT_FOUND)
+    async def remove_person(name: str = collection_name, person: str = person_name,
+                            _: str | None = Depends(auth)) -> Response:
+        """Remove a person and their stored faces."""
+        await service.faces_call("remove_person", name, person)
+        return Response(status_code=204)
+
+    @app.post("/v1/collections/{name}/identify", tags=["faces"], openapi_extra=docs.images_body({}),
+              responses=docs.IDENTIFY)
+    async def identify(request: Request, name: str = collection_name, _: str | None = Depends(auth),
+                       threshold: float = Query(0.6, gt=0, le=2, description="largest match distance")
+                       ) -> JSONResponse:
+        """Who is in the image: each face with the nearest enrolled person, or "unknown"."""
+        images, _opts = await read_images(request, max_images=settings.max_images)
+        return answer_response(await service.identify(name, images, threshold=threshold))
+
+    # ------------------------------------------------------------------ review queue
+
+    @app.get("/v1/review/items", tags=["review"], responses=docs.REVIEW_LIST)
+    async def review_items(status: str = Query("pending", description="pending, accepted, corrected, rejected, "
+                                                "reviewed or all"),
+                           limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=10**9),
+                           _: str | None = Depends(auth)) -> dict[str, Any]:
+        """Predictions waiting for (or given) a human decision, oldest first, with the queue's counts."""
+        items = await run_in_threadpool(service.review.list, status, limit, offset)
+        counts = await run_in_threadpool(service.review.counts)
+        return {"items": [i.to_dict() for i in items], "counts": counts}
+
+    @app.get("/v1/review/items/{item_id}", tags=["review"], responses=docs.REVIEW_ITEM)
+    async def review_item(item_id: int = Path(..., ge=1, le=2**62), _: str | None = Depends(auth)
+                          ) -> dict[str, Any]:
+        """One review item."""
+        return (await run_in_threadpool(service.review.get, item_id)).to_dict()
+
+    @app.get("/v1/review/items/{item_id}/image", tags=["review"], response_class=Response,
+             responses=docs.REVIEW_IMAGE)
+    async def review_image(item_id: int = Path(..., ge=1, le=2**62), _: str | None = Depends(auth)) -> Response:
+        """The stored image of a review item."""
+        data, media_type = await run_in_threadpool(service.review.image, item_id)
+        return Response(data, media_type=media_type)
+
+    @app.post("/v1/review/items/{item_id}", tags=["review"], responses=docs.REVIEW_ITEM)
+    async def decide(body: docs.Decision = Body(..., openapi_examples=docs.DECISION_EXAMPLES),
+                     item_id: int = Path(..., ge=1, le=2**62), key: str | None = Depends(auth)) -> dict[str, Any]:
+        """Accept the prediction, correct its label, or reject the item."""
+        item = await run_in_threadpool(service.review.decide, item_id, body.action, body.label, key)
+        return item.to_dict()
+
+    # ------------------------------------------------------------------ web UI
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
+    static = resources.files("visor.serve") / "static"
+    app.mount("/ui", StaticFiles(directory=str(static), html=True), name="ui")
+    return app
+
+
+async def _purge_loop(service: VisorService) -> None:
+    while True:
+        if service.settings.log_predictions:
+            try:
+                removed = await asyncio.to_thread(service.purge_predictions)
+                if removed:
+                    log.info("removed %d logged predictions past the retention period", removed)
+            except Exception:
+                log.exception("purging old predictions failed")
+        await asyncio.sleep(PURGE_EVERY_S)
+
+
+def create_app_from_env() -> FastAPI:
+    """The app factory for ``uvicorn --factory`` worker processes."""
+    raw = os.environ.get(SETTINGS_ENV)
+    return create_app(ServeSettings.from_dict(json.loads(raw)) if raw else ServeSettings())

@@ -1,0 +1,232 @@
+"""The service database: API keys, the review queue and the prediction log (SQLAlchemy 2).
+
+SQLite by default (:func:`default_db_url`), in WAL mode with a 5 s busy timeout and foreign
+keys on; any other SQLAlchemy URL (``postgresql://...``) works unchanged, since nothing here
+uses SQLite-only SQL. Tables are created when a :class:`ServiceDB` opens.
+
+Datetimes are timezone-aware UTC in Python; SQLite stores them as naive UTC text.
+Nothing happens on import: no engine, no file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import DeclarativeBase, Session, deferred, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from visor.errors import ConfigError, InvalidInput
+
+__all__ = ["ApiKeyRow", "PredictionRow", "ReviewItemRow", "ServiceDB", "default_db_url", "utcnow"]
+
+DB_FILE = "serve.db"
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def default_db_path() -> Path:
+    """``$VISOR_HOME/serve.db``, or ``~/.local/share/visor/serve.db`` when VISOR_HOME is unset."""
+    home = os.environ.get("VISOR_HOME")
+    base = Path(home) if home else Path.home() / ".local" / "share" / "visor"
+    return base / DB_FILE
+
+
+def default_db_url() -> str:
+    """``sqlite:///`` + :func:`default_db_path`; its folder is created."""
+    path = default_db_path()
+    _make_parent(path)
+    return URL.create("sqlite", database=os.fspath(path.absolute())).render_as_string()
+
+
+def _make_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InvalidInput(f"cannot create {path.parent}: {e.strerror or e}") from None
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every backend (naive UTC where the backend has no zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKeyRow(Base):
+    __tablename__ = "api_keys"
+    id = Column(Integer, primary_key=True)
+    name = Column(String(255), unique=True, nullable=False)
+    prefix = Column(String(32), nullable=False)
+    key_sha256 = Column(String(64), unique=True, nullable=False)
+    created_at = Column(UTCDateTime, nullable=False)
+    revoked_at = Column(UTCDateTime, nullable=True)
+
+
+class ReviewItemRow(Base):
+    __tablename__ = "review_items"
+    id = Column(Integer, primary_key=True)
+    created_at = Column(UTCDateTime, nullable=False)
+    model = Column(String(255), nullable=False)
+    task = Column(String(32), nullable=False)
+    filename = Column(String(1024), nullable=False)
+    media_type = Column(String(255), nullable=False)
+    image = deferred(Column(LargeBinary, nullable=False))  # loaded only when asked for
+    image_sha256 = Column(String(64), nullable=False, index=True)
+    reason = Column(String(255), nullable=False)
+    prediction = Column(Text, nullable=False)  # JSON
+    predicted_label = Column(String(1024), nullable=True)
+    confidence = Column(Float, nullable=True)
+    labels = Column(Text, nullable=False)  # JSON list
+    status = Column(String(32), nullable=False, index=True)
+    label = Column(String(1024), nullable=True)
+    boxes = Column(Text, nullable=True)  # JSON list of {"xyxy", "label"}, corrected detect items only
+    reviewer = Column(String(255), nullable=True)
+    decided_at = Column(UTCDateTime, nullable=True)
+
+
+class PredictionRow(Base):
+    __tablename__ = "predictions"
+    id = Column(Integer, primary_key=True)
+    created_at = Column(UTCDateTime, nullable=False, index=True)
+    route = Column(String(255), nullable=False)
+    model = Column(String(255), nullable=False)
+    image_sha256 = Column(String(64), nullable=False)
+    result = Column(Text, nullable=False)  # JSON
+    latency_ms = Column(Float, nullable=False)
+    key_name = Column(String(255), nullable=True)
+
+
+# --------------------------------------------------------------------------- engine
+
+_IMMEDIATE = "visor_sqlite_immediate"
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event (below) issue BEGIN itself, so writes can take the lock up front.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # BEGIN IMMEDIATE for write sessions: a deferred transaction that reads and then writes fails
+    # at once with SQLITE_BUSY (no busy wait) when another connection wrote in between.
+    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _parse_url(url: str) -> URL:
+    if "://" not in url:  # a bare path means an SQLite file
+        return URL.create("sqlite", database=os.fspath(Path(url).expanduser().absolute()))
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise ConfigError(f"not a database URL: {url!r} ({e})") from None
+    # SQLAlchemy's default PostgreSQL driver is psycopg2; use psycopg 3 when only that one is installed
+    if (parsed.drivername in ("postgresql", "postgres") and importlib.util.find_spec("psycopg2") is None
+            and importlib.util.find_spec("psycopg") is not None):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+class ServiceDB:
+    """The service's database at ``url`` (default :func:`default_db_url`; a bare path is an SQLite file).
+
+    Use :meth:`session` for a unit of work, and :meth:`close` (or ``with``) when done.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        parsed = _parse_url(url or default_db_url())
+        self.url = parsed.render_as_string(hide_password=True)
+        kwargs: dict[str, Any] = {}
+        sqlite = parsed.get_backend_name() == "sqlite"
+        if sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False}
+            if parsed.database in (None, "", ":memory:"):
+                kwargs["poolclass"] = StaticPool  # one shared in-memory database
+            else:
+                _make_parent(Path(parsed.database))
+        try:
+            self.engine: Engine = create_engine(parsed, **kwargs)
+        except (ArgumentError, ImportError) as e:  # unknown dialect or driver not installed
+            raise ConfigError(f"cannot open database {self.url}: {e}") from None
+        if sqlite:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        Base.metadata.create_all(self.engine)
+        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        self._write = sessionmaker(self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False)
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        """An ORM session: committed when the block ends, rolled back if it raises.
+
+        ``write=False`` for read-only work (on SQLite it then does not take the write lock).
+        """
+        with (self._write if write else self._read)() as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> ServiceDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ServiceDB({self.url!r})"

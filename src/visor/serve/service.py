@@ -1,0 +1,319 @@
+"""The service's behaviour, independent of HTTP: what each route does, as async methods.
+
+:class:`VisorService` ties the :class:`~visor.serve.manager.ModelManager` (inference), the
+database (keys, review queue, prediction log), the rate limiter and the metrics together.
+Routes in :mod:`visor.serve.app` only parse the request, call one method and encode the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from visor.errors import VisorError
+from visor.serve.auth import RateLimiter, Unauthorized
+from visor.serve.batcher import DeadlineExceeded
+from visor.serve.inputs import ImageInput
+from visor.serve.manager import ModelManager
+from visor.serve.metrics import ServiceMetrics
+from visor.serve.settings import ServeSettings
+
+log = logging.getLogger("visor.serve")
+
+
+@dataclass
+class BatchAnswer:
+    """Per-image results in order, and the HTTP status for the whole request.
+
+    The status is 200 when at least one image succeeded, else the first error's status.
+    """
+
+    results: list[dict[str, Any]]
+    errors: list[VisorError | None]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> int:
+        if any(e is None for e in self.errors) or not self.errors:
+            return 200
+        return next(e for e in self.errors if e is not None).http_status
+
+    @property
+    def retry_after(self) -> int | None:
+        if self.status in (429, 503):
+            return max((getattr(e, "retry_after", 1) for e in self.errors if e is not None), default=1)
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "results": self.results}
+
+
+async def wait_for(fut: Future, deadline: float) -> Any:
+    """The future's result, or :class:`DeadlineExceeded` once ``deadline`` (monotonic) passes."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        fut.cancel()
+        raise DeadlineExceeded("the request's deadline passed")
+    try:
+        return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=left)
+    except TimeoutError:
+        fut.cancel()
+        raise DeadlineExceeded(f"no answer within the deadline ({left * 1000:.0f} ms left when queued)") from None
+
+
+def check_deadline(deadline: float) -> None:
+    if time.monotonic() >= deadline:
+        raise DeadlineExceeded("the request's deadline passed before its image was processed")
+
+
+class VisorService:
+    def __init__(self, settings: ServeSettings, *, manager: ModelManager | None = None, db: Any = None,
+                 metrics: ServiceMetrics | None = None, rng: random.Random | None = None) -> None:
+        from visor.serve.db import ServiceDB
+        from visor.serve.keys import KeyStore
+        from visor.serve.predictions import PredictionLog
+        from visor.serve.review import ReviewPolicy, ReviewQueue
+
+        self.settings = settings
+        self.metrics = metrics or ServiceMetrics()
+        self.manager = manager or ModelManager(settings, on_batch=self.metrics.observe_batch)
+        self.metrics.watch_queues(self.manager.queue_depths)
+        self.db = db if db is not None else ServiceDB(settings.db)
+        self.keys = KeyStore(self.db)
+        self.review = ReviewQueue(self.db)
+        self.predictions = PredictionLog(self.db)
+        self.policy = ReviewPolicy(threshold=settings.review_threshold if settings.review_threshold is not None
+                                   else 0.0, thresholds=dict(settings.review_thresholds),
+                                   labels=tuple(settings.review_labels), sample_rate=settings.review_sample_rate)
+        self.rng = rng or random.Random()  # noqa: S311 - review sampling, not security
+        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
+        self._faces: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Load the models (blocking; run it off the event loop) and record them in the metrics."""
+        s = self.settings
+        if not s.require_keys and not s.loopback:
+            log.warning("API KEYS ARE OFF and the service listens on %s: anyone who can reach it can use it", s.host)
+        elif s.require_keys and self.keys.count_active() == 0:
+            log.warning("no API keys exist yet: every request will get 401; create one with `visor keys create "
+                        "--name NAME`")
+        try:
+            self.manager.load()
+        except Exception:
+            log.exception("loading the models failed")
+            return
+        for m in self.manager.models():
+            self.metrics.model_info.labels(m.role, m.name, m.version, m.sha256).set(1)
+        self.metrics.ready.set(1)
+        log.info("models ready: %s", ", ".join(m.name for m in self.manager.models()))
+
+    def stop(self) -> None:
+        self.manager.stop(drain=True)
+        if self._faces is not None:
+            self._faces.close()
+        self.db.close()
+
+    def purge_predictions(self) -> int:
+        return self.predictions.purge(timedelta(days=self.settings.retention_days))
+
+    # ------------------------------------------------------------------ auth
+
+    def authenticate(self, key: str | None) -> str | None:
+        """The key's name (``None`` when keys are off); 401 / 429 otherwise."""
+        if not self.settings.require_keys:
+            return None
+        if not key:
+            raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+        found = self.keys.verify(key)
+        if found is None:
+            raise Unauthorized("the API key is not valid (unknown or revoked)")
+        if self.limiter is not None:
+            self.limiter.take(found.name)
+        return found.name
+
+    # ------------------------------------------------------------------ shared per-image steps
+
+    async def _after(self, route: str, img: ImageInput, task: str, model: str, prediction: dict[str, Any],
+                     label: str | None, confidence: float | None, labels: Sequence[str], key_name: str | None,
+                     started: float) -> int | None:
+        """Prediction logging and review queueing for one successful image; returns the review id."""
+        review_id = None
+        if self.settings.review_enabled:
+            reason = self._review_reason(model, confidence, label)
+            if reason is not None:
+                review_id = await run_in_threadpool(
+                    self.review.add, image=img.data, filename=img.name, media_type=img.media_type, model=model,
+                    task=task, prediction=prediction, labels=list(labels), reason=reason)
+                self.metrics.review_queued.labels(model).inc()
+        if self.settings.log_predictions:
+            await run_in_threadpool(
+                self.predictions.log, route=route, model=model, image_sha256=hashlib.sha256(img.data).hexdigest(),
+                result=prediction, latency_ms=(time.perf_counter() - started) * 1000, key_name=key_name)
+        return review_id
+
+    def _review_reason(self, model: str, confidence: float | None, label: str | None) -> str | None:
+        from visor.serve.review import review_reason
+
+        return review_reason(self.policy, model, confidence, label, self.rng)
+
+    async def _each(self, route: str, images: Sequence[ImageInput], one) -> BatchAnswer:
+        outs = await asyncio.gather(*(self._guard(route, img, one) for img in images))
+        return BatchAnswer([o[0] for o in outs], [o[1] for o in outs])
+
+    async def _guard(self, route: str, img: ImageInput, one) -> tuple[dict[str, Any], VisorError | None]:
+        try:
+            result = await one(img)
+        except VisorError as e:
+            self.metrics.images.labels(route, e.code).inc()
+            return {"image": img.name, "error": e.to_dict()}, e
+        self.metrics.images.labels(route, "ok").inc()
+        return {"image": img.name, **result}, None
+
+    # ------------------------------------------------------------------ routes' work
+
+    async def classify(self, images: Sequence[ImageInput], *, top_k: int, deadline: float,
+                       key_name: str | None = None) -> BatchAnswer:
+        m = self.manager
+
+        async def one(img: ImageInput) -> dict[str, Any]:
+            started = time.perf_counter()
+            check_deadline(deadline)
+            m._require_ready()
+            door = m.admission["classifier"]
+            door.enter()
+            try:
+                prepared = await run_in_threadpool(m.prepare_classify, img.data)
+                probs = await wait_for(m.submit_classify(prepared, deadline), deadline)
+            finally:
+                door.leave()
+            result = m.finish_classify(probs, top_k)
+            d = result.to_dict()
+            top = result.top
+            review_id = await self._after("classify", img, "classify", result.model, d, top and top[0],
+                                          top and top[1], m.classifier.labels, key_name, started)
+            return {"classifications": d, "review_id": review_id}
+
+        answer = await self._each("classify", images, one)
+        answer.extra["model"] = m.classifier.name if m.classifier is not None else None
+        return answer
+
+    async def detect(self, images: Sequence[ImageInput], *, conf: float, iou: float, max_det: int, deadline: float,
+                     key_name: str | None = None) -> BatchAnswer:
+        m = self.manager
+
+        async def one(img: ImageInput) -> dict[str, Any]:
+            started = time.perf_counter()
+            check_deadline(deadline)
+            door = m.admission["detector"]
+            door.enter()
+            try:
+                prepared, geometry = await run_in_threadpool(m.prepare_detect, img.data)
+                output = await wait_for(m.submit_detect(prepared, deadline), deadline)
+            finally:
+                door.leave()
+            dets = m.finish_detect(output, geometry, conf=conf, iou=iou, max_det=max_det)
+            d = dets.to_dict()
+            # review on the least confident kept box (or none found at all)
+            low = float(dets.confidence.min()) if len(dets) else 0.0
+            label = str(dets.data["class_name"][int(dets.confidence.argmin())]) if len(dets) else None
+            review_id = await self._after("detect", img, "detect", m.detector.name, d, label, low,
+                                          m.detector.labels, key_name, started)
+            return {"detections": d, "review_id": review_id}
+
+        m._require_detector()
+        answer = await self._each("detect", images, one)
+        answer.extra["model"] = m.detector.name
+        return answer
+
+    async def annotate(self, images: Sequence[ImageInput], *, features: Sequence[str], top_k: int, deadline: float,
+                       key_name: str | None = None) -> BatchAnswer:
+        from visor.annotate import check_features
+
+        wanted = check_features(features)
+
+        async def one(img: ImageInput) -> dict[str, Any]:
+            check_deadline(deadline)
+            doc = await run_in_threadpool(self.manager.annotate, img.data, wanted, top_k=top_k)
+            doc.pop("image", None)
+            return doc
+
+        return await self._each("annotate", images, one)
+
+    def default_features(self) -> list[str]:
+        from visor.annotate import FEATURES
+
+        return [f for f in FEATURES if f != "objects" or self.manager.detector is not None]
+
+    async def cloud_vision(self, body: Any, *, int_enums: bool) -> dict[str, Any]:
+        from visor.serve import cloudvision
+
+        def run(data: bytes, features: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+            return self.manager.annotate(data, features, top_k=int(options.get("top_k", 10)),
+                                         crop_aspect_ratios=options.get("crop_aspect_ratios"))
+
+        self.manager._require_ready()
+        return await run_in_threadpool(cloudvision.annotate_images, body, run, int_enums=int_enums,
+                                       has_detector=self.manager.detector is not None,
+                                       max_images=self.settings.max_images)
+
+    # ------------------------------------------------------------------ face collections
+
+    def faces(self) -> Any:
+        if self._faces is None:
+            from visor.faces import FaceStore
+
+            self._faces = FaceStore(self.settings.faces_db, analyzer=self.manager.face_analyzer)
+        return self._faces
+
+    async def faces_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Run a :class:`FaceStore` method off the event loop (dlib calls one at a time)."""
+        store = await run_in_threadpool(self.faces)
+
+        def call() -> Any:
+            with self.manager.annotate_lock:
+                return getattr(store, method)(*args, **kwargs)
+
+        return await run_in_threadpool(call)
+
+    async def collections(self) -> list[dict[str, Any]]:
+        store = await run_in_threadpool(self.faces)
+
+        def summary() -> list[dict[str, Any]]:
+            out = []
+            for name in store.list_collections():
+                faces = self._face_counts(store, name)
+                out.append({"name": name, "people": len(faces), "faces": sum(faces.values())})
+            return out
+
+        return await run_in_threadpool(summary)
+
+    @staticmethod
+    def _face_counts(store: Any, collection: str) -> dict[str, int]:
+        from collections import Counter
+
+        counts = Counter(store._embeddings(collection)[0])
+        return {person: counts.get(person, 0) for person in store.list_people(collection)}
+
+    async def collection(self, name: str) -> dict[str, Any]:
+        store = await run_in_threadpool(self.faces)
+        counts = await run_in_threadpool(self._face_counts, store, name)
+        return {"name": name, "people": [{"name": p, "faces": n} for p, n in counts.items()]}
+
+    async def identify(self, collection: str, images: Sequence[ImageInput], *, threshold: float) -> BatchAnswer:
+        async def one(img: ImageInput) -> dict[str, Any]:
+            faces = await self.faces_call("identify", collection, img.data, threshold=threshold)
+            return faces.to_dict(embeddings=False)
+
+        return await self._each("identify", images, one)

@@ -1,0 +1,109 @@
+"""Service configuration: one validated, frozen dataclass (``visor serve`` flags map onto it)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from visor.config import from_mapping
+from visor.errors import ConfigError
+from visor.io import DEFAULT_LIMITS, ImageLimits
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything the service needs; defaults suit one machine on loopback.
+
+    Batching: concurrent requests for one model are gathered into batches of at most
+    ``max_batch`` images, waiting at most ``max_wait_ms`` for a batch to fill. At most
+    ``queue_size`` images wait per model; beyond that requests get 503 with ``Retry-After``.
+    A request not answered within ``deadline_ms`` gets 504.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    classifier: str = "efficientnet_lite0"
+    detector: str | None = None
+    threads: int | None = None
+    # micro-batching and load shedding
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    queue_size: int = 64
+    deadline_ms: float = 30_000.0
+    retry_after_s: int = 1
+    # request limits
+    max_body_bytes: int = 32 * MB
+    max_images: int = 16
+    max_image_bytes: int = DEFAULT_LIMITS.max_bytes
+    max_image_pixels: int = DEFAULT_LIMITS.max_pixels
+    # auth
+    require_keys: bool = True
+    rate_limit: float | None = None  # requests per second per key (None: unlimited)
+    rate_burst: int = 20
+    # storage
+    db: str | None = None  # SQLAlchemy URL; None: SQLite in $VISOR_HOME
+    faces_db: str | None = None  # face collections file; None: visor.faces default
+    log_predictions: bool = False
+    retention_days: float = 30.0
+    # review queue: None switches it off
+    review_threshold: float | None = None
+    review_thresholds: dict[str, float] = field(default_factory=dict)
+    review_labels: tuple[str, ...] = ()
+    review_sample_rate: float = 0.0
+    preload: tuple[str, ...] = ("classifier",)
+
+    def __post_init__(self) -> None:
+        positive = ("port", "workers", "max_batch", "queue_size", "max_body_bytes", "max_images",
+                    "max_image_bytes", "max_image_pixels", "rate_burst", "retry_after_s")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_wait_ms", "deadline_ms", "retention_days"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.rate_limit is not None and self.rate_limit <= 0:
+            raise ConfigError(f"rate_limit must be positive, got {self.rate_limit}")
+        for name, value in [("review_threshold", self.review_threshold), ("review_sample_rate",
+                                                                          self.review_sample_rate),
+                            *self.review_thresholds.items()]:
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+        unknown = set(self.preload) - {"classifier", "detector", "faces", "text", "moderation"}
+        if unknown:
+            raise ConfigError(f"unknown preload entries {sorted(unknown)}: use classifier, detector, faces, text"
+                              ", moderation")
+        object.__setattr__(self, "review_labels", tuple(self.review_labels))
+        object.__setattr__(self, "preload", tuple(self.preload))
+
+    @property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
+
+    @property
+    def review_enabled(self) -> bool:
+        return self.review_threshold is not None or bool(self.review_labels) or self.review_sample_rate > 0
+
+    @property
+    def loopback(self) -> bool:
+        return is_loopback(self.host)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ServeSettings:
+        return from_mapping(cls, d)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
