@@ -79,12 +79,13 @@ def test_revoked_key_is_refused(tmp_path, visor_cache):
     from visor.serve.db import ServiceDB
     from visor.serve.keys import KeyStore
 
-    server = start_server(tmp_path)
+    server = start_server(tmp_path, key_cache_s=0.5)
     try:
         assert httpx.get(f"{server.url}/v1/models", headers=server.headers).status_code == 200
         db = ServiceDB(server.db_url)
         KeyStore(db).revoke(server.key_name)
         db.close()
+        time.sleep(0.6)  # past the verified-key cache
         assert httpx.get(f"{server.url}/v1/models", headers=server.headers).status_code == 401
     finally:
         server.stop()
@@ -122,7 +123,7 @@ def test_models_route(live_server, classifier):
     models = httpx.get(f"{live_server.url}/v1/models", headers=live_server.headers).json()["models"]
     assert models == [{"role": "classifier", "name": "efficientnet_lite0", "task": "classification",
                        "version": classifier.card.weights.sha256[:12], "sha256": classifier.card.weights.sha256,
-                       "num_classes": 1000}]
+                       "num_classes": 1000, "max_batch": 16}]
 
 
 def test_bad_inputs_get_typed_errors(live_server):
@@ -260,7 +261,8 @@ def test_full_queue_gives_503_with_retry_after_and_a_slow_batch_504(tmp_path, vi
         post("refused")
         assert results["refused"].status_code == 503
         assert results["refused"].headers["retry-after"] == "1"
-        assert results["refused"].json()["results"][0]["error"]["code"] == "overloaded"
+        # refused at the door, before its body is parsed: one error for the request
+        assert results["refused"].json()["error"]["code"] == "overloaded"
         time.sleep(3.2)  # past the 3 s deadline of the two waiting requests
         release.set()
         first.join(30)
@@ -268,7 +270,8 @@ def test_full_queue_gives_503_with_retry_after_and_a_slow_batch_504(tmp_path, vi
         assert results["running"].status_code == 504  # its batch outlived the deadline
         assert results["queued"].status_code == 504
         metrics = httpx.get(f"{server.url}/metrics", headers=server.headers).text
-        assert 'visor_images_total{outcome="overloaded",route="classify"} 1.0' in metrics
+        assert 'visor_requests_total{method="POST",route="/v1/classify",status="503"} 1.0' in metrics
+        assert 'visor_images_total{outcome="deadline_exceeded",route="classify"} 2.0' in metrics
     finally:
         server.stop()
 
@@ -293,6 +296,21 @@ def test_micro_batching_groups_concurrent_requests(tmp_path, visor_cache, classi
         assert 'visor_batch_size_bucket{le="4.0",model="efficientnet_lite0"} 0.0' in metrics
         assert 'visor_batch_size_count{model="efficientnet_lite0"} 1.0' in metrics
         assert 'visor_requests_total{method="POST",route="/v1/classify",status="200"} 8.0' in metrics
+    finally:
+        server.stop()
+
+
+def test_batch_calibration_picks_a_measured_size(tmp_path, visor_cache):
+    server = start_server(tmp_path, max_batch=4, batch_calibration=True)
+    try:
+        manager = server.app.state.service.manager
+        rates = manager.batch_rates["efficientnet_lite0"]
+        assert sorted(rates) == [1, 2, 4] and all(r > 0 for r in rates.values())
+        chosen = manager.max_batch["classifier"]
+        assert rates[chosen] >= 0.95 * max(rates.values())
+        assert all(rates[n] < 0.95 * max(rates.values()) for n in rates if n < chosen)
+        model = httpx.get(f"{server.url}/v1/models", headers=server.headers).json()["models"][0]
+        assert model["max_batch"] == chosen
     finally:
         server.stop()
 
@@ -348,7 +366,7 @@ def test_sigterm_finishes_requests_in_flight(tmp_path, visor_cache):
 
     port = free_port()
     env = {**os.environ, "VISOR_HOME": str(tmp_path), "VISOR_CACHE": str(visor_cache)}
-    proc = subprocess.Popen([sys.executable, "-m", "visor.cli.main", "serve", "--no-keys", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "visor", "serve", "--no-keys", "--port", str(port),
                              "--max-wait-ms", "1500", "--max-batch", "4", "--log-level", "warning"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

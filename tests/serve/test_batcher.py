@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from visor.serve.batcher import DeadlineExceeded, MicroBatcher, Overloaded, ShuttingDown
+from visor.serve.batcher import DeadlineExceeded, MicroBatcher, Overloaded, ShuttingDown, calibrate_batch_size
 
 
 def far() -> float:
@@ -125,3 +125,15 @@ def test_stop_without_drain_fails_waiting_items():
     for f in fs[1:]:
         with pytest.raises(ShuttingDown):
             f.result(5)
+
+
+def test_calibration_prefers_the_smallest_size_near_the_best_rate():
+    # a fake model: 1 ms per call plus 1 ms per item up to 4 items, 3 ms per item beyond
+    def run(n):
+        time.sleep(0.001 + 0.001 * min(n, 4) + 0.003 * max(0, n - 4))
+
+    chosen, rates = calibrate_batch_size(run, 16, seconds=0.05)
+    assert sorted(rates) == [1, 2, 4, 8, 16]
+    assert chosen == 4  # fastest per item; 8 and 16 pay 3 ms per extra item
+    assert calibrate_batch_size(run, 1, seconds=0.01)[0] == 1
+    assert sorted(calibrate_batch_size(run, 6, seconds=0.01)[1]) == [1, 2, 4, 6]

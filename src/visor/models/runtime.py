@@ -11,7 +11,11 @@ from visor.errors import WeightsError
 
 
 class OnnxSession:
-    """A thin wrapper over ``onnxruntime.InferenceSession`` with one input and one output."""
+    """A thin wrapper over ``onnxruntime.InferenceSession`` with one input and one output.
+
+    ``spin=False`` stops ONNX Runtime's idle threads from busy-waiting between runs: better when
+    other work shares the cores (the service decodes and serves HTTP beside inference).
+    """
 
     def __init__(
         self,
@@ -19,6 +23,7 @@ class OnnxSession:
         *,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        spin: bool = True,
     ) -> None:
         import onnxruntime as ort
 
@@ -27,6 +32,8 @@ class OnnxSession:
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = int(threads)
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 os.fspath(path), options, providers=list(providers or ["CPUExecutionProvider"])

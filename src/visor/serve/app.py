@@ -170,16 +170,16 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
         body = {"error": {"type": "HTTPException", "code": code, "message": str(e.detail)}}
         return JSONResponse(body, e.status_code, getattr(e, "headers", None))
 
-    def auth(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(_bearer),
-             _k: str | None = Depends(_x_api_key)) -> str | None:
-        return service.authenticate(key_from_request(request.headers, request.query_params))
+    async def auth(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                   _k: str | None = Depends(_x_api_key)) -> str | None:
+        return await service.authenticate(key_from_request(request.headers, request.query_params))
 
-    def google_auth(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(_bearer),
-                    _k: str | None = Depends(_x_api_key), _g: str | None = Depends(_goog_key),
-                    _q: str | None = Depends(_query_key)) -> str | None:
-        return service.authenticate(key_from_request(request.headers, request.query_params, google=True))
+    async def google_auth(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                          _k: str | None = Depends(_x_api_key), _g: str | None = Depends(_goog_key),
+                          _q: str | None = Depends(_query_key)) -> str | None:
+        return await service.authenticate(key_from_request(request.headers, request.query_params, google=True))
 
-    def deadline(request: Request) -> float:
+    async def deadline(request: Request) -> float:
         ms = settings.deadline_ms
         asked = request.headers.get("x-visor-deadline-ms")
         if asked:
@@ -223,6 +223,7 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
     async def classify(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
                        top_k: int = Query(5, ge=1, le=1000, description="labels per image")) -> JSONResponse:
         """Image labels (ImageNet-1k by default), micro-batched with concurrent requests."""
+        service.manager.admission["classifier"].check()  # shed load before parsing the body
         images, opts = await read_images(request, max_images=settings.max_images)
         k = int_option(opts, "top_k", top_k, 1, 1000)
         return answer_response(await service.classify(images, top_k=k, deadline=until, key_name=key))
@@ -233,6 +234,7 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
                      conf: float = Query(0.25, ge=0, le=1, description="minimum box score"),
                      iou: float = Query(0.45, ge=0, le=1, description="NMS IoU threshold")) -> JSONResponse:
         """Object detection with the service's detector (404 when none is configured)."""
+        service.manager.admission["detector"].check()
         images, opts = await read_images(request, max_images=settings.max_images)
         answer = await service.detect(images, conf=float_option(opts, "conf", conf, 0, 1),
                                       iou=float_option(opts, "iou", iou, 0, 1),

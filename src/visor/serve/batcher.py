@@ -170,3 +170,36 @@ class MicroBatcher:
                 item.future.set_result(result)
             if self.on_batch is not None:
                 self.on_batch(len(batch), time.perf_counter() - start)
+
+
+def calibrate_batch_size(run: Callable[[int], Any], max_batch: int, *, seconds: float = 0.4,
+                         tolerance: float = 0.05) -> tuple[int, dict[int, float]]:
+    """The batch size (a power of two up to ``max_batch``) with the best items/s for ``run(n)``.
+
+    ``run(n)`` runs the model once on a batch of ``n``. Each size is timed for about ``seconds``
+    after one warm-up call; the smallest size within ``tolerance`` of the best throughput wins
+    (smaller batches wait less). Returns it and the measured items/s per size.
+
+    On a few CPU cores a small convolutional network is often as fast per image at batch 1 as
+    at 16 (ONNX Runtime already spreads one image over the cores), and then batching only
+    adds waiting; on many cores or an accelerator larger batches win.
+    """
+    sizes = [1]
+    while sizes[-1] * 2 <= max_batch:
+        sizes.append(sizes[-1] * 2)
+    if sizes[-1] != max_batch:
+        sizes.append(max_batch)
+    rates: dict[int, float] = {}
+    for n in sizes:
+        run(n)
+        done, start = 0, time.perf_counter()
+        while True:
+            run(n)
+            done += n
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                break
+        rates[n] = done / elapsed
+    best = max(rates.values())
+    chosen = min(n for n, r in rates.items() if r >= (1 - tolerance) * best)
+    return chosen, rates

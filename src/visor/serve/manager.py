@@ -9,6 +9,7 @@ is batched, by one :class:`~visor.serve.batcher.MicroBatcher` per model.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from visor.errors import ModelNotFound, VisorError
-from visor.serve.batcher import MicroBatcher, Overloaded
+from visor.models.runtime import OnnxSession
+from visor.serve.batcher import MicroBatcher, Overloaded, calibrate_batch_size
 from visor.serve.settings import ServeSettings
 from visor.types import Classifications, Detections
 
@@ -39,16 +41,17 @@ class ModelInfo:
     version: str
     sha256: str
     num_classes: int
+    max_batch: int
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _model_info(role: str, model: Any) -> ModelInfo:
+def _model_info(role: str, model: Any, max_batch: int) -> ModelInfo:
     card = model.card
     sha = card.weights.sha256 or ""
     return ModelInfo(role=role, name=card.name, task=card.task, version=sha[:12] or "unversioned", sha256=sha,
-                     num_classes=card.num_classes)
+                     num_classes=card.num_classes, max_batch=max_batch)
 
 
 class Admission:
@@ -68,10 +71,14 @@ class Admission:
 
     def enter(self) -> None:
         with self._lock:
-            if self.count >= self.capacity:
-                raise Overloaded(f"model {self.name!r} is at capacity ({self.capacity} images in flight); "
-                                 f"retry after {self.retry_after} s", self.retry_after)
+            self.check()
             self.count += 1
+
+    def check(self) -> None:
+        """Refuse at once when full (before the request body is even parsed)."""
+        if self.count >= self.capacity:
+            raise Overloaded(f"model {self.name!r} is at capacity ({self.capacity} images in flight); "
+                             f"retry after {self.retry_after} s", self.retry_after)
 
     def leave(self) -> None:
         with self._lock:
@@ -93,6 +100,8 @@ class ModelManager:
         self._annotator: Any = None
         self._annotate_lock = threading.Lock()
         self._batchers: dict[str, MicroBatcher] = {}
+        self.max_batch: dict[str, int] = {}
+        self.batch_rates: dict[str, dict[int, float]] = {}
         # images decoding, queued or running per model: the queue plus the batch being run
         capacity = settings.queue_size + settings.max_batch
         self.admission = {role: Admission(role, capacity, settings.retry_after_s) for role in ("classifier",
@@ -122,22 +131,45 @@ class ModelManager:
                 self.classifier = visor.load(s.classifier, limits=s.limits, threads=s.threads)
                 if s.detector:
                     self.detector = visor.load(s.detector, limits=s.limits, threads=s.threads)
+                for model in (self.classifier, self.detector):
+                    if model is not None:  # no busy-waiting ORT threads: HTTP and decoding share the cores
+                        model.session = OnnxSession(model.session.path, threads=s.threads, spin=False)
                 self._annotator = Annotator(classifier=self.classifier, detector=self.detector, limits=s.limits)
                 for feature in ("faces", "text", "moderation"):
                     if feature in s.preload:
                         self._annotator._model(feature)
-                self._batchers["classifier"] = self._batcher(self.classifier.name, self._classify_batch)
+                self.max_batch["classifier"] = self._calibrate(self.classifier)
+                self._batchers["classifier"] = self._batcher(self.classifier.name, self._classify_batch,
+                                                             self.max_batch["classifier"])
                 if self.detector is not None:
-                    self._batchers["detector"] = self._batcher(self.detector.name, self._detect_batch)
+                    self.max_batch["detector"] = self._calibrate(self.detector)
+                    self._batchers["detector"] = self._batcher(self.detector.name, self._detect_batch,
+                                                               self.max_batch["detector"])
         except BaseException as e:
             self._load_error = e
             raise
         self._ready.set()
 
-    def _batcher(self, name: str, fn: Callable[[Sequence[Any]], Sequence[Any]]) -> MicroBatcher:
+    def _calibrate(self, model: Any) -> int:
+        """``settings.max_batch``, or with ``batch_calibration`` the fastest batch size up to it."""
+        s = self.settings
+        if not s.batch_calibration or s.max_batch == 1:
+            return s.max_batch
+        if getattr(model, "max_batch", None):  # a fixed-batch import: no choice to make
+            return min(s.max_batch, int(model.max_batch))
+        h, w = model.card.preprocess.input_size
+        sample = np.zeros((s.max_batch, 3, h, w), np.float32)
+        chosen, rates = calibrate_batch_size(lambda n: model.session.run(sample[:n]), s.max_batch)
+        self.batch_rates[model.card.name] = rates
+        logging.getLogger("visor.serve").info(
+            "%s: images/s by batch size %s; micro-batches of up to %d", model.card.name,
+            {n: round(r, 1) for n, r in rates.items()}, chosen)
+        return chosen
+
+    def _batcher(self, name: str, fn: Callable[[Sequence[Any]], Sequence[Any]], max_batch: int) -> MicroBatcher:
         s = self.settings
         hook = None if self.on_batch is None else (lambda size, secs: self.on_batch(name, size, secs))
-        return MicroBatcher(fn, name=name, max_batch=s.max_batch, max_wait_ms=s.max_wait_ms,
+        return MicroBatcher(fn, name=name, max_batch=max_batch, max_wait_ms=s.max_wait_ms,
                             queue_size=s.queue_size, retry_after=s.retry_after_s, on_batch=hook).start()
 
     def stop(self, *, drain: bool = True) -> None:
@@ -151,9 +183,9 @@ class ModelManager:
     def models(self) -> list[ModelInfo]:
         out = []
         if self.classifier is not None:
-            out.append(_model_info("classifier", self.classifier))
+            out.append(_model_info("classifier", self.classifier, self.max_batch.get("classifier", 0)))
         if self.detector is not None:
-            out.append(_model_info("detector", self.detector))
+            out.append(_model_info("detector", self.detector, self.max_batch.get("detector", 0)))
         return out
 
     def _require_ready(self) -> None:

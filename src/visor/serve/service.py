@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 
 from visor.errors import VisorError
@@ -98,6 +100,10 @@ class VisorService:
         self.rng = rng or random.Random()  # noqa: S311 - review sampling, not security
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
         self._faces: Any = None
+        self._key_cache: dict[str, tuple[str, float]] = {}  # sha256 -> (key name, valid until)
+        # decoding and preprocessing threads: a few per core, not anyio's 40, so that the event
+        # loop still gets the GIL under overload and can answer 503 quickly
+        self._decoders = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,18 +136,33 @@ class VisorService:
 
     # ------------------------------------------------------------------ auth
 
-    def authenticate(self, key: str | None) -> str | None:
-        """The key's name (``None`` when keys are off); 401 / 429 otherwise."""
+    async def authenticate(self, key: str | None) -> str | None:
+        """The key's name (``None`` when keys are off); 401 / 429 otherwise.
+
+        Verified keys are remembered for ``settings.key_cache_s`` seconds, so a revocation
+        takes effect within that time and most requests skip the database.
+        """
         if not self.settings.require_keys:
             return None
         if not key:
             raise Unauthorized("an API key is required: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
-        found = self.keys.verify(key)
-        if found is None:
-            raise Unauthorized("the API key is not valid (unknown or revoked)")
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        cached = self._key_cache.get(digest)
+        if cached is not None and cached[1] > time.monotonic():
+            name = cached[0]
+        else:
+            found = await run_in_threadpool(self.keys.verify, key)
+            if found is None:
+                self._key_cache.pop(digest, None)
+                raise Unauthorized("the API key is not valid (unknown or revoked)")
+            name = found.name
+            if self.settings.key_cache_s > 0:
+                if len(self._key_cache) > 10_000:
+                    self._key_cache.clear()
+                self._key_cache[digest] = (name, time.monotonic() + self.settings.key_cache_s)
         if self.limiter is not None:
-            self.limiter.take(found.name)
-        return found.name
+            self.limiter.take(name)
+        return name
 
     # ------------------------------------------------------------------ shared per-image steps
 
@@ -194,7 +215,7 @@ class VisorService:
             door = m.admission["classifier"]
             door.enter()
             try:
-                prepared = await run_in_threadpool(m.prepare_classify, img.data)
+                prepared = await anyio.to_thread.run_sync(m.prepare_classify, img.data, limiter=self._decoders)
                 probs = await wait_for(m.submit_classify(prepared, deadline), deadline)
             finally:
                 door.leave()
@@ -219,7 +240,8 @@ class VisorService:
             door = m.admission["detector"]
             door.enter()
             try:
-                prepared, geometry = await run_in_threadpool(m.prepare_detect, img.data)
+                prepared, geometry = await anyio.to_thread.run_sync(m.prepare_detect, img.data,
+                                                                    limiter=self._decoders)
                 output = await wait_for(m.submit_detect(prepared, deadline), deadline)
             finally:
                 door.leave()

@@ -19,7 +19,9 @@ class ServeSettings:
     """Everything the service needs; defaults suit one machine on loopback.
 
     Batching: concurrent requests for one model are gathered into batches of at most
-    ``max_batch`` images, waiting at most ``max_wait_ms`` for a batch to fill. At most
+    ``max_batch`` images, waiting at most ``max_wait_ms`` for a batch to fill. With
+    ``batch_calibration`` the model is timed at start-up at batch sizes up to ``max_batch`` and
+    the limit becomes the fastest size (on a few CPU cores that is often 1). At most
     ``queue_size`` images wait per model; beyond that requests get 503 with ``Retry-After``.
     A request not answered within ``deadline_ms`` gets 504.
     """
@@ -32,6 +34,7 @@ class ServeSettings:
     threads: int | None = None
     # micro-batching and load shedding
     max_batch: int = 16
+    batch_calibration: bool = True  # time the model at start-up; batch only up to the fastest size
     max_wait_ms: float = 5.0
     queue_size: int = 64
     deadline_ms: float = 30_000.0
@@ -43,6 +46,7 @@ class ServeSettings:
     max_image_pixels: int = DEFAULT_LIMITS.max_pixels
     # auth
     require_keys: bool = True
+    key_cache_s: float = 5.0  # remember verified keys this long (a revocation applies within it)
     rate_limit: float | None = None  # requests per second per key (None: unlimited)
     rate_burst: int = 20
     # storage
@@ -63,7 +67,7 @@ class ServeSettings:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("max_wait_ms", "deadline_ms", "retention_days"):
+        for name in ("max_wait_ms", "deadline_ms", "retention_days", "key_cache_s"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.rate_limit is not None and self.rate_limit <= 0:
