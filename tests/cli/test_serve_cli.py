@@ -149,3 +149,21 @@ def test_review_list_stats_export(run, home, tmp_path, shared_data, capsys):
     assert stats["boxes_per_class"] == {"all": {"school bus": 1, "tench": 1}}
     assert run(["review", "export", str(out), "--format", "coco", "--overwrite", "--db", db_url]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["images", "instances.json"]
+
+
+def test_serve_flags_map_to_settings_and_warn_without_keys_off_loopback(capsys):
+    from visor.cli.main import main
+
+    argv = ["serve", "--print-settings", "--no-keys", "--host", "0.0.0.0", "--max-batch", "4", "--queue-size", "9",
+            "--review-threshold", "0.3", "--review-model-threshold", "m=0.8", "--review-label", "cat",
+            "--rate-limit", "2.5", "--db", "sqlite:///x.db", "--no-batch-calibration"]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    settings = json.loads(out.out)
+    assert settings["require_keys"] is False and settings["host"] == "0.0.0.0"
+    assert (settings["max_batch"], settings["queue_size"], settings["batch_calibration"]) == (4, 9, False)
+    assert settings["review_threshold"] == 0.3 and settings["review_thresholds"] == {"m": 0.8}
+    assert settings["review_labels"] == ["cat"] and settings["rate_limit"] == 2.5
+    assert "WARNING: API keys are OFF" in out.err
+    assert main(["serve", "--print-settings", "--no-keys"]) == 0
+    assert "WARNING" not in capsys.readouterr().err  # loopback: no warning

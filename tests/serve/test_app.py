@@ -361,6 +361,24 @@ def test_review_decisions_survive_a_restart(tmp_path, visor_cache):
         again.stop()
 
 
+def test_prediction_log_records_each_image(tmp_path, visor_cache):
+    from visor.serve.db import ServiceDB
+    from visor.serve.predictions import PredictionLog
+
+    server = start_server(tmp_path, log_predictions=True)
+    try:
+        r = httpx.post(f"{server.url}/v1/classify", headers=server.headers,
+                       files=upload(("a.jpg", BUS.read_bytes()), ("bad.jpg", b"nope")))
+        assert r.status_code == 200 and r.json()["results"][0]["review_id"] is None  # review queue off
+    finally:
+        server.stop()
+    db = ServiceDB(server.db_url)
+    try:
+        assert PredictionLog(db).count() == 1  # the good image only
+    finally:
+        db.close()
+
+
 def test_sigterm_finishes_requests_in_flight(tmp_path, visor_cache):
     from conftest import free_port
 

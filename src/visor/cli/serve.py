@@ -68,15 +68,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         err(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'visor[serve]'")
         return 2
     settings = settings_from_args(args)
+    if not settings.require_keys and not settings.loopback:
+        print(f"\n  WARNING: API keys are OFF and visor listens on {settings.host}:{settings.port}.\n"
+              "  Anyone who can reach this address can use the service. Drop --no-keys, or bind 127.0.0.1.\n",
+              file=sys.stderr)
     if args.print_settings:
         print(json.dumps(json.loads(settings.to_json()), indent=2))
         return 0
     limit_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not settings.require_keys and not settings.loopback:
-        print(f"\n  WARNING: API keys are OFF and visor listens on {settings.host}:{settings.port}.\n"
-              "  Anyone who can reach this address can use the service. Drop --no-keys, or bind 127.0.0.1.\n",
-              file=sys.stderr)
     common = {"host": settings.host, "port": settings.port, "timeout_graceful_shutdown": args.graceful_timeout,
               "log_level": args.log_level, "limit_concurrency": args.limit_concurrency}
     if settings.workers > 1:
