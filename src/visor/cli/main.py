@@ -14,12 +14,15 @@ from typing import TextIO
 
 from visor import __version__
 from visor.cli import annotate as annotate_cli
+from visor.cli import bench as bench_cli
 from visor.cli import data as data_cli
 from visor.cli import detect as detect_cli
+from visor.cli import export as export_cli
 from visor.cli import faces as faces_cli
 from visor.cli import keys as keys_cli
 from visor.cli import recognition as recognition_cli
 from visor.cli import review as review_cli
+from visor.cli import search as search_cli
 from visor.cli import serve as serve_cli
 from visor.cli import train as train_cli
 from visor.cli.common import err, positive_int
@@ -89,7 +92,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     rows = [("NAME", "TASK", "ARCHITECTURE", "INPUT", "CLASSES", "LICENSE", "REFERENCE")]
     for c in cards:
         h, w = c.preprocess.input_size
-        ref = ", ".join(f"{k}={v:g}" for k, v in c.metrics.items())
+        ref = ", ".join(f"{k}={v:g}" for k, v in c.metrics.items() if isinstance(v, int | float))
         rows.append((c.name, c.task, c.architecture, f"{h}x{w}", str(c.num_classes), c.license, ref))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
@@ -156,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cli.register(sub)
     keys_cli.register(sub)
     review_cli.register(sub)
+    bench_cli.register(sub)
+    export_cli.register(sub)
+    search_cli.register(sub)
     return parser
 
 

@@ -112,8 +112,9 @@ class ModelCard:
     description: str = ""
     source: str = ""
     """Where the weights came from (paper, repository, package), for people."""
-    metrics: dict[str, float] = field(default_factory=dict)
-    """Reference metrics, e.g. ``{"imagenet_top1": 75.1}``, with the dataset in the key."""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    """Reference metrics, e.g. ``{"imagenet_top1": 75.1}``, with the dataset in the key; exports
+    add their parity checks under ``"export"``."""
     temperature: float = 1.0
     """Softmax temperature fitted on validation data (``logits / temperature``); 1 = uncalibrated."""
     output_format: OutputFormat = "logits"
