@@ -453,3 +453,31 @@ def test_openapi_schema_documents_every_route(live_server):
     assert set(body) == {"multipart/form-data", "application/json"}
     assert body["application/json"]["example"]["images"][0]["content"]
     assert json.dumps(schema)  # serializable
+
+
+def test_search_route(tmp_path, visor_cache, shared_data, classifier):
+    from visor.search import Embedder, build_index
+
+    folder = shared_data("imagenette-dev") / "val" / "n01440764"
+    photos = sorted(folder.glob("*.JPEG"))
+    index, _ = build_index([str(p) for p in photos], tmp_path / "idx", embedder=Embedder(classifier),
+                           labels=["tench"] * len(photos))
+    index.close()
+    server = start_server(tmp_path / "srv", index=str(tmp_path / "idx"))
+    try:
+        r = httpx.post(f"{server.url}/v1/search", headers=server.headers, params={"k": 3}, timeout=60,
+                       files=upload((photos[2].name, photos[2].read_bytes()), ("bad.jpg", b"x")))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["index"] == {"model": "efficientnet_lite0", "count": 15, "exact": True}
+        hits = body["results"][0]["hits"]
+        assert len(hits) == 3 and hits[0]["path"] == str(photos[2]) and hits[0]["label"] == "tench"
+        assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+        assert body["results"][1]["error"]["code"] == "unsupported_format"
+    finally:
+        server.stop()
+
+
+def test_search_without_an_index_is_404(live_server):
+    r = httpx.post(f"{live_server.url}/v1/search", headers=live_server.headers, files=upload(("a.jpg", b"x")))
+    assert r.status_code == 404 and "--index" in r.json()["error"]["message"]

@@ -48,6 +48,7 @@ def settings_from_args(args: argparse.Namespace):
 
     return ServeSettings(
         host=args.host, port=args.port, workers=args.workers, classifier=args.model, detector=args.detector,
+        index=args.index,
         threads=args.threads, max_batch=args.max_batch, batch_calibration=not args.no_batch_calibration,
         max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, deadline_ms=args.deadline_ms,
         max_body_bytes=args.max_body_mb * 1024 * 1024, max_images=args.max_images, require_keys=not args.no_keys,
@@ -100,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="efficientnet_lite0",
                    help="classifier: registry name, model folder or .onnx (default efficientnet_lite0)")
     p.add_argument("--detector", default=None, help="object detector (model folder or .onnx); enables /v1/detect")
+    p.add_argument("--index", default=None, help="a `visor index build` folder; enables POST /v1/search")
     p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads per model")
     g = p.add_argument_group("batching and load")
     g.add_argument("--max-batch", type=positive_int, default=16, help="largest micro-batch (default 16; 1 = off)")

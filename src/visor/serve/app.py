@@ -255,6 +255,14 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
                                         deadline=until, key_name=key)
         return answer_response(answer)
 
+    @app.post("/v1/search", tags=["search"], openapi_extra=docs.images_body(docs.SEARCH_OPTIONS),
+              responses=docs.SEARCH)
+    async def search(request: Request, _: str | None = Depends(auth), until: float = Depends(deadline),
+                     k: int = Query(10, ge=1, le=1000, description="results per query image")) -> JSONResponse:
+        """The indexed images most similar to each query image (needs `visor serve --index INDEX`)."""
+        images, opts = await read_images(request, max_images=settings.max_images)
+        return answer_response(await service.search(images, k=int_option(opts, "k", k, 1, 1000), deadline=until))
+
     @app.post(CLOUD_VISION_PATH, tags=["cloud vision"], responses=docs.CLOUD_VISION,
               openapi_extra=docs.CLOUD_VISION_BODY)
     async def images_annotate(request: Request, _: str | None = Depends(google_auth),

@@ -20,6 +20,7 @@ first error's status (400 bad input, 413 too large, 415 unsupported format, 503 
 TAGS = [
     {"name": "recognition", "description": "Labels, objects and every feature in one document"},
     {"name": "cloud vision", "description": "Google Cloud Vision v1 compatible `images:annotate`"},
+    {"name": "search", "description": "Visual search over an index built with `visor index build`"},
     {"name": "faces", "description": "Face collections: enroll people, identify faces"},
     {"name": "review", "description": "The human review queue that feeds corrected labels back into training"},
     {"name": "models", "description": "The loaded models"},
@@ -91,6 +92,12 @@ DETECT = {**_ok({"model": "bccd_fcos", "results": [{"image": "cells.jpg", "revie
 ANNOTATE = {**_ok({"results": [{"image": "bus.jpg", "width": 810, "height": 1080, "labels": _CLASSIFICATIONS,
                                 "text": {"type": "text", "full_text": "", "lines": []}}]}),
             **IMAGE_ERRORS, **AUTH_ERRORS}
+SEARCH_OPTIONS = {"k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}}
+SEARCH = {**_ok({"index": {"model": "efficientnet_lite0", "count": 450, "exact": True}, "results": [
+    {"image": "query.jpg", "hits": [{"key": 17, "path": "/data/shop/bag-17.jpg", "label": "bag",
+                                     "similarity": 0.93}]}]}),
+          404: _error("model_not_found", "this service has no search index", "no index configured"),
+          **IMAGE_ERRORS, **AUTH_ERRORS}
 LIVEZ = _ok({"status": "ok"})
 READYZ = {**_ok({"status": "ready", "models": ["efficientnet_lite0"]}),
           503: {"description": "models still loading (or failed)",

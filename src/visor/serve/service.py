@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -100,6 +101,7 @@ class VisorService:
         self.rng = rng or random.Random()  # noqa: S311 - review sampling, not security
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
         self._faces: Any = None
+        self._index: Any = None
         self._key_cache: dict[str, tuple[str, float]] = {}  # sha256 -> (key name, valid until)
         # decoding and preprocessing threads: a few per core, not anyio's 40, so that the event
         # loop still gets the GIL under overload and can answer 503 quickly
@@ -129,6 +131,8 @@ class VisorService:
         self.manager.stop(drain=True)
         if self._faces is not None:
             self._faces.close()
+        if self._index is not None:
+            self._index[0].close()
         self.db.close()
 
     def purge_predictions(self) -> int:
@@ -277,6 +281,39 @@ class VisorService:
         from visor.annotate import FEATURES
 
         return [f for f in FEATURES if f != "objects" or self.manager.detector is not None]
+
+    def _search_index(self) -> Any:
+        """The configured index and its embedder, opened on first use (404 when none is configured)."""
+        from visor.errors import ModelNotFound
+
+        if self.settings.index is None:
+            raise ModelNotFound("this service has no search index: start it with --index INDEX (visor index build)")
+        if self._index is None:
+            from visor.search import Embedder, VectorIndex
+
+            self.manager._require_ready()
+            index = VectorIndex.open(self.settings.index)
+            classifier = self.manager.classifier
+            model = classifier if classifier.name == index.info.model else index.info.model
+            self._index = (index, Embedder(model, limits=self.settings.limits), threading.Lock())
+        return self._index
+
+    async def search(self, images: Sequence[ImageInput], *, k: int, deadline: float) -> BatchAnswer:
+        index, embedder, lock = await run_in_threadpool(self._search_index)
+
+        def run(data: bytes) -> list[dict[str, Any]]:
+            from visor.search import search
+
+            with lock:  # sqlite3 connections and usearch reads are used from one thread at a time
+                return [h.to_dict() for h in search(index, data, k, embedder=embedder)]
+
+        async def one(img: ImageInput) -> dict[str, Any]:
+            check_deadline(deadline)
+            return {"hits": await anyio.to_thread.run_sync(run, img.data, limiter=self._decoders)}
+
+        answer = await self._each("search", images, one)
+        answer.extra["index"] = {"model": index.info.model, "count": index.info.count, "exact": index.exact}
+        return answer
 
     async def cloud_vision(self, body: Any, *, int_enums: bool) -> dict[str, Any]:
         from visor.serve import cloudvision

@@ -31,6 +31,7 @@ class ServeSettings:
     workers: int = 1
     classifier: str = "efficientnet_lite0"
     detector: str | None = None
+    index: str | None = None  # a `visor index build` folder: enables POST /v1/search
     threads: int | None = None
     # micro-batching and load shedding
     max_batch: int = 16
