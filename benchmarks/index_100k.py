@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from visor.search.index import VectorIndex, exact_search
+from visor.retrieval.index import VectorIndex, exact_search
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from visor.errors import (
 )
 from visor.io import ImageLimits, load_image, open_image
 from visor.models import Classifier, ModelCard, load
+from visor.retrieval import curate, embed, search
 from visor.types import Classifications, Detections
 
 __version__ = "0.1.0"
@@ -46,8 +47,11 @@ __all__ = [
     "__version__",
     "annotate",
     "classify",
+    "curate",
+    "embed",
     "load",
     "load_image",
     "models",
     "open_image",
+    "search",
 ]

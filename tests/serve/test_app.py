@@ -456,7 +456,7 @@ def test_openapi_schema_documents_every_route(live_server):
 
 
 def test_search_route(tmp_path, visor_cache, shared_data, classifier):
-    from visor.search import Embedder, build_index
+    from visor.retrieval import Embedder, build_index
 
     folder = shared_data("imagenette-dev") / "val" / "n01440764"
     photos = sorted(folder.glob("*.JPEG"))

@@ -15,6 +15,7 @@ from typing import TextIO
 from visor import __version__
 from visor.cli import annotate as annotate_cli
 from visor.cli import bench as bench_cli
+from visor.cli import curate as curate_cli
 from visor.cli import data as data_cli
 from visor.cli import detect as detect_cli
 from visor.cli import export as export_cli
@@ -162,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_cli.register(sub)
     export_cli.register(sub)
     search_cli.register(sub)
+    curate_cli.register(sub)
     return parser
 
 

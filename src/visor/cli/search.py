@@ -28,7 +28,7 @@ def _report_failures(failed: list) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from visor.search import build_index
+    from visor.retrieval import build_index
 
     paths = _paths(args)
     if not paths:
@@ -44,7 +44,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from visor.search import VectorIndex, add_images
+    from visor.retrieval import VectorIndex, add_images
 
     paths = _paths(args)
     with VectorIndex.open(args.index) as index:
@@ -55,7 +55,7 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from visor.search import VectorIndex
+    from visor.retrieval import VectorIndex
 
     with VectorIndex.open(args.index) as index:
         removed = index.remove([str(Path(p).resolve()) for p in args.paths])
@@ -64,7 +64,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from visor.search import VectorIndex
+    from visor.retrieval import VectorIndex
 
     with VectorIndex.open(args.index) as index:
         print(json.dumps({**index.info.to_dict(), "exact_search": index.exact}, indent=2))
@@ -72,7 +72,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from visor.search import VectorIndex, search
+    from visor.retrieval import VectorIndex, search
 
     with VectorIndex.open(args.index) as index:
         hits = search(index, args.query, k=args.k)

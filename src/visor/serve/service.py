@@ -289,7 +289,7 @@ class VisorService:
         if self.settings.index is None:
             raise ModelNotFound("this service has no search index: start it with --index INDEX (visor index build)")
         if self._index is None:
-            from visor.search import Embedder, VectorIndex
+            from visor.retrieval import Embedder, VectorIndex
 
             self.manager._require_ready()
             index = VectorIndex.open(self.settings.index)
@@ -302,7 +302,7 @@ class VisorService:
         index, embedder, lock = await run_in_threadpool(self._search_index)
 
         def run(data: bytes) -> list[dict[str, Any]]:
-            from visor.search import search
+            from visor.retrieval import search
 
             with lock:  # sqlite3 connections and usearch reads are used from one thread at a time
                 return [h.to_dict() for h in search(index, data, k, embedder=embedder)]

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from visor.errors import ConfigError
-from visor.search import Embedder, VectorIndex, build_index, search
-from visor.search.embed import embedding_onnx, feature_tensor
+from visor.retrieval import Embedder, VectorIndex, build_index, search
+from visor.retrieval.embed import embedding_onnx, feature_tensor
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -315,7 +315,7 @@ def build_index(sources: Iterable[ImageSource], out: str | os.PathLike, *, model
                 exact_limit: int = EXACT_LIMIT, overwrite: bool = False, progress: bool = False
                 ) -> tuple[VectorIndex, list[tuple[str, VisorError]]]:
     """Embed ``sources`` into a new index at ``out``; returns it and the images that failed."""
-    from visor.search.embed import Embedder
+    from visor.retrieval.embed import Embedder
 
     emb = embedder or Embedder(model)
     index = VectorIndex.create(out, model=emb.name, model_sha256=emb.classifier.card.weights.sha256 or "",
@@ -336,7 +336,7 @@ def add_images(index: VectorIndex, sources: Iterable[ImageSource], *, labels: Se
     """Embed and add images (a path already in the index is replaced); returns the failures."""
     from tqdm import tqdm
 
-    from visor.search.embed import Embedder
+    from visor.retrieval.embed import Embedder
 
     emb = embedder or Embedder(index.info.model)
     _check_model(index, emb)
@@ -375,7 +375,7 @@ def _sha256(source: Any) -> str | None:
 def search(index: str | os.PathLike | VectorIndex, query: ImageSource | np.ndarray, k: int = 10, *,
            embedder: Any = None, exact: bool | None = None) -> list[Hit]:
     """The ``k`` stored images most similar to ``query`` (an image, or an embedding vector)."""
-    from visor.search.embed import Embedder
+    from visor.retrieval.embed import Embedder
 
     own = not isinstance(index, VectorIndex)
     idx = VectorIndex.open(index) if own else index
