@@ -129,6 +129,7 @@ class VectorIndex:
         self.folder = folder
         self.info = info
         self._index = index
+        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None  # (next_key, keys, vectors)
         self._db = sqlite3.connect(folder / META_FILE)
         self._db.execute("CREATE TABLE IF NOT EXISTS items (key INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, "
                          "label TEXT, sha256 TEXT, added TEXT NOT NULL)")
@@ -283,6 +284,13 @@ class VectorIndex:
 
     # ------------------------------------------------------------------ search
 
+    def _matrix(self) -> tuple[np.ndarray, np.ndarray]:
+        """All keys and vectors, copied out of the HNSW index once per change (for exact search)."""
+        if self._cache is None or self._cache[0] != self.info.next_key or len(self._cache[1]) != len(self._index):
+            keys = self.keys()
+            self._cache = (self.info.next_key, keys, self.vectors(keys))
+        return self._cache[1], self._cache[2]
+
     @property
     def exact(self) -> bool:
         return len(self._index) <= self.info.exact_limit
@@ -296,8 +304,8 @@ class VectorIndex:
             return [[] for _ in range(len(queries))]
         use_exact = self.exact if exact is None else exact
         if use_exact:
-            keys = self.keys()
-            found, sims = exact_search(self.vectors(keys), keys, queries, k)
+            keys, matrix = self._matrix()
+            found, sims = exact_search(matrix, keys, queries, k)
         else:
             matches = self._index.search(queries, min(k, len(self._index)), threads=0)
             found = np.asarray(matches.keys).reshape(len(queries), -1)
