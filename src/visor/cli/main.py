@@ -14,6 +14,7 @@ from typing import TextIO
 
 from visor import __version__
 from visor.cli import annotate as annotate_cli
+from visor.cli import batch as batch_cli
 from visor.cli import bench as bench_cli
 from visor.cli import curate as curate_cli
 from visor.cli import data as data_cli
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cli.register(sub)
     keys_cli.register(sub)
     review_cli.register(sub)
+    batch_cli.register(sub)
     bench_cli.register(sub)
     export_cli.register(sub)
     search_cli.register(sub)

@@ -1,0 +1,123 @@
+"""``visor batch``: classify, detect or annotate many images into a resumable Parquet / JSON Lines output.
+
+Exit status: 0 when the run finished (quarantined images are recorded in the output, not failures),
+2 for usage errors (an output made with other parameters, a missing optional package, a bad manifest),
+130 when interrupted (re-run the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import signal
+import sys
+
+from visor.cli.common import err, fraction, positive_int
+from visor.io import ImageLimits
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from visor.batch import BatchError, run_batch
+
+    features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
+    show_bar = args.progress if args.progress is not None else sys.stderr.isatty()
+    limits = ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    try:
+        with _sigterm_as_interrupt():
+            summary = run_batch(
+                args.inputs, out=args.out, task=args.task, model=args.model, engine=args.engine,
+                workers=args.workers, batch_size=args.batch_size, streams=args.streams, top_k=args.top_k,
+                features=features, detector=args.detector, conf=args.conf, iou=args.iou, max_det=args.max_det,
+                agnostic=args.agnostic, limits=limits, threads=args.threads, chunk_size=args.chunk_size,
+                overwrite=args.overwrite, ray_address=args.ray_address, progress=show_bar,
+            )
+    except BatchError as e:
+        err(f"{type(e).__name__}: {e}")
+        return 2
+    if args.json:
+        print(json.dumps(summary.to_dict()), flush=True)
+    else:
+        print(f"{summary.out}: {summary.ok} done, {summary.quarantined} quarantined, {summary.skipped} skipped "
+              f"(already done) of {summary.inputs} inputs in {summary.seconds:.1f} s "
+              f"({summary.images_per_second:.1f} images/s; model {summary.model}; "
+              f"peak memory {summary.peak_rss_mb:.0f} MiB)")
+    return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Treat SIGTERM like Ctrl-C while the run lasts: it commits what it finished before exiting."""
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``visor batch`` to the command parser."""
+    p = sub.add_parser(
+        "batch",
+        help="run a model over many images into a resumable Parquet or JSON Lines output",
+        description=(
+            "Classify, detect or annotate every image of INPUT: a folder (searched recursively), a quoted glob, "
+            "an image file, or a manifest (.csv, .jsonl or .parquet with a 'path' column; relative paths are "
+            "relative to the manifest). --out names a folder of parts ending in .parquet or .jsonl: one row per "
+            "image (path, status, top label and confidence, the full result as JSON, model and its sha256), "
+            "and unreadable images in its _quarantine/ table (path, error type, code, message). Parts are "
+            "written atomically: after a crash or Ctrl-C, run the same command again and it skips the images "
+            "already done. An output made with another task, model or options is refused (--overwrite starts "
+            "over). Read it with pandas.read_parquet(OUT) or visor.batch.read_results(OUT)."
+        ),
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, glob, image file or manifest")
+    p.add_argument("--task", choices=("classify", "detect", "annotate"), default="classify",
+                   help="what to run on each image (default classify)")
+    p.add_argument("--out", required=True, help="output folder ending in .parquet or .jsonl")
+    p.add_argument("--model", default=None,
+                   help="classifier (classify, annotate) or detector (detect): registry name, model folder, "
+                        "card.json or .onnx (default: the built-in one)")
+    p.add_argument("--detector", default=None, help="annotate: the detector for the objects feature")
+    p.add_argument("--features", default=None,
+                   help="annotate: comma-separated features (default: all but objects, as 'visor annotate')")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local threads, or Ray Data (needs pip install 'visor[ray]') (default local)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help="local: decode threads (default: CPU count, at most 8); ray: model actors (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per inference call (default: 32 for classify, 8 for detect, divided by the "
+                        "concurrent calls; memory grows with it)")
+    p.add_argument("--streams", type=positive_int, default=None,
+                   help="local: concurrent inference calls (default: CPU count, at most 4; 1 for annotate)")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto' or ray://HOST:PORT); default: start a local Ray instance")
+    p.add_argument("--top-k", type=positive_int, default=5, help="classes to keep per image (default 5)")
+    p.add_argument("--conf", type=fraction, default=0.25, help="detect: keep boxes scoring above this (default 0.25)")
+    p.add_argument("--iou", type=fraction, default=0.45, help="detect: NMS overlap threshold (default 0.45)")
+    p.add_argument("--max-det", type=positive_int, default=300, help="detect: most boxes per image (default 300)")
+    p.add_argument("--agnostic", action="store_true", help="detect: suppress overlapping boxes across classes too")
+    p.add_argument("--chunk-size", type=positive_int, default=1024,
+                   help="images per committed part (default 1024); a crash redoes at most one part")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="ONNX Runtime threads per inference call (default: CPU count / streams; ray: CPU count / "
+                        "actors on a local instance, 1 per actor on a cluster)")
+    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
+                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
+    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
+                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing output made with other parameters")
+    p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show a progress bar (default: when stderr is a terminal)")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    p.set_defaults(func=cmd_batch)
