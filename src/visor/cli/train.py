@@ -7,8 +7,7 @@ import json
 import sys
 
 from visor.data.augment import AUGMENTATIONS
-from visor.train.config import TrainConfig
-from visor.train.detector import DETECT_AUGMENTATIONS, DetectTrainConfig
+from visor.train.config import DETECT_AUGMENTATIONS, DetectTrainConfig, TrainConfig
 
 _D = TrainConfig()
 

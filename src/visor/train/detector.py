@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 
-from visor.config import from_mapping, suggest
 from visor.data.augment import sample_seed
 from visor.errors import ConfigError, VisorError
 from visor.io import open_image
@@ -27,54 +26,8 @@ from visor.models.weights import resolve, sha256_file
 from visor.train.checkpoint import load_checkpoint
 from visor.train.classifier import EpochEnd
 from visor.train.common import BEST, LoopState, epoch_order, open_run, optimizer_and_schedule, write_json
+from visor.train.config import DetectTrainConfig
 from visor.types import Detections
-
-DETECT_AUGMENTATIONS = ("hflip", "vflip", "scale", "color")
-
-
-@dataclass(frozen=True)
-class DetectTrainConfig:
-    """Training an FCOS detector on an ImageNet-pretrained backbone."""
-
-    model: str = "efficientnet_lite0"
-    """Registry name of the pretrained backbone."""
-    epochs: int = 40
-    batch_size: int = 8
-    img_size: int = 416
-    lr: float = 2e-3
-    backbone_lr_scale: float = 0.25
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    freeze_epochs: int = 0
-    patience: int = 10
-    seed: int = 0
-    augment: tuple[str, ...] = ("hflip", "scale", "color")
-    val_fraction: float = 0.1
-    fpn_width: int = 64
-    eval_iou: float = 0.6
-    """NMS IoU used when measuring validation AP."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "augment", tuple(self.augment))
-        for name in self.augment:
-            if name not in DETECT_AUGMENTATIONS:
-                raise ConfigError(f"unknown detection augmentation {name!r}.{suggest(name, DETECT_AUGMENTATIONS)}")
-        for name in ("epochs", "batch_size", "img_size", "lr", "fpn_width"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.img_size % 32:
-            raise ConfigError(f"img_size must be a multiple of 32, got {self.img_size}")
-        if not 0 < self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["augment"] = list(self.augment)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DetectTrainConfig:
-        return from_mapping(cls, data, "detection training config")
 
 
 @dataclass(frozen=True)
