@@ -121,8 +121,11 @@ def test_incremental_add_remove_persist_and_approximate_search(dev, tmp_path, em
         recall = index.estimate_recall()
         assert 0.9 <= recall <= 1.0
         assert index.remove([str(paths[0]), "not/there.jpg"]) == 1
+        index.set_expansion(300)
+        index.save()
     with VectorIndex.open(folder) as index:  # reopened from disk
         assert len(index) == 199 and index.info.count == 199 and index.info.recall_at_10 == recall
+        assert index.info.expansion_search == 300 and index._index.expansion_search == 300
         approx = index.search_vectors(vectors[5:6], k=5, exact=False)[0]
         exact = index.search_vectors(vectors[5:6], k=5, exact=True)[0]
         assert approx[0].path == exact[0].path == str(paths[5])

@@ -68,6 +68,7 @@ class IndexInfo:
     count: int = 0
     next_key: int = 0
     exact_limit: int = EXACT_LIMIT
+    expansion_search: int = 128  # HNSW search breadth: higher finds more true neighbours, slower
     recall_at_10: float | None = None
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
     updated: str = ""
@@ -165,6 +166,7 @@ class VectorIndex:
         index = _hnsw(Index, info.dim)
         if (folder / VECTORS_FILE).is_file():
             index.load(os.fspath(folder / VECTORS_FILE))
+        index.expansion_search = info.expansion_search
         return cls(folder, info, index)
 
     def close(self) -> None:
@@ -294,6 +296,13 @@ class VectorIndex:
     @property
     def exact(self) -> bool:
         return len(self._index) <= self.info.exact_limit
+
+    def set_expansion(self, expansion: int) -> None:
+        """HNSW search breadth for approximate search (kept in ``index.json`` on the next save)."""
+        if expansion < 1:
+            raise InvalidInput(f"expansion must be at least 1, got {expansion}")
+        self.info.expansion_search = int(expansion)
+        self._index.expansion_search = int(expansion)
 
     def search_vectors(self, queries: np.ndarray, k: int = 10, *, exact: bool | None = None) -> list[list[Hit]]:
         """The ``k`` most similar stored items for each query vector (cosine similarity, best first)."""
