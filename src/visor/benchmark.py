@@ -558,14 +558,13 @@ def default_calibration_images() -> list:
 
 
 def _calibration_images(int8_calibration) -> list:
-    if isinstance(int8_calibration, (str, os.PathLike)):
-        from visor.io import expand_paths
+    """The export's reading of a calibration spec (folder, glob, file, manifest or iterable)."""
+    from visor.models.export_model import image_list
 
-        images = list(expand_paths([int8_calibration]))
-        if not images:
-            raise ConfigError(f"no calibration images found at {os.fspath(int8_calibration)}")
-        return images
-    return list(int8_calibration)
+    images = image_list(int8_calibration)
+    if not images and isinstance(int8_calibration, (str, os.PathLike)):
+        raise ConfigError(f"no calibration images found at {os.fspath(int8_calibration)}")
+    return images
 
 
 def _quantize(card, fp32_path: Path, out_dir: Path, int8_calibration, report_warnings: list[str],
