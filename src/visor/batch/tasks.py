@@ -104,16 +104,9 @@ class TaskSpec:
 def _load(name: str | None, spec: TaskSpec, default: str | None = None):
     import visor
 
-    return visor.load(name or default, limits=spec.limits, threads=spec.threads)
-
-
-def _without_spinning(model, threads: int | None) -> None:
-    """Give ``model`` an ONNX Runtime session whose idle threads sleep instead of spinning: decode
-    workers share the cores with inference. (The session may be called from several threads at once:
-    the local engine's inference streams share it.)"""
-    from visor.models.runtime import OnnxSession
-
-    model.session = OnnxSession(model.session.path, threads=threads, spin=False)
+    # ONNX Runtime's idle threads sleep instead of spinning: decode workers share the cores with
+    # inference. (The session may be called from several threads at once: the inference streams share it.)
+    return visor.load(name or default, limits=spec.limits, threads=spec.threads, spin=False)
 
 
 def weights_sha256(model) -> str:
@@ -212,7 +205,6 @@ class ClassifyRunner(Runner):
         clf = _load(spec.model, spec, "efficientnet_lite0")
         if not isinstance(clf, Classifier):
             raise ConfigError(f"{clf.name} is a {clf.card.task} model; --task classify needs a classifier")
-        _without_spinning(clf, spec.threads)
         self.model = clf
         self.model_name, self.model_sha256, self.card_sha256 = clf.name, weights_sha256(clf), card_sha256(clf)
         cfg = clf.card.preprocess
@@ -290,7 +282,6 @@ class DetectRunner(Runner):
             det = _load(spec.model or _default_detector(), spec)
         if not isinstance(det, Detector):
             raise ConfigError(f"{det.name} is a {det.card.task} model; --task detect needs a detection model")
-        _without_spinning(det, spec.threads)
         self.model = det
         self.model_name, self.model_sha256, self.card_sha256 = det.name, weights_sha256(det), card_sha256(det)
 

@@ -82,6 +82,7 @@ def load(
     limits: ImageLimits = DEFAULT_LIMITS,
     threads: int | None = None,
     registry: Registry | None = None,
+    spin: bool = True,
 ) -> Classifier | Detector:
     """Load a model by registry name, or from a folder / card file / weights file on disk.
 
@@ -93,6 +94,7 @@ def load(
     (YOLOv5, YOLOv8/YOLO11 or YOLOX layout; see :mod:`visor.models.onnx_import`).
     ``labels`` replaces the card's labels (or the ONNX metadata names); ``output_format``
     forces the output layout. Models under the AGPL warn with a :class:`LicenseWarning`.
+    ``spin=False`` keeps ONNX Runtime's idle threads from busy-waiting (see :class:`OnnxSession`).
     """
     reg = registry or builtin()
     text = os.fspath(name_or_path)
@@ -116,10 +118,10 @@ def load(
     if card.task == "detection":
         warn_if_agpl(card)  # here, so the warning names the caller's line
         return Detector.from_card(card, base_dir=base, cache=cache_dir, limits=limits, threads=threads,
-                                  warn_license=False)
+                                  warn_license=False, spin=spin)
     if card.task != "classification":
         raise ConfigError(f"{card.name}: {card.task} models are not supported by this version of visor")
-    return Classifier.from_card(card, base_dir=base, cache=cache_dir, limits=limits, threads=threads)
+    return Classifier.from_card(card, base_dir=base, cache=cache_dir, limits=limits, threads=threads, spin=spin)
 
 
 __all__ = [

@@ -53,22 +53,23 @@ class Classifier:
         limits: ImageLimits = DEFAULT_LIMITS,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        spin: bool = True,
     ) -> Classifier:
         """Resolve and verify the card's weights, export them to ONNX once (cached), and
         open an ONNX Runtime session."""
         path = weights_mod.resolve(card.weights, base_dir=base_dir, cache=cache)
         if card.weights.format == "onnx":
-            return cls(card, OnnxSession(path, threads=threads, providers=providers), limits=limits)
+            return cls(card, OnnxSession(path, threads=threads, providers=providers, spin=spin), limits=limits)
         sha = card.weights.sha256 or weights_mod.sha256_file(path)
         cache_root = weights_mod.cache_dir(cache)
         onnx_path = cached_onnx(card, path, sha, cache_root)
         try:
-            session = OnnxSession(onnx_path, threads=threads, providers=providers)
+            session = OnnxSession(onnx_path, threads=threads, providers=providers, spin=spin)
         except WeightsError:
             # A damaged cached export: make it again, once.
             shutil.rmtree(onnx_path.parent, ignore_errors=True)
             onnx_path = cached_onnx(card, path, sha, cache_root)
-            session = OnnxSession(onnx_path, threads=threads, providers=providers)
+            session = OnnxSession(onnx_path, threads=threads, providers=providers, spin=spin)
         return cls(card, session, limits=limits)
 
     @property

@@ -221,6 +221,7 @@ class Detector:
         channel_order: ChannelOrder | None = None,
         yolox_decode: YoloxDecode = "auto",
         warn_license: bool = True,
+        spin: bool = True,
     ) -> Detector:
         """Resolve and verify the card's weights (exporting PyTorch weights to ONNX once, cached),
         and open an ONNX Runtime session. Warns (:class:`~visor.models.onnx_import.LicenseWarning`)
@@ -235,14 +236,14 @@ class Detector:
             cache_root = weights_mod.cache_dir(cache)
             path = cached_onnx(card, path, sha, cache_root)
             try:
-                session = OnnxSession(path, threads=threads, providers=providers)
+                session = OnnxSession(path, threads=threads, providers=providers, spin=spin)
             except WeightsError:  # a damaged cached export: make it again, once
                 shutil.rmtree(path.parent, ignore_errors=True)
                 path = cached_onnx(card, weights_mod.resolve(card.weights, base_dir=base_dir, cache=cache), sha,
                                    cache_root)
-                session = OnnxSession(path, threads=threads, providers=providers)
+                session = OnnxSession(path, threads=threads, providers=providers, spin=spin)
         else:
-            session = OnnxSession(path, threads=threads, providers=providers)
+            session = OnnxSession(path, threads=threads, providers=providers, spin=spin)
         batch_dim = inspect_onnx(path).input_shape[0]
         max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
         return cls(card, session, limits=limits, channel_order=channel_order, yolox_decode=yolox_decode,

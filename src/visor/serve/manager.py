@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from visor.errors import ModelNotFound, VisorError
-from visor.models.runtime import OnnxSession
 from visor.serve.batcher import MicroBatcher, Overloaded, calibrate_batch_size
 from visor.serve.settings import ServeSettings
 from visor.types import Classifications, Detections
@@ -128,12 +127,10 @@ class ModelManager:
         s = self.settings
         try:
             with self._lock:
-                self.classifier = visor.load(s.classifier, limits=s.limits, threads=s.threads)
+                # no busy-waiting ORT threads: HTTP and decoding share the cores
+                self.classifier = visor.load(s.classifier, limits=s.limits, threads=s.threads, spin=False)
                 if s.detector:
-                    self.detector = visor.load(s.detector, limits=s.limits, threads=s.threads)
-                for model in (self.classifier, self.detector):
-                    if model is not None:  # no busy-waiting ORT threads: HTTP and decoding share the cores
-                        model.session = OnnxSession(model.session.path, threads=s.threads, spin=False)
+                    self.detector = visor.load(s.detector, limits=s.limits, threads=s.threads, spin=False)
                 self._annotator = Annotator(classifier=self.classifier, detector=self.detector, limits=s.limits)
                 for feature in ("faces", "text", "moderation"):
                     if feature in s.preload:
