@@ -57,3 +57,119 @@ def imagenette() -> list[tuple[Path, int]]:
             for f in sorted((root / split / synset).iterdir()):
                 items.append((f, info["imagenet_index"]))
     return items
+
+
+@pytest.fixture(scope="session")
+def imagenette_rows(classifier, shared_data) -> list[dict[str, str]]:
+    """One row per imagenette-dev image (train then val, classes sorted): absolute path, the
+    default model's ImageNet-1k label name, and split."""
+    root = shared_data("imagenette-dev")
+    classes = json.loads((root / "classes.json").read_text())
+    rows = []
+    for split in ("train", "val"):
+        for synset, info in sorted(classes.items()):
+            for f in sorted((root / split / synset).iterdir()):
+                rows.append({"path": str(f), "label": classifier.labels[info["imagenet_index"]], "split": split})
+    return rows
+
+
+def _write_manifest(path: Path, rows: list[dict[str, str]]) -> Path:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_manifest():
+    """``write_manifest(path, rows)``: rows (dicts with path, label, split, metadata...) as a CSV manifest."""
+    return _write_manifest
+
+
+@pytest.fixture(scope="session")
+def imagenette_manifest(imagenette_rows, tmp_path_factory) -> Path:
+    """imagenette-dev as a CSV manifest (path,label,split) the default classifier can be evaluated on."""
+    return _write_manifest(tmp_path_factory.mktemp("imagenette") / "manifest.csv", imagenette_rows)
+
+
+#: How the drift and subgroup tests alter images: PIL brightness factor, Gaussian blur radius.
+DARKEN_FACTOR = 0.06
+BLUR_RADIUS = 3.0
+
+
+@pytest.fixture(scope="session")
+def imagenette_variant(imagenette_rows, tmp_path_factory):
+    """``imagenette_variant("dark" | "blur")``: the val rows with their images darkened
+    (brightness x0.06) or blurred (Gaussian, radius 3), written once per session as JPEG q95."""
+    from PIL import Image, ImageEnhance, ImageFilter
+
+    made: dict[str, list[dict[str, str]]] = {}
+
+    def variant(kind: str) -> list[dict[str, str]]:
+        if kind not in made:
+            folder = tmp_path_factory.mktemp(f"imagenette-{kind}")
+            rows = []
+            for row in (r for r in imagenette_rows if r["split"] == "val"):
+                with Image.open(row["path"]) as im:
+                    im = im.convert("RGB")
+                    if kind == "dark":
+                        im = ImageEnhance.Brightness(im).enhance(DARKEN_FACTOR)
+                    elif kind == "blur":
+                        im = im.filter(ImageFilter.GaussianBlur(BLUR_RADIUS))
+                    else:
+                        raise ValueError(kind)
+                    out = folder / f"{Path(row['path']).stem}.jpg"
+                    im.save(out, quality=95)
+                rows.append({**row, "path": str(out)})
+            made[kind] = rows
+        return made[kind]
+
+    return variant
+
+
+# ------------------------------------------------------------------------------ a real browser
+
+#: Debian's chromium (``VISOR_CHROMIUM`` overrides); Playwright drives it and never downloads one.
+CHROMIUM = Path(os.environ.get("VISOR_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def require_chromium() -> None:
+    """Skip (or fail when ``CI=true``) without the browser or the playwright package."""
+    missing = None
+    if not CHROMIUM.is_file():
+        missing = (f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) or set "
+                   "VISOR_CHROMIUM; these tests need a real browser")
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            missing = ("the playwright Python package is not installed (pip install playwright; no browser "
+                       "download needed, the tests use Debian's chromium)")
+    if missing:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(missing)
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="session")
+def needs_chromium() -> None:
+    """Skip (or fail in CI) when there is no browser to drive."""
+    require_chromium()
+
+
+@pytest.fixture(scope="session")
+def chromium(needs_chromium):
+    """A headless chromium launched through Playwright, shared by the session's browser tests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

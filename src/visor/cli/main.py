@@ -19,6 +19,7 @@ from visor.cli import bench as bench_cli
 from visor.cli import curate as curate_cli
 from visor.cli import data as data_cli
 from visor.cli import detect as detect_cli
+from visor.cli import evaluate as evaluate_cli
 from visor.cli import export as export_cli
 from visor.cli import faces as faces_cli
 from visor.cli import keys as keys_cli
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_cli.register(sub)
     train_cli.register(sub)
+    evaluate_cli.register(sub)
     detect_cli.register(sub)
     faces_cli.register(sub)
     recognition_cli.register(sub)

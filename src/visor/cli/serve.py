@@ -57,6 +57,7 @@ def settings_from_args(args: argparse.Namespace):
         review_threshold=args.review_threshold, review_thresholds=dict(args.review_model_threshold or []),
         review_labels=tuple(args.review_label or ()), review_sample_rate=args.review_sample_rate,
         preload=tuple(args.preload.split(",")) if args.preload else ("classifier",),
+        drift_profile=args.drift_profile, drift_window=args.drift_window,
     )
 
 
@@ -142,6 +143,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="always queue predictions of this label (repeatable)")
     d.add_argument("--review-sample-rate", type=fraction, default=0.0,
                    help="also queue this random fraction of predictions (default 0)")
+    m = p.add_argument_group("drift monitoring")
+    m.add_argument("--drift-profile", default=None, metavar="PROFILE",
+                   help="a `visor evaluate --profile` file for the classifier: /metrics then reports the PSI of "
+                        "confidence, class mix and input brightness/contrast/sharpness, the embedding shift and an "
+                        "alert flag over the last --drift-window classify predictions")
+    m.add_argument("--drift-window", type=positive_int, default=500,
+                   help="predictions compared with the drift profile (default 500)")
     p.add_argument("--preload", default="classifier",
                    help="comma list of models to load at start: classifier,faces,text,moderation")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])

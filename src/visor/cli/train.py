@@ -1,9 +1,8 @@
-"""``visor train classify`` and ``visor evaluate``: thin layers over visor.train and visor.evaluate."""
+"""``visor train classify`` and ``visor train detect``: thin layers over visor.train."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from visor.data.augment import AUGMENTATIONS
@@ -72,24 +71,6 @@ def cmd_train_detect(args: argparse.Namespace) -> int:
     for path, reason in result.metrics.get("skipped_files", []):
         print(f"visor: warning: skipped unreadable {path}: {reason}", file=sys.stderr)
     print(f"use it: visor detect --model {result.run_dir} IMAGE")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    import visor
-    from visor.evaluate.classifier import evaluate_classifier
-
-    model = visor.load(args.model, threads=args.threads)
-    result = evaluate_classifier(model, args.data, split=args.split, batch_size=args.batch_size,
-                                 progress=not args.no_progress and sys.stderr.isatty())
-    if args.out:
-        result.save(args.out)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(result.format_table())
-        if args.out:
-            print(f"report, confusion matrix and reliability diagram written to {args.out}")
     return 0
 
 
@@ -170,22 +151,3 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_detect)
-
-    p = sub.add_parser(
-        "evaluate",
-        help="measure a classifier on labelled data",
-        description=(
-            "Evaluate MODEL (a registry name or a run folder) on DATA (folder or manifest): accuracy, top-5, "
-            "macro and per-class precision/recall/F1, the confusion matrix, and expected calibration error "
-            "(15 bins) before and after the model's temperature scaling."
-        ),
-    )
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("data", metavar="DATA")
-    p.add_argument("--split", help="evaluate only this split of DATA (e.g. test)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--out", metavar="DIR", help="also write report.json, confusion.png and reliability.png here")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_evaluate)

@@ -88,7 +88,8 @@ class ClassificationReport:
         }
 
     def format_table(self) -> str:
-        """Summary lines, then a per-class precision/recall/F1/support table."""
+        """Summary lines, then a per-class precision/recall/F1/support table of the classes that
+        have samples or were predicted (the rest are counted in a last line)."""
         lines = [
             f"samples: {self.num_samples}   classes: {len(self.labels)}",
             f"accuracy: {self.accuracy:.4f}   top-{self.top_k} accuracy: {self.top5_accuracy:.4f}",
@@ -97,12 +98,17 @@ class ClassificationReport:
             f"ECE ({self.ece_bins} bins): {self.ece:.4f}   NLL: {self.nll:.4f}",
             "",
         ]
-        width = max([len("class"), *(len(str(name)) for name in self.labels)])
+        predicted = np.asarray(self.confusion).sum(axis=0)
+        shown = [i for i, name in enumerate(self.labels) if self.per_class[name].support > 0 or predicted[i] > 0]
+        width = max([len("class"), *(len(str(self.labels[i])) for i in shown)])
         lines.append(f"{'class':<{width}}  {'precision':>9}  {'recall':>9}  {'f1':>9}  {'support':>9}")
         lines.append("-" * (width + 2 + 4 * 11 - 2))
-        for name in self.labels:
+        for i in shown:
+            name = self.labels[i]
             m = self.per_class[name]
             lines.append(f"{name:<{width}}  {m.precision:>9.4f}  {m.recall:>9.4f}  {m.f1:>9.4f}  {m.support:>9d}")
+        if len(shown) < len(self.labels):
+            lines.append(f"({len(self.labels) - len(shown)} classes with no samples and no predictions not shown)")
         return "\n".join(lines)
 
 

@@ -115,7 +115,7 @@ class Embedder:
     """
 
     def __init__(self, model: Any = "efficientnet_lite0", *, limits: ImageLimits = DEFAULT_LIMITS,
-                 threads: int | None = None, cache: str | os.PathLike | None = None) -> None:
+                 threads: int | None = None, cache: str | os.PathLike | None = None, spin: bool = True) -> None:
         import visor
         from visor.models.classifier import Classifier
 
@@ -125,7 +125,7 @@ class Embedder:
             raise ConfigError(f"{clf.card.name} is a {clf.card.task} model; embeddings need a classifier")
         self.classifier = clf
         self.path = embedding_onnx(clf.session.path, cache=cache)
-        self._session = OnnxSession(self.path, threads=threads)._session
+        self._session = OnnxSession(self.path, threads=threads, spin=spin)._session
         self._input = self._session.get_inputs()[0].name
         pp_cfg = clf.card.preprocess
         self.preprocess_config = (dataclasses.replace(pp_cfg, resize="squash", crop_pct=1.0)

@@ -208,7 +208,8 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
 
     @app.get("/metrics", tags=["health"], response_class=Response, responses=docs.METRICS)
     async def metrics(_: str | None = Depends(auth)) -> Response:
-        """Prometheus metrics: requests, latency, queue depth, batch sizes, loaded models."""
+        """Prometheus metrics: requests, latency, queue depth, batch sizes, loaded models; drift against the
+        profile given with --drift-profile (visor_drift_*)."""
         return Response(service.metrics.render(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/models", tags=["models"], responses=docs.MODELS)

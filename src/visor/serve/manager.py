@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from visor.errors import ModelNotFound, VisorError
+from visor.errors import ConfigError, ModelNotFound, VisorError
 from visor.serve.batcher import MicroBatcher, Overloaded, calibrate_batch_size
 from visor.serve.settings import ServeSettings
 from visor.types import Classifications, Detections
@@ -105,6 +105,8 @@ class ModelManager:
         capacity = settings.queue_size + settings.max_batch
         self.admission = {role: Admission(role, capacity, settings.retry_after_s) for role in ("classifier",
                                                                                                "detector")}
+        self.drift: Any = None  # a visor.monitor.DriftWindow with --drift-profile
+        self._drift_runner: Any = None
         self._ready = threading.Event()
         self._load_error: BaseException | None = None
         self._lock = threading.Lock()
@@ -135,6 +137,8 @@ class ModelManager:
                 for feature in ("faces", "text", "moderation"):
                     if feature in s.preload:
                         self._annotator._model(feature)
+                if s.drift_profile:
+                    self._load_drift()
                 self.max_batch["classifier"] = self._calibrate(self.classifier)
                 self._batchers["classifier"] = self._batcher(self.classifier.name, self._classify_batch,
                                                              self.max_batch["classifier"])
@@ -146,6 +150,27 @@ class ModelManager:
             self._load_error = e
             raise
         self._ready.set()
+
+    def _load_drift(self) -> None:
+        """The drift window, and the classifier graph that also gives embeddings (same logits)."""
+        from visor.monitor import DriftProfile, DriftWindow
+        from visor.monitor.collect import FeatureRunner, model_sha256
+
+        s = self.settings
+        profile = DriftProfile.load(s.drift_profile)
+        if tuple(profile.labels) != tuple(self.classifier.labels):
+            raise ConfigError(f"drift profile {s.drift_profile} is for model {profile.model}, whose labels differ "
+                              f"from {self.classifier.name}'s")
+        sha = model_sha256(self.classifier)
+        if profile.model_sha256 and sha and sha != profile.model_sha256:
+            raise ConfigError(f"drift profile {s.drift_profile} was built with other weights than "
+                              f"{self.classifier.name}'s ({profile.model_sha256[:12]} vs {sha[:12]})")
+        self._drift_runner = FeatureRunner(self.classifier, threads=s.threads, spin=False)
+        self.drift = DriftWindow(profile, s.drift_window)
+
+    def drift_report(self) -> Any:
+        """The drift window against the profile (None without a profile or before any prediction)."""
+        return None if self.drift is None else self.drift.report()
 
     def _calibrate(self, model: Any) -> int:
         """``settings.max_batch``, or with ``batch_calibration`` the fastest batch size up to it."""
@@ -196,7 +221,12 @@ class ModelManager:
     def _classify_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
         from visor.models.classifier import softmax
 
-        logits = self.classifier.logits(np.concatenate(items))
+        batch = np.concatenate(items)
+        if self._drift_runner is not None:
+            probs, embeddings, stats = self._drift_runner.run(batch)
+            self.drift.add(probs, embeddings, stats)
+            return list(probs)
+        logits = self.classifier.logits(batch)
         return list(softmax(logits, self.classifier.card.temperature))
 
     def _detect_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -7,6 +7,7 @@ worker per container behind the load balancer as usual.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -27,6 +28,33 @@ class _QueueDepth:
         for model, depth in sorted(self.depths().items()):
             g.add_metric([model], depth)
         yield g
+
+
+class _Drift:
+    """Reads the drift window's comparison with the profile at scrape time."""
+
+    def __init__(self, report: Callable[[], Any]) -> None:
+        self.report = report
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        r = self.report()
+        if r is None:
+            return
+        psi = GaugeMetricFamily("visor_drift_psi", "Population stability index of recent classify predictions "
+                                "against the drift profile, by signal", labels=["signal"])
+        for signal, value in [("confidence", r.psi_confidence), ("class_mix", r.psi_class_mix),
+                              *r.psi_inputs.items()]:
+            psi.add_metric([signal], value)
+        yield psi
+        if r.embedding_shift is not None:
+            yield GaugeMetricFamily("visor_drift_embedding_shift", "MMD² between recent and reference embeddings",
+                                    value=r.embedding_shift)
+            yield GaugeMetricFamily("visor_drift_embedding_p_value", "Permutation p-value of the embedding shift",
+                                    value=r.embedding_p_value)
+        yield GaugeMetricFamily("visor_drift_window_images", "Recent predictions compared with the profile",
+                                value=r.n)
+        yield GaugeMetricFamily("visor_drift_alert", "1 when drift is detected (see visor.monitor.drift for the "
+                                "thresholds); 0 otherwise or with too few images", value=float(r.alert))
 
 
 class ServiceMetrics:
@@ -50,6 +78,10 @@ class ServiceMetrics:
 
     def watch_queues(self, depths: Callable[[], dict[str, int]]) -> None:
         self.registry.register(_QueueDepth(depths))
+
+    def watch_drift(self, report: Callable[[], Any]) -> None:
+        """Export ``report()`` (a DriftReport or None) as the ``visor_drift_*`` gauges."""
+        self.registry.register(_Drift(report))
 
     def observe_batch(self, model: str, size: int, seconds: float) -> None:
         self.batch_size.labels(model).observe(size)

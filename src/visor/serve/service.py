@@ -91,6 +91,7 @@ class VisorService:
         self.metrics = metrics or ServiceMetrics()
         self.manager = manager or ModelManager(settings, on_batch=self.metrics.observe_batch)
         self.metrics.watch_queues(self.manager.queue_depths)
+        self.metrics.watch_drift(self.manager.drift_report)
         self.db = db if db is not None else ServiceDB(settings.db)
         self.keys = KeyStore(self.db)
         self.review = ReviewQueue(self.db)

@@ -61,10 +61,14 @@ class ServeSettings:
     review_labels: tuple[str, ...] = ()
     review_sample_rate: float = 0.0
     preload: tuple[str, ...] = ("classifier",)
+    # drift monitoring: a `visor evaluate --profile` file; /metrics compares the last
+    # drift_window classify predictions with it
+    drift_profile: str | None = None
+    drift_window: int = 500
 
     def __post_init__(self) -> None:
         positive = ("port", "workers", "max_batch", "queue_size", "max_body_bytes", "max_images",
-                    "max_image_bytes", "max_image_pixels", "rate_burst", "retry_after_s")
+                    "max_image_bytes", "max_image_pixels", "rate_burst", "retry_after_s", "drift_window")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

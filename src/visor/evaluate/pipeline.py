@@ -1,0 +1,149 @@
+"""One call for everything ``visor evaluate`` does: metrics with intervals, subgroups,
+robustness to corruptions, the HTML report, the model card and the drift profile."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visor.errors import ConfigError
+from visor.evaluate.bootstrap import BootstrapConfig
+from visor.evaluate.classifier import ClassifierEvaluation, evaluate_classifier
+from visor.evaluate.subgroups import MIN_GROUP_SIZE
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What to measure and write besides the headline metrics (``visor evaluate`` flags)."""
+
+    split: str | None = None
+    by: tuple[str, ...] = ()
+    subgroup_metric: str = "accuracy"
+    min_group_size: int = MIN_GROUP_SIZE
+    resamples: int = 1000
+    level: float = 0.95
+    seed: int = 0
+    corruptions: tuple[str, ...] = ()
+    """Corruption names to measure (empty: none); see :data:`visor.evaluate.corruptions.CORRUPTIONS`."""
+    report: str | None = None
+    """Path of the self-contained HTML report."""
+    model_card: str | None = None
+    """Path of the Markdown model card (default: ``model_card.md`` beside the report)."""
+    profile: str | None = None
+    """Path of the drift profile to write (for ``visor monitor`` and ``visor serve --drift-profile``)."""
+    out: str | None = None
+    """Folder for report.json, confusion.png and reliability.png."""
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if int(self.min_group_size) < 1:
+            raise ConfigError(f"min_group_size must be at least 1, got {self.min_group_size}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        BootstrapConfig(self.resamples, self.level, self.seed)
+
+    @property
+    def card_path(self) -> str | None:
+        if self.model_card:
+            return self.model_card
+        return str(Path(self.report).with_name("model_card.md")) if self.report else None
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    result: ClassifierEvaluation
+    written: dict[str, Path] = field(default_factory=dict)
+    """What was written: ``report``, ``model_card``, ``profile``, ``out``."""
+
+
+def training_summary(model: Any, model_ref: str) -> dict[str, Any] | None:
+    """What is known about a model's training data: a run folder's config and metrics, else
+    the card's source and description."""
+    run = Path(model_ref)
+    if run.is_dir() and (run / "metrics.json").is_file():
+        metrics = json.loads((run / "metrics.json").read_text())
+        config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+        val = metrics.get("val", {})
+        return {
+            "data": config.get("data"),
+            "classes": len(val.get("labels", [])) or len(model.labels),
+            "val_images": val.get("num_samples"),
+            "class_support_val": {k: v.get("support") for k, v in val.get("per_class", {}).items()},
+            "epochs_run": metrics.get("epochs_run"),
+            "best_epoch": metrics.get("best_epoch"),
+            "imbalance_ratio": metrics.get("imbalance_ratio"),
+            "balanced": metrics.get("balanced"),
+            "augment": config.get("config", {}).get("augment"),
+        }
+    card = model.card
+    if card.source or card.description:
+        return {"data": card.description or card.source, "weights source": card.source,
+                "classes": len(card.labels), "note": "not trained by visor: see the weights' publisher for the data"}
+    return None
+
+
+def run_evaluation(model_ref: str, data: str | os.PathLike, options: EvaluationOptions | None = None, *,
+                   model: Any = None, threads: int | None = None, progress: bool = False) -> EvaluationRun:
+    """Evaluate ``model_ref`` (a registry name, run folder or ONNX file) on labelled ``data``
+    and write what ``options`` asks for. Files are written only after every measurement
+    succeeded, each atomically."""
+    import visor
+    from visor.models.classifier import Classifier
+
+    options = options or EvaluationOptions()
+    if options.corruptions:
+        from visor.config import suggest
+        from visor.evaluate.corruptions import CORRUPTIONS
+
+        for name in options.corruptions:
+            if name not in CORRUPTIONS:
+                raise ConfigError(f"unknown corruption {name!r}.{suggest(name, CORRUPTIONS)} "
+                                  f"Known: {', '.join(CORRUPTIONS)}")
+    model = model if model is not None else visor.load(model_ref, threads=threads)
+    if not isinstance(model, Classifier):
+        raise ConfigError(f"{model.card.name} is a {model.card.task} model; 'visor evaluate' measures classifiers "
+                          "(detectors are evaluated by 'visor train detect' and visor.evaluate.evaluate_detections)")
+    config = BootstrapConfig(options.resamples, options.level, options.seed)
+    result = evaluate_classifier(model, data, split=options.split, batch_size=options.batch_size, progress=progress,
+                                 by=options.by, subgroup_metric=options.subgroup_metric,
+                                 min_group_size=options.min_group_size, bootstrap=config,
+                                 profile=options.profile is not None, model_ref=model_ref)
+    if options.corruptions:
+        from visor.evaluate.corruptions import evaluate_corruptions
+
+        robustness = evaluate_corruptions(model, data, split=options.split, corruptions=options.corruptions,
+                                          seed=options.seed, batch_size=options.batch_size, progress=progress)
+        result = dataclasses.replace(result, corruptions=robustness)
+    written: dict[str, Path] = {}
+    if options.out:
+        written["out"] = result.save(options.out)
+    if options.profile:
+        written["profile"] = result.profile.save(options.profile)
+    if options.report or options.model_card:
+        report = result.to_dict()
+        if options.report:
+            from visor.evaluate.report_html import write_report_html
+
+            written["report"] = write_report_html(report, options.report)
+        from visor.evaluate.model_card import write_model_card
+
+        written["model_card"] = write_model_card(report, options.card_path, card=model.card,
+                                                 training=training_summary(model, model_ref))
+    return EvaluationRun(result, written)
+
+
+def parse_names(text: str | None, known: Sequence[str]) -> tuple[str, ...]:
+    """``"all"`` or a comma-separated list of names (checked later) into a tuple."""
+    if text is None:
+        return ()
+    if text.strip().lower() == "all":
+        return tuple(known)
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+__all__ = ["EvaluationOptions", "EvaluationRun", "parse_names", "run_evaluation", "training_summary"]

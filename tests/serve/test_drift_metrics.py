@@ -1,0 +1,72 @@
+"""visor serve --drift-profile: /metrics compares recent classify predictions with the profile."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import start_server
+from visor.errors import ConfigError
+from visor.monitor import DriftProfile
+from visor.monitor.collect import build_profile
+
+
+def _gauges(text: str) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r"^(visor_drift\S*) (\S+)$", text, re.M)}
+
+
+@pytest.fixture(scope="module")
+def val_profile(classifier, imagenette_rows, tmp_path_factory):
+    val = [r["path"] for r in imagenette_rows if r["split"] == "val"]
+    return build_profile(classifier, val).save(tmp_path_factory.mktemp("drift") / "val.safetensors")
+
+
+def test_metrics_report_drift_of_recent_predictions(tmp_path, val_profile, imagenette_variant, classifier):
+    server = start_server(tmp_path, drift_profile=str(val_profile), drift_window=60, max_batch=8)
+    try:
+        metrics = httpx.get(f"{server.url}/metrics", headers=server.headers).text
+        assert "visor_drift" not in metrics  # nothing to compare yet
+        blurred = [r["path"] for r in imagenette_variant("blur")][:64]
+        for i in range(0, len(blurred), 8):
+            files = [("images", (p, Path(p).read_bytes(), "image/jpeg")) for p in blurred[i:i + 8]]
+            r = httpx.post(f"{server.url}/v1/classify", headers=server.headers, files=files, timeout=60)
+            assert r.status_code == 200
+            # the answers are the classifier's own (the drift graph gives the same probabilities)
+            got = r.json()["results"][0]["classifications"]["predictions"]
+            want = classifier.classify(blurred[i]).to_dict()["predictions"]
+            assert [p["label"] for p in got] == [p["label"] for p in want]
+            np.testing.assert_allclose([p["confidence"] for p in got], [p["confidence"] for p in want], atol=1e-5)
+        g = _gauges(httpx.get(f"{server.url}/metrics", headers=server.headers).text)
+        assert g["visor_drift_window_images"] == 60  # the last 60 of 64
+        assert g["visor_drift_alert"] == 1.0
+        assert g['visor_drift_psi{signal="sharpness"}'] > 1.0
+        assert {'visor_drift_psi{signal="confidence"}', 'visor_drift_psi{signal="class_mix"}',
+                'visor_drift_psi{signal="brightness"}', 'visor_drift_psi{signal="contrast"}',
+                "visor_drift_embedding_shift", "visor_drift_embedding_p_value"} <= set(g)
+        # the same numbers as the library's comparison of those 60 images
+        got = DriftProfile.load(val_profile)
+        from visor.monitor.collect import collect
+
+        c = collect(classifier, blurred[4:])
+        expected = got.compare(c.probs, c.embeddings, c.inputs)
+        assert g['visor_drift_psi{signal="sharpness"}'] == pytest.approx(expected.psi_inputs["sharpness"], rel=1e-6)
+        assert g['visor_drift_psi{signal="confidence"}'] == pytest.approx(expected.psi_confidence, abs=1e-6)
+    finally:
+        server.stop()
+
+
+def test_a_profile_of_another_model_is_refused(tmp_path, val_profile):
+    from visor.serve.manager import ModelManager
+    from visor.serve.settings import ServeSettings
+
+    prof = DriftProfile.load(val_profile)
+    other = DriftProfile.build(np.eye(3)[[0, 1, 2, 0]] * 0.9 + 0.03, model="tiny", labels=["a", "b", "c"])
+    path = other.save(tmp_path / "other.safetensors")
+    manager = ModelManager(ServeSettings(drift_profile=str(path), batch_calibration=False))
+    with pytest.raises(ConfigError, match="labels differ"):
+        manager.load()
+    assert prof.model == "efficientnet_lite0"
