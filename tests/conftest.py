@@ -173,3 +173,23 @@ def chromium(needs_chromium):
             yield browser
         finally:
             browser.close()
+
+
+# ------------------------------------------------------------------------------ a trained detector
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory):
+    """The synthetic shapes detection set (tests/synthetic_shapes.py): 200 train, 40 val images of 128 px."""
+    from synthetic_shapes import make_shapes_dataset
+
+    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), n_train=200, n_val=40, size=128)
+
+
+@pytest.fixture(scope="session")
+def trained(shapes, tmp_path_factory):
+    """A detector trained on ``shapes`` for 6 epochs (about 45 s on 2 cores), shared by the session."""
+    from visor.train.detector import DetectTrainConfig, train_detector
+
+    config = DetectTrainConfig(epochs=6, img_size=128, batch_size=16, augment=("hflip",), patience=0)
+    return train_detector(shapes, tmp_path_factory.mktemp("runs") / "shapes", config, progress=False)

@@ -6,22 +6,14 @@ import pytest
 import torch
 
 import visor
-from synthetic_shapes import CLASSES, make_shapes_dataset  # tests/synthetic_shapes.py
+from synthetic_shapes import CLASSES  # tests/synthetic_shapes.py
 from visor.errors import ConfigError
 from visor.evaluate.detection import evaluate_detections
 from visor.train import load_checkpoint
 from visor.train.detector import DetectTrainConfig, train_detector
 
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), n_train=200, n_val=40, size=128)
-
-
-@pytest.fixture(scope="module")
-def trained(shapes, tmp_path_factory):
-    config = DetectTrainConfig(epochs=6, img_size=128, batch_size=16, augment=("hflip",), patience=0)
-    return train_detector(shapes, tmp_path_factory.mktemp("runs") / "shapes", config, progress=False)
+# ``shapes`` (the synthetic dataset) and ``trained`` (a detector trained on it for 6 epochs) are
+# session fixtures in tests/conftest.py: the evaluation tests use the same run.
 
 
 def test_synthetic_shapes_reach_ap50_090_through_onnx(trained, shapes):

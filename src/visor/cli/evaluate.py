@@ -21,7 +21,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     options = EvaluationOptions(
         split=args.split, by=tuple(args.by or ()), subgroup_metric=args.subgroup_metric,
-        min_group_size=args.min_group_size, resamples=args.resamples, level=args.ci_level, seed=args.seed,
+        min_group_size=args.min_group_size, metadata=args.metadata, resamples=args.resamples, level=args.ci_level,
+        seed=args.seed,
         corruptions=parse_names(args.corruptions, CORRUPTIONS), report=args.report, model_card=args.model_card,
         profile=args.profile, out=args.out, batch_size=args.batch_size,
     )
@@ -67,10 +68,12 @@ def _load(model: str, threads: int | None):
 def register(sub) -> None:
     p = sub.add_parser(
         "evaluate",
-        help="measure a classifier: metrics with CIs, subgroups, robustness, report",
+        help="measure a model: metrics with CIs, subgroups, robustness, report",
         description=(
-            "Evaluate MODEL (a registry name or a run folder) on DATA (a folder of class folders or a CSV/JSONL "
-            "manifest path,label[,split][,metadata...]): accuracy, top-5, macro and per-class precision/recall/F1, "
+            "Evaluate MODEL (a registry name, a run folder or an ONNX file) on DATA. A classifier is measured on a "
+            "folder of class folders or a CSV/JSONL manifest path,label[,split][,metadata...]; a detector on a COCO, "
+            "YOLO or VOC dataset (COCO AP, AP50 with a bootstrap interval over images, and AP50 per --by group "
+            "from --metadata). For a classifier: accuracy, top-5, macro and per-class precision/recall/F1, "
             "the confusion matrix, and expected calibration error (15 bins) before and after the model's "
             "temperature scaling, each headline metric with a seeded 95%% bootstrap confidence interval. "
             "--by COLUMN reports a metric per value of a manifest column, flags groups whose interval lies below "
@@ -89,7 +92,11 @@ def register(sub) -> None:
                    help="metric compared across groups (default accuracy)")
     p.add_argument("--min-group-size", type=positive_int, default=30,
                    help="groups with fewer images are reported but marked too small to judge (default 30)")
-    p.add_argument("--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--metadata", metavar="FILE",
+                   help="per-image metadata columns for --by from a CSV/JSONL file with a path or file_name column "
+                        "(for class folders and detection sets; a manifest's own columns work without it)")
+    p.add_argument("--resamples", type=positive_int, default=None,
+                   help="bootstrap resamples (default 1000 for a classifier, 200 for a detector)")
     p.add_argument("--ci-level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the corruptions (default 0)")
     p.add_argument("--corruptions", nargs="?", const="all", metavar="NAMES",

@@ -3,6 +3,7 @@ temperature scaling, a JSON report, a table and plots."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -144,6 +145,7 @@ def evaluate_classifier(
     bootstrap: BootstrapConfig | None = None,
     profile: bool = False,
     model_ref: str | None = None,
+    metadata: str | os.PathLike | None = None,
 ) -> ClassifierEvaluation:
     """Run ``model`` over ``data`` (optionally one split) and measure it.
 
@@ -153,7 +155,8 @@ def evaluate_classifier(
     metadata) gets a :class:`~visor.evaluate.subgroups.SubgroupReport` of
     ``subgroup_metric`` (``accuracy`` or ``macro_f1``). With ``profile`` the same pass also
     keeps embeddings and input statistics and builds a drift profile (``result.profile``;
-    ``model_ref`` is how ``visor monitor`` will load the model again).
+    ``model_ref`` is how ``visor monitor`` will load the model again). ``metadata`` is a side
+    file of per-image columns (see :mod:`visor.evaluate.metadata`), added to the manifest's.
     """
     from tqdm import tqdm
 
@@ -162,9 +165,15 @@ def evaluate_classifier(
                           f"{suggest(subgroup_metric, ('accuracy', 'macro_f1'))}")
     config = bootstrap or BootstrapConfig()
     ds = evaluation_samples(model, data, split)
-    if by:
-        for column in by:
-            group_column([s.metadata for s in ds.samples], column)  # fail before inference
+    if metadata is not None:
+        from visor.evaluate.metadata import attach_metadata
+
+        extra = attach_metadata([(s.path, None) for s in ds.samples], metadata)
+        ds = ClassificationDataset.from_samples(
+            [dataclasses.replace(s, metadata={**s.metadata, **m}) for s, m in zip(ds.samples, extra, strict=True)],
+            ds.classes, ds.root)
+    for column in by:
+        group_column([s.metadata for s in ds.samples], column)  # fail before inference
     index = {label: i for i, label in enumerate(model.labels)}
     runner = None
     if profile:

@@ -14,6 +14,7 @@ from typing import Any
 from visor.errors import ConfigError
 from visor.evaluate.bootstrap import BootstrapConfig
 from visor.evaluate.classifier import ClassifierEvaluation, evaluate_classifier
+from visor.evaluate.detector import DetectorEvaluation
 from visor.evaluate.subgroups import MIN_GROUP_SIZE
 
 
@@ -25,7 +26,11 @@ class EvaluationOptions:
     by: tuple[str, ...] = ()
     subgroup_metric: str = "accuracy"
     min_group_size: int = MIN_GROUP_SIZE
-    resamples: int = 1000
+    metadata: str | None = None
+    """A CSV/JSONL side file of per-image metadata columns (``path`` or ``file_name`` + columns), for
+    data without its own (class folders, detection sets)."""
+    resamples: int | None = None
+    """Bootstrap resamples; None: 1,000 for a classifier, 200 for a detector (each a COCO evaluation)."""
     level: float = 0.95
     seed: int = 0
     corruptions: tuple[str, ...] = ()
@@ -45,7 +50,7 @@ class EvaluationOptions:
             raise ConfigError(f"min_group_size must be at least 1, got {self.min_group_size}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
-        BootstrapConfig(self.resamples, self.level, self.seed)
+        BootstrapConfig(self.resamples or 1000, self.level, self.seed)
 
     @property
     def card_path(self) -> str | None:
@@ -56,7 +61,7 @@ class EvaluationOptions:
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    result: ClassifierEvaluation
+    result: ClassifierEvaluation | DetectorEvaluation
     written: dict[str, Path] = field(default_factory=dict)
     """What was written: ``report``, ``model_card``, ``profile``, ``out``."""
 
@@ -106,13 +111,13 @@ def run_evaluation(model_ref: str, data: str | os.PathLike, options: EvaluationO
                                   f"Known: {', '.join(CORRUPTIONS)}")
     model = model if model is not None else visor.load(model_ref, threads=threads)
     if not isinstance(model, Classifier):
-        raise ConfigError(f"{model.card.name} is a {model.card.task} model; 'visor evaluate' measures classifiers "
-                          "(detectors are evaluated by 'visor train detect' and visor.evaluate.evaluate_detections)")
-    config = BootstrapConfig(options.resamples, options.level, options.seed)
+        return _run_detection(model, model_ref, data, options, progress)
+    config = BootstrapConfig(options.resamples or 1000, options.level, options.seed)
     result = evaluate_classifier(model, data, split=options.split, batch_size=options.batch_size, progress=progress,
                                  by=options.by, subgroup_metric=options.subgroup_metric,
                                  min_group_size=options.min_group_size, bootstrap=config,
-                                 profile=options.profile is not None, model_ref=model_ref)
+                                 profile=options.profile is not None, model_ref=model_ref,
+                                 metadata=options.metadata)
     if options.corruptions:
         from visor.evaluate.corruptions import evaluate_corruptions
 
@@ -125,16 +130,42 @@ def run_evaluation(model_ref: str, data: str | os.PathLike, options: EvaluationO
     if options.profile:
         written["profile"] = result.profile.save(options.profile)
     if options.report or options.model_card:
-        report = result.to_dict()
-        if options.report:
-            from visor.evaluate.report_html import write_report_html
+        written |= _write_documents(result.to_dict(), model, model_ref, options)
+    return EvaluationRun(result, written)
 
-            written["report"] = write_report_html(report, options.report)
+
+def _run_detection(model: Any, model_ref: str, data: str | os.PathLike, options: EvaluationOptions,
+                   progress: bool) -> EvaluationRun:
+    """The detector branch: COCO metrics, an AP50 interval and AP50 per group; the report and card."""
+    from visor.evaluate.detector import DETECTION_RESAMPLES, evaluate_detector
+
+    refused = [flag for flag, given in [("--corruptions", options.corruptions), ("--profile", options.profile),
+                                        ("--out", options.out)] if given]
+    if refused:
+        raise ConfigError(f"{', '.join(refused)}: not available for detectors yet ({model.card.name} is a "
+                          f"{model.card.task} model); drop {'them' if len(refused) > 1 else 'it'}")
+    if options.subgroup_metric != "accuracy":
+        raise ConfigError("detector subgroups are compared on AP50; --subgroup-metric applies to classifiers")
+    config = BootstrapConfig(options.resamples or DETECTION_RESAMPLES, options.level, options.seed)
+    result = evaluate_detector(model, data, split=options.split, by=options.by, metadata=options.metadata,
+                               min_group_size=options.min_group_size, bootstrap_config=config,
+                               batch_size=options.batch_size, progress=progress)
+    return EvaluationRun(result, _write_documents(result.to_dict(), model, model_ref, options))
+
+
+def _write_documents(report: dict[str, Any], model: Any, model_ref: str, options: EvaluationOptions
+                     ) -> dict[str, Path]:
+    written: dict[str, Path] = {}
+    if options.report:
+        from visor.evaluate.report_html import write_report_html
+
+        written["report"] = write_report_html(report, options.report)
+    if options.report or options.model_card:
         from visor.evaluate.model_card import write_model_card
 
         written["model_card"] = write_model_card(report, options.card_path, card=model.card,
                                                  training=training_summary(model, model_ref))
-    return EvaluationRun(result, written)
+    return written
 
 
 def parse_names(text: str | None, known: Sequence[str]) -> tuple[str, ...]:

@@ -314,6 +314,9 @@ def _bar_chart(bars: Sequence[_Bar], *, title: str, axis: str, reference: float 
 
 
 def _classes_line(report: Mapping[str, Any], total: int) -> str:
+    if report.get("task") == "detection":
+        boxes = [as_int(k) for k in as_mapping(report.get("support")).values()]
+        return f"{sum(k > 0 for k in boxes)} of {total} labels, {sum(boxes)} boxes"
     per_class = as_mapping(report.get("per_class"))
     present = present_classes(report)
     with_images = sum(as_int(as_mapping(per_class.get(n)).get("support")) > 0 for n in present)
@@ -328,7 +331,7 @@ def _header(report: Mapping[str, Any], title: str) -> list[str]:
     rows = [
         ("model", _e(report.get("model") or "unknown")),
         ("split", _e(report.get("split") or "all")),
-        ("images evaluated", _e(as_int(report.get("num_samples")))),
+        ("images evaluated", _e(as_int(report.get("num_samples", report.get("num_images"))))),
         ("classes with images", _e(_classes_line(report, len(labels) or len(per_class)))),
         ("skipped files", f'<span class="{"bad" if skipped else "good"}">{len(skipped)}</span>'),
     ]
@@ -377,6 +380,47 @@ def _summary(report: Mapping[str, Any]) -> str:
     ci_head = f"{format_percent(level, 0)} CI" if level is not None else "95% CI"
     table = _table(["metric", "value", ci_head], [(_e(a), _e(b), _e(c)) for a, b, c in rows], caption)
     return _section("Summary metrics", [f'<div class="panel">{table}</div>'], "summary")
+
+
+def _detection_summary(report: Mapping[str, Any]) -> str:
+    cis = as_mapping(report.get("confidence_intervals"))
+    f1 = as_mapping(report.get("best_f1"))
+    rows = [
+        ("AP @[IoU .50:.95]", format_decimal(report.get("ap"), 3), "—"),
+        ("AP50", format_decimal(report.get("ap50"), 3), format_decimal_ci(cis.get("ap50"), 3)),
+        ("AP75", format_decimal(report.get("ap75"), 3), "—"),
+        ("AP small / medium / large", " / ".join(format_decimal(report.get(k), 3)
+                                                 for k in ("ap_small", "ap_medium", "ap_large")), "—"),
+        ("AR@100", format_decimal(report.get("ar100"), 3), "—"),
+        ("best F1 at IoU .50", format_decimal(f1.get("f1"), 3),
+         f"threshold {format_decimal(f1.get('threshold'), 3)}"),
+        ("images / predictions", f"{as_int(report.get('num_images'))} / {as_int(report.get('num_predictions'))}",
+         "—"),
+    ]
+    caption = (f"COCO evaluation (pycocotools-exact; -1 means undefined). AP50 interval: percentile bootstrap over "
+               f"images, {as_int(cis.get('resamples'))} resamples, seed {_e(cis.get('seed', 'n/a'))}."
+               if cis else "COCO evaluation (pycocotools-exact; -1 means undefined).")
+    table = _table(["metric", "value", "95% CI / note"], [(_e(a), _e(b), _e(c)) for a, b, c in rows], caption)
+    return _section("Summary metrics", [f'<div class="panel">{table}</div>'], "summary")
+
+
+def _detection_per_class(report: Mapping[str, Any]) -> str:
+    support = as_mapping(report.get("support"))
+    ap50, ap = as_mapping(report.get("per_class_ap50")), as_mapping(report.get("per_class_ap"))
+    names = sorted((n for n, k in support.items() if as_int(k) > 0), key=lambda n: (as_float(ap50.get(n)) or 0.0, n))
+    if not names:
+        return _section("Per-class results", [_note("No class has ground-truth boxes.")], "per-class")
+    shown = names[:MAX_CHART_CLASSES]
+    bars = [_Bar(n, as_float(ap50.get(n)), None, _BAR_LOW if (as_float(ap50.get(n)) or 0) < 0.5 else _BAR,
+                 note=f"{as_int(support.get(n))} boxes", tooltip=f"{n}: AP50 {format_decimal(ap50.get(n), 3)}")
+            for n in shown]
+    chart = _bar_chart(bars, title="AP50 per class", axis="AP50")
+    table = _table(["class", "boxes", "AP50", "AP @[.50:.95]"],
+                   [(_e(n), _e(as_int(support.get(n))), _e(format_decimal(ap50.get(n), 3)),
+                     _e(format_decimal(ap.get(n), 3))) for n in shown])
+    note = _note(f"{len(shown)} of {len(names)} classes with boxes, lowest AP50 first; bars below 0.5 are red.")
+    return _section("Per-class results", [note, f'<div class="panel">{chart}</div>',
+                                          f'<div class="panel">{table}</div>'], "per-class")
 
 
 def _per_class(report: Mapping[str, Any]) -> str:
@@ -729,23 +773,23 @@ def render_report_html(report: Mapping[str, Any], *, thumb_size: int = 112, titl
     if int(thumb_size) <= 0:
         raise InvalidInput(f"thumb_size must be positive, got {thumb_size}")
     page_title = title or f"visor evaluation report: {report.get('model') or 'unknown model'}"
-    nav = " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in (
-        ("summary", "summary"), ("per-class", "per class"), ("confusion", "confusion"),
-        ("calibration", "calibration"), ("subgroups", "subgroups"), ("corruptions", "corruptions"),
-        ("mistakes", "mistakes")))
+    if report.get("task") == "detection":
+        sections = [("summary", "summary"), ("per-class", "per class"), ("subgroups", "subgroups")]
+        body = [_detection_summary(report), _detection_per_class(report), _subgroups(report)]
+    else:
+        sections = [("summary", "summary"), ("per-class", "per class"), ("confusion", "confusion"),
+                    ("calibration", "calibration"), ("subgroups", "subgroups"), ("corruptions", "corruptions"),
+                    ("mistakes", "mistakes")]
+        body = [_summary(report), _per_class(report), _confusion_section(report), _reliability(report),
+                _subgroups(report), _corruptions(report), _mistakes(report, int(thumb_size))]
+    nav = " · ".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in sections)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(page_title)}</title>", f"<style>{_STYLE}</style></head><body>",
         *_header(report, page_title),
         f'<p class="small">{nav}</p>',
-        _summary(report),
-        _per_class(report),
-        _confusion_section(report),
-        _reliability(report),
-        _subgroups(report),
-        _corruptions(report),
-        _mistakes(report, int(thumb_size)),
+        *body,
         '<p class="muted small">Generated by visor. All numbers are measured on the evaluation data above only.</p>',
         "</body></html>",
     ]
