@@ -218,11 +218,11 @@ def evaluate_classifier(
         for column in by)
     drift_profile = None
     if runner is not None:
-        from visor.monitor.collect import model_sha256
+        from visor.monitor.collect import model_reference, model_sha256
         from visor.monitor.drift import DriftProfile
 
         drift_profile = DriftProfile.build(probs, np.concatenate(embs), np.concatenate(stats),
-                                           model=model_ref or model.name, labels=model.labels,
+                                           model=model_reference(model_ref or model.name), labels=model.labels,
                                            model_sha256=model_sha256(model),
                                            source=_describe(data, split))
     return ClassifierEvaluation(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -73,6 +74,13 @@ def collect(classifier: Any, sources: Iterable[str | os.PathLike], *, batch_size
     return Collected(np.concatenate(probs), np.concatenate(embs), np.concatenate(stats), ok, skipped)
 
 
+def model_reference(model_ref: str) -> str:
+    """How a profile names its model: a registry name as it is, a path made absolute (so
+    ``visor monitor`` finds it from any folder)."""
+    p = Path(model_ref)
+    return str(p.resolve()) if p.exists() else model_ref
+
+
 def model_sha256(classifier: Any) -> str:
     return classifier.card.weights.sha256 or ""
 
@@ -86,9 +94,9 @@ def build_profile(classifier: Any, sources: Sequence[str | os.PathLike], *, mode
     folder); it defaults to the model's name.
     """
     got = collect(classifier, sources, batch_size=batch_size, progress=progress)
-    return DriftProfile.build(got.probs, got.embeddings, got.inputs, model=model_ref or classifier.name,
-                              labels=classifier.labels, model_sha256=model_sha256(classifier), thresholds=thresholds,
-                              source=source)
+    return DriftProfile.build(got.probs, got.embeddings, got.inputs,
+                              model=model_reference(model_ref or classifier.name), labels=classifier.labels,
+                              model_sha256=model_sha256(classifier), thresholds=thresholds, source=source)
 
 
 def monitor(profile: DriftProfile, sources: Iterable[str | os.PathLike], *, classifier: Any = None,
