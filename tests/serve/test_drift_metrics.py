@@ -30,6 +30,7 @@ def test_metrics_report_drift_of_recent_predictions(tmp_path, val_profile, image
     try:
         metrics = httpx.get(f"{server.url}/metrics", headers=server.headers).text
         assert "visor_drift" not in metrics  # nothing to compare yet
+        assert httpx.get(f"{server.url}/v1/drift", headers=server.headers).json()["report"] is None
         blurred = [r["path"] for r in imagenette_variant("blur")][:64]
         for i in range(0, len(blurred), 8):
             files = [("images", (p, Path(p).read_bytes(), "image/jpeg")) for p in blurred[i:i + 8]]
@@ -55,6 +56,11 @@ def test_metrics_report_drift_of_recent_predictions(tmp_path, val_profile, image
         expected = got.compare(c.probs, c.embeddings, c.inputs)
         assert g['visor_drift_psi{signal="sharpness"}'] == pytest.approx(expected.psi_inputs["sharpness"], rel=1e-6)
         assert g['visor_drift_psi{signal="confidence"}'] == pytest.approx(expected.psi_confidence, abs=1e-6)
+        # the JSON route gives the same report
+        d = httpx.get(f"{server.url}/v1/drift", headers=server.headers).json()
+        assert d["window"] == 60 and d["report"]["alert"] is True and d["report"]["n"] == 60
+        assert d["report"]["psi_inputs"]["sharpness"] == pytest.approx(g['visor_drift_psi{signal="sharpness"}'])
+        assert httpx.get(f"{server.url}/v1/drift").status_code == 401
     finally:
         server.stop()
 
@@ -70,3 +76,8 @@ def test_a_profile_of_another_model_is_refused(tmp_path, val_profile):
     with pytest.raises(ConfigError, match="labels differ"):
         manager.load()
     assert prof.model == "efficientnet_lite0"
+
+
+def test_drift_without_a_profile_is_404(live_server):
+    r = httpx.get(f"{live_server.url}/v1/drift", headers=live_server.headers)
+    assert r.status_code == 404 and "--drift-profile" in r.json()["error"]["message"]

@@ -217,6 +217,12 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
         """The models this service runs, with their weights' sha256."""
         return {"models": [m.to_dict() for m in service.manager.models()]}
 
+    @app.get("/v1/drift", tags=["models"], responses=docs.DRIFT)
+    async def drift(_: str | None = Depends(auth)) -> dict[str, Any]:
+        """The last classify predictions compared with the drift profile (404 without --drift-profile;
+        ``report`` is null before the first prediction). The same numbers as the visor_drift_* metrics."""
+        return service.drift()
+
     # ------------------------------------------------------------------ recognition
 
     @app.post("/v1/classify", tags=["recognition"], openapi_extra=docs.images_body(docs.CLASSIFY_OPTIONS),

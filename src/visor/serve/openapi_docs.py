@@ -106,6 +106,11 @@ METRICS = {200: {"description": "Prometheus text format", "content": {"text/plai
 MODELS = {**_ok({"models": [{"role": "classifier", "name": "efficientnet_lite0", "task": "classification",
                              "version": "2f6ab2d1c3f4", "sha256": "2f6a...", "num_classes": 1000}]}),
           **AUTH_ERRORS}
+DRIFT = {**_ok({"profile": "runs/mine/profile.safetensors", "window": 500, "report": {
+    "n": 500, "n_reference": 1500, "psi_confidence": 0.04, "psi_class_mix": 0.03,
+    "psi_inputs": {"brightness": 0.02, "contrast": 0.05, "sharpness": 0.03}, "embedding_shift": 0.0011,
+    "embedding_p_value": 0.62, "alert": False, "reasons": [], "insufficient_data": False}}),
+         404: _error("model_not_found", "this service has no drift profile", "no --drift-profile"), **AUTH_ERRORS}
 COLLECTIONS = {**_ok({"collections": [{"name": "staff", "people": 2, "faces": 5}]}), **AUTH_ERRORS}
 COLLECTION = {**_ok({"name": "staff", "people": [{"name": "ada", "faces": 3}]}), **NOT_FOUND}
 COLLECTION_CREATED = {201: {"description": "created", "content": {"application/json": {

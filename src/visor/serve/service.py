@@ -283,6 +283,18 @@ class VisorService:
 
         return [f for f in FEATURES if f != "objects" or self.manager.detector is not None]
 
+    def drift(self) -> dict[str, Any]:
+        """The drift window against the profile (404 when the service has no --drift-profile)."""
+        from visor.errors import ModelNotFound
+
+        if self.settings.drift_profile is None:
+            raise ModelNotFound("this service has no drift profile: start it with --drift-profile PROFILE "
+                                "(visor evaluate --profile)")
+        self.manager._require_ready()
+        report = self.manager.drift_report()
+        return {"profile": self.settings.drift_profile, "window": self.settings.drift_window,
+                "report": None if report is None else report.to_dict()}
+
     def _search_index(self) -> Any:
         """The configured index and its embedder, opened on first use (404 when none is configured)."""
         from visor.errors import ModelNotFound
