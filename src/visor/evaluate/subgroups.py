@@ -27,6 +27,7 @@ MISSING = "(missing)"
 #: Default smallest group judged against the others.
 MIN_GROUP_SIZE = 30
 STATUSES = ("best", "ok", "worse", "too_small")
+_NO_COLUMNS = "none (use a CSV or JSONL manifest with extra columns, or a --metadata file)"
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def group_column(metadata: Sequence[Mapping[str, str]], column: str) -> list[str
     known = sorted({k for m in metadata for k in m})
     if column not in known:
         raise ConfigError(f"no sample has a metadata column {column!r}.{suggest(column, known)} "
-                          f"Columns: {', '.join(known) or 'none (use a CSV or JSONL manifest with extra columns)'}")
+                          f"Columns: {', '.join(known) or _NO_COLUMNS}")
     return [str(m.get(column) or MISSING) for m in metadata]
 
 
