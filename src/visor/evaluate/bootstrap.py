@@ -167,25 +167,19 @@ class ClassificationOutcomes:
         A resample that happens to hold no sample of a class is left out of that class's recall
         and F1 distribution (recall is undefined there), as in the stratified view of a class.
         """
-        acc: dict[str, list[np.ndarray]] = {"support": [], "recall": [], "f1": []}
-        present = None
-
         def stat(idx: np.ndarray) -> np.ndarray:
-            nonlocal present
             pc = self.per_class(idx)
-            present = pc["classes"]
-            for key in acc:
-                acc[key].append(pc[key])
-            return np.zeros(len(idx))
+            return np.stack([pc["support"], pc["recall"], pc["f1"]], axis=-1)  # (B, K, 3)
 
-        bootstrap(stat, len(self), config, "per_class")
-        values = {key: np.concatenate(rows) for key, rows in acc.items()}
+        values = bootstrap(stat, len(self), config, "per_class")
+        present = self._compact()[3]
         out: dict[int, dict[str, tuple[float, float]]] = {}
-        for j, cls in enumerate(present if present is not None else []):
-            has = values["support"][:, j] > 0
+        for j, cls in enumerate(present):
+            has = values[:, j, 0] > 0
             if not has.any() or not (self.y_true == cls).any():
                 continue
-            out[int(cls)] = {key: percentile_interval(values[key][has, j], config.level) for key in ("recall", "f1")}
+            out[int(cls)] = {key: percentile_interval(values[has, j, k], config.level)
+                             for k, key in ((1, "recall"), (2, "f1"))}
         return out
 
 

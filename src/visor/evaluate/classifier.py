@@ -15,12 +15,13 @@ import numpy as np
 
 from visor.config import suggest
 from visor.data import ClassificationDataset
-from visor.errors import ConfigError, VisorError
+from visor.errors import ConfigError
 from visor.evaluate.bootstrap import CLASSIFICATION_METRICS, BootstrapConfig, ClassificationOutcomes
 from visor.evaluate.calibration import expected_calibration_error, reliability_bins, softmax
 from visor.evaluate.metrics import ClassificationReport, classification_report
 from visor.evaluate.plots import plot_confusion_matrix, plot_reliability_diagram
 from visor.evaluate.subgroups import MIN_GROUP_SIZE, SubgroupReport, classification_subgroups, group_column
+from visor.models.batching import describe_error, split_decoded
 from visor.models.classifier import Classifier
 
 
@@ -187,9 +188,8 @@ def evaluate_classifier(
         for chunk, decoded in batches:
             samples = ds.samples[offset : offset + len(chunk)]
             offset += len(chunk)
-            good = [(s, d) for s, d in zip(samples, decoded, strict=True) if not isinstance(d, VisorError)]
-            skipped += [(str(s.path), f"{type(d).__name__}: {d}") for s, d in zip(samples, decoded, strict=True)
-                        if isinstance(d, VisorError)]
+            good, bad = split_decoded(samples, decoded)
+            skipped += [(str(s.path), describe_error(e)) for s, e in bad]
             if good:
                 batch = model.preprocess([d for _, d in good])
                 if runner is not None:

@@ -54,7 +54,8 @@ import numpy as np
 
 from visor.config import suggest
 from visor.data import ClassificationDataset
-from visor.errors import ConfigError, InvalidInput, VisorError
+from visor.errors import ConfigError, InvalidInput
+from visor.models.batching import split_decoded
 from visor.models.classifier import Classifier
 
 CORRUPTIONS: tuple[str, ...] = (
@@ -483,7 +484,7 @@ def evaluate_corruptions(
             positions = range(offset, offset + len(chunk))
             offset += len(chunk)
             good = [(i, np.asarray(d if d.mode == "RGB" else d.convert("RGB"), dtype=np.uint8))
-                    for i, d in zip(positions, decoded, strict=True) if not isinstance(d, VisorError)]
+                    for i, d in split_decoded(positions, decoded)[0]]
             bar.update((len(chunk) - len(good)) * (1 + len(settings)))
             if not good:
                 continue

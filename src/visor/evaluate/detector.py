@@ -15,6 +15,7 @@ from visor.errors import ConfigError
 from visor.evaluate.bootstrap import BootstrapConfig, bootstrap, percentile_interval
 from visor.evaluate.detection import DetectionReport, evaluate_detections
 from visor.evaluate.subgroups import MIN_GROUP_SIZE, SubgroupReport, detection_subgroups, group_column
+from visor.models.batching import describe_error
 from visor.types import Detections
 
 #: Bootstrap resamples for detections: each one is a full (IoU 0.5) COCO evaluation.
@@ -120,7 +121,7 @@ def evaluate_detector(
                                      batch_size=batch_size)
         for i, outcome in enumerate(outcomes):
             if outcome.error is not None:
-                skipped.append((str(ds.images[i].path), f"{type(outcome.error).__name__}: {outcome.error}"))
+                skipped.append((str(ds.images[i].path), describe_error(outcome.error)))
             else:
                 truth.append(_remap(ds.detections(i), mapping))
                 preds.append(outcome.result)

@@ -102,13 +102,9 @@ def run_evaluation(model_ref: str, data: str | os.PathLike, options: EvaluationO
 
     options = options or EvaluationOptions()
     if options.corruptions:
-        from visor.config import suggest
-        from visor.evaluate.corruptions import CORRUPTIONS
+        from visor.evaluate.corruptions import check_corruptions
 
-        for name in options.corruptions:
-            if name not in CORRUPTIONS:
-                raise ConfigError(f"unknown corruption {name!r}.{suggest(name, CORRUPTIONS)} "
-                                  f"Known: {', '.join(CORRUPTIONS)}")
+        check_corruptions(options.corruptions)  # before any inference
     model = model if model is not None else visor.load(model_ref, threads=threads)
     if not isinstance(model, Classifier):
         return _run_detection(model, model_ref, data, options, progress)

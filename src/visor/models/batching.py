@@ -83,6 +83,20 @@ def decoded_batches(
             yield chunk, decoded
 
 
+def split_decoded(items: Sequence[Any], decoded: Sequence[Image.Image | VisorError]
+                  ) -> tuple[list[tuple[Any, Image.Image]], list[tuple[Any, VisorError]]]:
+    """Pair each item of a batch with its decoded image or its error: (decoded pairs, failed pairs), in order."""
+    good, bad = [], []
+    for item, d in zip(items, decoded, strict=True):
+        (bad if isinstance(d, VisorError) else good).append((item, d))
+    return good, bad
+
+
+def describe_error(error: VisorError) -> str:
+    """``"TypeName: message"``, as evaluation reports list a skipped file."""
+    return f"{type(error).__name__}: {error}"
+
+
 def outcomes(
     decode: Callable[[ImageSource], Image.Image],
     run: Callable[[list[Image.Image]], list[Any]],

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from visor.errors import ConfigError, VisorError
+from visor.errors import ConfigError
 from visor.evaluate.calibration import softmax
+from visor.models.batching import describe_error, split_decoded
 from visor.monitor.drift import DriftProfile, DriftReport, DriftThresholds, input_statistics
 
 
@@ -59,9 +60,8 @@ def collect(classifier: Any, sources: Iterable[str | os.PathLike], *, batch_size
     probs, embs, stats, ok, skipped = [], [], [], [], []
     with tqdm(total=len(paths), unit="img", disable=not progress, desc="profiling") as bar:
         for chunk, decoded in classifier.decoded_batches(paths, batch_size):
-            good = [(p, d) for p, d in zip(chunk, decoded, strict=True) if not isinstance(d, VisorError)]
-            skipped += [(str(p), f"{type(d).__name__}: {d}") for p, d in zip(chunk, decoded, strict=True)
-                        if isinstance(d, VisorError)]
+            good, bad = split_decoded(chunk, decoded)
+            skipped += [(str(p), describe_error(e)) for p, e in bad]
             if good:
                 pr, em, st = runner.run(classifier.preprocess([d for _, d in good]))
                 probs.append(pr)
