@@ -55,6 +55,19 @@ def check_split_name(split: str, where: str = "") -> str:
     return split
 
 
+def select_split(dataset: Any, split: str | None) -> Any:
+    """``dataset`` (classification or detection) restricted to ``split``, or as it is for None.
+
+    Raises ConfigError, with a suggestion, when the data has no such split.
+    """
+    if split is None:
+        return dataset
+    if split not in dataset.splits:
+        raise ConfigError(f"the data has no split {split!r}.{suggest(split, dataset.splits)} "
+                          f"Splits: {', '.join(dataset.splits) or 'none'}")
+    return dataset.subset(split)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One labelled image. ``path`` is converted to a :class:`~pathlib.Path`."""
@@ -181,17 +194,8 @@ class ClassificationDataset:
         split, bad JSON) and InvalidInput if the file is missing or holds no samples.
         """
         path = Path(path)
-        kind = _manifest_kind(path)
-        if not path.is_file():
-            raise InvalidInput(f"no such manifest file: {path}")
         base = Path(os.path.abspath(path)).parent
-        try:
-            with path.open(encoding="utf-8-sig", newline="") as f:
-                rows = list(_read_csv(f, path) if kind == ".csv" else _read_jsonl(f, path))
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"manifest {path} is not UTF-8 text: {e.reason}") from None
-        except OSError as e:
-            raise InvalidInput(f"cannot read manifest {path}: {e.strerror or e}") from None
+        rows = read_rows(path, _REQUIRED_COLUMNS)
         samples = [_sample_from_row(row, base, f"{path}:{line}") for line, row in rows]
         if not samples:
             raise InvalidInput(f"manifest {path} lists no samples")
@@ -306,39 +310,59 @@ def _manifest_kind(path: Path) -> str:
     return suffix
 
 
-def _read_csv(f: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+def read_rows(path: str | os.PathLike, required: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a CSV (header row) or JSON Lines file, chosen by its suffix.
+
+    Every row must have the ``required`` columns (keys); an empty CSV cell is left out of its
+    row unless its column is required. Raises ConfigError for a malformed file and
+    InvalidInput when it is missing or unreadable.
+    """
+    path = Path(path)
+    kind = _manifest_kind(path)
+    if not path.is_file():
+        raise InvalidInput(f"no such manifest file: {path}")
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            return list(_read_csv(f, path, required) if kind == ".csv" else _read_jsonl(f, path, required))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"manifest {path} is not UTF-8 text: {e.reason}") from None
+    except OSError as e:
+        raise InvalidInput(f"cannot read manifest {path}: {e.strerror or e}") from None
+
+
+def _read_csv(f: io.TextIOBase, path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     reader = csv.reader(f)
     try:
         header = next(reader, None)
         if header is None:
             raise ConfigError(f"manifest {path} is empty; it needs a header row: path,label[,split][,...]")
         header = [h.strip() for h in header]
-        _check_columns(header, path)
+        _check_columns(header, path, required)
         for row in reader:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if len(row) != len(header):
                 raise ConfigError(f"{path}:{reader.line_num}: {len(row)} fields, but the header has {len(header)}")
-            yield reader.line_num, {k: v for k, v in zip(header, row, strict=True) if v != "" or k in _REQUIRED_COLUMNS}
+            yield reader.line_num, {k: v for k, v in zip(header, row, strict=True) if v != "" or k in required}
     except csv.Error as e:
         raise ConfigError(f"{path}:{reader.line_num}: malformed CSV: {e}") from None
 
 
-def _check_columns(header: list[str], path: Path) -> None:
+def _check_columns(header: list[str], path: Path, required: tuple[str, ...]) -> None:
     if any(not h for h in header):
         raise ConfigError(f"manifest {path} has an empty column name in its header row")
     repeated = [h for h, n in Counter(header).items() if n > 1]
     if repeated:
         raise ConfigError(f"manifest {path} repeats column(s) {', '.join(map(repr, repeated))}")
-    missing = [c for c in _REQUIRED_COLUMNS if c not in header]
+    missing = [c for c in required if c not in header]
     if missing:
         raise ConfigError(
             f"manifest {path} lacks required column(s) {', '.join(map(repr, missing))}; the first row must be "
-            f"a header such as path,label,split (found: {','.join(header)})"
+            f"a header with {','.join(required)} (found: {','.join(header)})"
         )
 
 
-def _read_jsonl(f: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def _read_jsonl(f: io.TextIOBase, path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
     for line_no, line in enumerate(f, 1):
         if not line.strip():
             continue
@@ -348,7 +372,7 @@ def _read_jsonl(f: io.TextIOBase, path: Path) -> Iterator[tuple[int, dict[str, A
             raise ConfigError(f"{path}:{line_no}: not valid JSON: {e.msg}") from None
         if not isinstance(obj, dict):
             raise ConfigError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
-        missing = [c for c in _REQUIRED_COLUMNS if c not in obj]
+        missing = [c for c in required if c not in obj]
         if missing:
             raise ConfigError(f"{path}:{line_no}: missing required key(s) {', '.join(map(repr, missing))}")
         yield line_no, obj

@@ -15,6 +15,7 @@ import numpy as np
 
 from visor.config import suggest
 from visor.data import ClassificationDataset
+from visor.data.dataset import select_split
 from visor.errors import ConfigError
 from visor.evaluate.bootstrap import CLASSIFICATION_METRICS, BootstrapConfig, ClassificationOutcomes
 from visor.evaluate.calibration import expected_calibration_error, reliability_bins, softmax
@@ -119,12 +120,7 @@ def evaluation_samples(model: Classifier, data: str | os.PathLike | Classificati
     """``data`` (a folder, a manifest or a dataset), restricted to ``split``, checked against the
     model: every label must be one of the model's labels (matched by name); the model's label
     index of sample ``s`` is ``model.labels.index(s.label)``."""
-    ds = data if isinstance(data, ClassificationDataset) else ClassificationDataset.load(data)
-    if split is not None:
-        if split not in ds.splits:
-            raise ConfigError(f"the data has no split {split!r}.{suggest(split, ds.splits)} "
-                              f"Splits: {', '.join(ds.splits) or 'none'}")
-        ds = ds.subset(split)
+    ds = select_split(data if isinstance(data, ClassificationDataset) else ClassificationDataset.load(data), split)
     index = {label: i for i, label in enumerate(model.labels)}
     unknown = sorted({s.label for s in ds.samples} - set(index))
     if unknown:

@@ -93,14 +93,10 @@ def evaluate_detector(
     """
     from tqdm import tqdm
 
+    from visor.data.dataset import select_split
     from visor.data.detection import DetectionDataset
 
-    ds = data if isinstance(data, DetectionDataset) else DetectionDataset.load(data)
-    if split is not None:
-        if split not in ds.splits:
-            raise ConfigError(f"the data has no split {split!r}.{suggest(split, ds.splits)} "
-                              f"Splits: {', '.join(ds.splits) or 'none'}")
-        ds = ds.subset(split)
+    ds = select_split(data if isinstance(data, DetectionDataset) else DetectionDataset.load(data), split)
     if not ds.images:
         raise ConfigError("the data has no images to evaluate")
     if by and metadata is None:

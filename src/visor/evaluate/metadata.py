@@ -9,12 +9,11 @@ metadata, kept as strings.
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from visor.data.dataset import read_rows
 from visor.errors import ConfigError
 
 KEY_COLUMNS = ("path", "file_name")
@@ -25,25 +24,10 @@ def read_metadata(path: str | os.PathLike) -> list[dict[str, str]]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"metadata file {p} does not exist")
-    suffix = p.suffix.lower()
-    with open(p, newline="", encoding="utf-8-sig") as f:
-        if suffix == ".csv":
-            rows = list(csv.DictReader(f))
-        elif suffix == ".jsonl":
-            rows = []
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ConfigError(f"{p}:{n}: not JSON: {e.msg}") from None
-                    if not isinstance(obj, dict):
-                        raise ConfigError(f"{p}:{n}: expected a JSON object per line")
-                    rows.append(obj)
-        else:
-            raise ConfigError(f"metadata file {p} must end in .csv or .jsonl")
-    if rows and not any(k in rows[0] for k in KEY_COLUMNS):
-        raise ConfigError(f"metadata file {p} needs a 'path' or 'file_name' column; it has: {', '.join(rows[0])}")
+    rows = [row for _, row in read_rows(p)]
+    for row in rows:
+        if not any(k in row for k in KEY_COLUMNS):
+            raise ConfigError(f"metadata file {p} needs a 'path' or 'file_name' column; a row has: {', '.join(row)}")
     return [{str(k): "" if v is None else str(v) for k, v in row.items()} for row in rows]
 
 

@@ -22,6 +22,7 @@ from visor.evaluate.report_html import (
     as_interval,
     as_list,
     as_mapping,
+    detection_metric_rows,
     format_decimal,
     format_decimal_ci,
     format_percent,
@@ -287,12 +288,7 @@ def _detection_metrics(report: Mapping[str, Any]) -> list[str]:
     cis = as_mapping(report.get("confidence_intervals"))
     skipped = as_list(report.get("skipped_files"))
     support = as_mapping(report.get("support"))
-    rows = [
-        ("AP @[IoU .50:.95]", format_decimal(report.get("ap"), 3), "—"),
-        ("AP50", format_decimal(report.get("ap50"), 3), format_decimal_ci(cis.get("ap50"), 3)),
-        ("AP75", format_decimal(report.get("ap75"), 3), "—"),
-        ("AR@100", format_decimal(report.get("ar100"), 3), "—"),
-    ]
+    rows = detection_metric_rows(report)
     per_class = [(md(n), str(as_int(k)), format_decimal(as_mapping(report.get("per_class_ap50")).get(n), 3))
                  for n, k in support.items() if as_int(k) > 0]
     out = ["## Evaluation data", "",

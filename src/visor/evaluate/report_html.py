@@ -382,16 +382,26 @@ def _summary(report: Mapping[str, Any]) -> str:
     return _section("Summary metrics", [f'<div class="panel">{table}</div>'], "summary")
 
 
-def _detection_summary(report: Mapping[str, Any]) -> str:
+def detection_metric_rows(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric, value, interval) for AP, AP50 (with its bootstrap interval), AP75 and AR@100."""
     cis = as_mapping(report.get("confidence_intervals"))
-    f1 = as_mapping(report.get("best_f1"))
-    rows = [
+    return [
         ("AP @[IoU .50:.95]", format_decimal(report.get("ap"), 3), "—"),
         ("AP50", format_decimal(report.get("ap50"), 3), format_decimal_ci(cis.get("ap50"), 3)),
         ("AP75", format_decimal(report.get("ap75"), 3), "—"),
+        ("AR@100", format_decimal(report.get("ar100"), 3), "—"),
+    ]
+
+
+def _detection_summary(report: Mapping[str, Any]) -> str:
+    cis = as_mapping(report.get("confidence_intervals"))
+    f1 = as_mapping(report.get("best_f1"))
+    base = detection_metric_rows(report)
+    rows = [
+        *base[:3],
         ("AP small / medium / large", " / ".join(format_decimal(report.get(k), 3)
                                                  for k in ("ap_small", "ap_medium", "ap_large")), "—"),
-        ("AR@100", format_decimal(report.get("ar100"), 3), "—"),
+        base[3],
         ("best F1 at IoU .50", format_decimal(f1.get("f1"), 3),
          f"threshold {format_decimal(f1.get('threshold'), 3)}"),
         ("images / predictions", f"{as_int(report.get('num_images'))} / {as_int(report.get('num_predictions'))}",
@@ -820,6 +830,7 @@ __all__ = [
     "as_interval",
     "as_list",
     "as_mapping",
+    "detection_metric_rows",
     "format_decimal",
     "format_decimal_ci",
     "format_percent",

@@ -118,26 +118,24 @@ async def read_images(request: Any, *, max_images: int) -> tuple[list[ImageInput
                                "or application/json ({\"images\": [{\"content\": base64}]})")
 
 
-def int_option(options: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+def _number_option(options: dict[str, Any], name: str, default: Any, lo: Any, hi: Any, kind: type,
+                   what: str) -> Any:
     value = options.get(name, default)
     try:
-        out = int(value)
+        out = kind(value)
     except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a whole number, got {value!r}") from None
+        raise InvalidInput(f"{name} must be {what}, got {value!r}") from None
     if not lo <= out <= hi:
         raise InvalidInput(f"{name} must be between {lo} and {hi}, got {out}")
     return out
+
+
+def int_option(options: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
+    return _number_option(options, name, default, lo, hi, int, "a whole number")
 
 
 def float_option(options: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    value = options.get(name, default)
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a number, got {value!r}") from None
-    if not lo <= out <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {out}")
-    return out
+    return _number_option(options, name, default, lo, hi, float, "a number")
 
 
 def list_option(options: dict[str, Any], name: str) -> list[str] | None:
