@@ -53,6 +53,12 @@ class UnsupportedFormat(InvalidInput):
     code = "unsupported_format"
 
 
+class OutputConflict(InvalidInput):
+    """An output would overwrite or delete an input, the service's data, or an existing file (HTTP 400)."""
+
+    code = "output_conflict"
+
+
 # --------------------------------------------------------------------------- models
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -106,18 +107,53 @@ def test_bad_files_are_reported_one_line_each_and_the_rest_go_on(capsys, model, 
     ]
 
 
-def test_save_annotated_writes_jpeg_and_png_copies(capsys, model, photos, tmp_path):
+def test_save_annotated_keeps_paths_names_and_formats(capsys, model, photos, tmp_path):
     out_dir = tmp_path / "annotated"
     code, _, _ = run(capsys, "detect", str(photos), "--model", str(model), "--save-annotated", str(out_dir))
     assert code == 0
     written = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
-    assert written == ["a/wide.jpg", "b/tall.png", "b/wide.jpg"]
+    assert written == ["a/wide.jpg", "b/tall.webp", "b/wide.jpg"]
     with Image.open(out_dir / "a" / "wide.jpg") as im:
         assert im.format == "JPEG" and im.size == (128, 64)
         arr = np.asarray(im.convert("RGB")).astype(int)
     assert np.abs(arr[32, 44] - visor.features.class_color(0)).max() < 60  # the cat's left edge
-    with Image.open(out_dir / "b" / "tall.png") as im:
-        assert im.format == "PNG" and im.size == (64, 128)
+    with Image.open(out_dir / "b" / "tall.webp") as im:
+        assert im.format == "WEBP" and im.size == (64, 128)
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_save_annotated_never_overwrites_inputs_or_collapses_outputs(capsys, model, tmp_path):
+    photos = tmp_path / "x"
+    photos.mkdir()
+    for ext in ("bmp", "gif", "png"):
+        Image.new("RGB", (64, 64), (200, 200, 200)).save(photos / f"x.{ext}")
+    before = _digests(photos)
+    for out in (photos, photos / "sub", tmp_path):
+        code, _, err = run(capsys, "detect", str(photos), "--model", str(model), "--save-annotated", str(out))
+        assert code == 2 and err.count("\n") == 1
+        assert err.startswith(f"visor: error: OutputConflict: --save-annotated {out} ")
+    assert _digests(photos) == before and not (photos / "sub").exists()
+
+    out = tmp_path / "annotated"
+    code, _, _ = run(capsys, "detect", str(photos), "--model", str(model), "--save-annotated", str(out))
+    assert code == 0
+    formats = {}
+    for name in ("x.bmp", "x.gif", "x.png"):
+        with Image.open(out / name) as im:
+            formats[name] = im.format
+    assert formats == {"x.bmp": "BMP", "x.gif": "GIF", "x.png": "PNG"}  # three inputs, three outputs
+    written = _digests(out)
+    code, _, err = run(capsys, "detect", str(photos), "--model", str(model), "--save-annotated", str(out))
+    assert code == 2 and err == (f"visor: error: OutputConflict: {out / 'x.bmp'} already exists (and 2 more); "
+                                 "choose an empty folder or pass --overwrite\n")
+    assert _digests(out) == written
+    code, _, _ = run(capsys, "detect", str(photos), "--model", str(model), "--save-annotated", str(out),
+                     "--overwrite")
+    assert code == 0 and _digests(photos) == before
 
 
 def test_agpl_models_warn_on_one_stderr_line(capsys, tmp_path, photos):

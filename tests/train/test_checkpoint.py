@@ -77,3 +77,21 @@ def test_unreadable_checkpoints_are_typed_errors(tmp_path):
     with pytest.raises(WeightsError):
         load_checkpoint(tmp_path / "bad.safetensors")
     assert ckpt_mod.FORMAT == 1
+
+
+def test_checkpoints_are_written_with_a_deliberate_mode(tmp_path):
+    import os
+    import stat
+
+    model, _ = _trained_state()
+    old = os.umask(0o022)
+    try:
+        path = save_checkpoint(Checkpoint(model.state_dict(), {"epoch": 1}), tmp_path / "last.safetensors")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644  # PUBLIC less the umask, not mkstemp's 0o600
+        os.umask(0o077)
+        save_checkpoint(Checkpoint(model.state_dict(), {"epoch": 2}), path)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert load_checkpoint(path).state == {"epoch": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]

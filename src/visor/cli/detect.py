@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -19,7 +18,6 @@ from visor.errors import ConfigError, VisorError
 from visor.io import ImageLimits, expand_paths
 
 EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
-_JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
 
 
 
@@ -52,29 +50,11 @@ def _format_text(d: dict, out: TextIO) -> None:
         print(f"{d['image']}  {name}  {box['confidence']:.4f}  {x1:.1f} {y1:.1f} {x2:.1f} {y2:.1f}", file=out)
 
 
-def annotated_path(image: Path, root: Path, out_dir: Path) -> Path:
-    """Where the annotated copy of ``image`` goes: its path below ``root`` inside ``out_dir``,
-    as JPEG for JPEG inputs and PNG otherwise."""
-    try:
-        rel = image.resolve().relative_to(root)
-    except ValueError:
-        rel = Path(image.name)
-    suffix = rel.suffix.lower() if rel.suffix.lower() in _JPEG_SUFFIXES else ".png"
-    return out_dir / rel.with_suffix(suffix)
-
-
 def _save_annotated(detector, path: Path, detections, target: Path) -> None:
     from visor.features import annotate
+    from visor.io.outputs import save_image
 
-    image = annotate(detector.decode(path), detections)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.suffix in _JPEG_SUFFIXES:
-            image.save(target, "JPEG", quality=92)
-        else:
-            image.save(target, "PNG")
-    except OSError as e:
-        raise OSError(f"cannot write {target}: {e.strerror or e}") from None
+    save_image(annotate(detector.decode(path), detections), target)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -99,8 +79,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if not isinstance(detector, visor.models.Detector):
         raise ConfigError(f"{detector.name} is a {detector.card.task} model; 'visor detect' needs a detection model")
 
-    out_dir = Path(args.save_annotated) if args.save_annotated else None
-    root = Path(os.path.commonpath([p.resolve().parent for p in paths])) if out_dir else Path()
+    targets: dict[Path, Path] = {}
+    if args.save_annotated:
+        from visor.io.outputs import check_output_folder, plan_outputs
+
+        check_output_folder(args.save_annotated, [*args.paths, *paths], what="--save-annotated")
+        targets = dict(zip(paths, plan_outputs(paths, args.save_annotated, overwrite=args.overwrite), strict=True))
     show_bar = args.progress if args.progress is not None else len(paths) > 1 and sys.stderr.isatty()
     failed = 0
     outcomes = detector.detect_iter(paths, conf=args.conf, iou=args.iou, max_det=args.max_det,
@@ -108,10 +92,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     with tqdm(total=len(paths), unit="img", disable=not show_bar, file=sys.stderr) as bar:
         for path, outcome in zip(paths, outcomes, strict=True):
             bar.update(1)
-            if outcome.error is None and out_dir is not None:
+            if outcome.error is None and targets:
                 try:
-                    _save_annotated(detector, path, outcome.result, annotated_path(path, root, out_dir))
-                except (VisorError, OSError) as e:
+                    _save_annotated(detector, path, outcome.result, targets[path])
+                except VisorError as e:
                     failed += 1
                     bar.clear()
                     err(f"{path}: {type(e).__name__}: {e}")
@@ -157,7 +141,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object per image (JSON Lines), errors included")
     p.add_argument("--save-annotated", default=None, metavar="DIR",
-                   help="write copies with boxes and labels drawn into DIR (JPEG for JPEG inputs, else PNG)")
+                   help="write copies with boxes and labels drawn into DIR, under the same relative path, name and "
+                        "format; DIR may not be, contain or be inside an input")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in the --save-annotated folder")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference batch (default 8)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="inference threads (default: one per physical core)")

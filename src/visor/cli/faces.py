@@ -21,12 +21,6 @@ from visor.io import ImageLimits, expand_paths
 EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 
 
-class _WriteError(VisorError):
-    """An output file could not be written."""
-
-    code = "write_failed"
-
-
 def _each(paths: list[Path], work: Callable[[Path], Any]) -> Iterator[tuple[Path, Any]]:
     """(path, result) for the paths that worked; each failure reported on stderr."""
     for path in paths:
@@ -104,13 +98,22 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if not paths:
         return EXIT_FAILED_INPUTS
+    from visor.faces.collections import check_collection_name, check_person_name
+
+    check_person_name(args.person)  # a bad name or collection fails before any photo is read
+    check_collection_name(args.collection)
     with _store(args, **_detect_kwargs(args)) as store:
-        store.list_people(args.collection)  # an unknown collection fails before any photo is read
+        create = args.collection not in store.list_collections()
+        if create and not args.create:
+            store.require_collection(args.collection)  # CollectionNotFound, with the ways to create it
         good = list(_each(paths, lambda p: store.analyzer.embed_one(p, **store.detect_kwargs)))
         if len(good) < len(paths):
             err(f"{len(paths) - len(good)} of {len(paths)} photos failed; nothing enrolled")
             return EXIT_FAILED_INPUTS
-        n = store.add_embeddings(args.collection, args.person, [e for _, e in good], [os.fspath(p) for p, _ in good])
+        n = store.add_embeddings(args.collection, args.person, [e for _, e in good], [os.fspath(p) for p, _ in good],
+                                 create=create)
+    if create:
+        print(f"created collection {args.collection}")
     print(f"enrolled {n} photo(s) of {args.person} in {args.collection}")
     return EXIT_OK
 
@@ -156,33 +159,24 @@ def cmd_collections(args: argparse.Namespace) -> int:
 
 def cmd_anonymize(args: argparse.Namespace) -> int:
     from visor.faces import anonymize, sensitive_boxes
+    from visor.io.outputs import check_output_folder, plan_outputs, save_image
 
     paths = _paths(args)
     if not paths:
         return EXIT_FAILED_INPUTS
+    check_output_folder(args.out, [*args.paths, *paths], what="--out")
+    targets = dict(zip(paths, plan_outputs(paths, args.out, overwrite=args.overwrite), strict=True))
     analyzer = _analyzer(args)
     reader = None
     if args.text:
         from visor.features.text import TextReader
 
         reader = TextReader(limits=analyzer.limits)
-    out_dir = Path(args.out)
-    root = Path(os.path.commonpath([p.resolve().parent for p in paths]))
 
-    def work(path: Path) -> tuple[Path, int]:
+    def work(path: Path) -> tuple[Path, int, int]:
         image = analyzer.decode(path)
         boxes, n_faces, n_texts = sensitive_boxes(image, analyzer=analyzer, text_reader=reader, **_detect_kwargs(args))
-        try:
-            rel = path.resolve().relative_to(root)
-        except ValueError:
-            rel = Path(path.name)
-        target = out_dir / rel.with_suffix(".png")
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            anonymize(image, boxes, args.method, expand=args.expand).save(target, "PNG")
-        except OSError as e:
-            raise _WriteError(f"cannot write {target}: {e.strerror or e}") from None
-        return target, n_faces, n_texts
+        return save_image(anonymize(image, boxes, args.method, expand=args.expand), targets[path]), n_faces, n_texts
 
     done = 0
     for path, (target, n_faces, n_texts) in _each(paths, work):
@@ -240,11 +234,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = fsub.add_parser("enroll", help="add photos of a person to a collection",
                         description="Enroll PERSON from one or more photos, each showing exactly one face. If any "
-                                    "photo fails, each is reported and nothing is enrolled.")
+                                    "photo fails, each is reported and nothing is enrolled. A missing collection "
+                                    "is created (unless --no-create). The name 'unknown' is reserved.")
     p.add_argument("paths", nargs="+", metavar="PHOTO", help="photos of the person (files, folders or globs)")
     _db(p)
-    p.add_argument("--collection", required=True, help="collection name")
-    p.add_argument("--person", required=True, metavar="NAME", help="the person's name")
+    p.add_argument("--collection", required=True, help="collection name (created on first enrolment)")
+    p.add_argument("--person", required=True, metavar="NAME", help="the person's name (not 'unknown')")
+    p.add_argument("--no-create", dest="create", action="store_false",
+                   help="fail if the collection does not exist instead of creating it")
     _common(p)
     p.set_defaults(func=cmd_enroll)
 
@@ -269,11 +266,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_collections)
 
     p = sub.add_parser("anonymize", help="blur, pixelate or black out faces",
-                       description="Hide every detected face in each image and write the result as PNG into --out "
-                                   "(same relative paths). Only pixels in the (slightly expanded) face boxes change.")
+                       description="Hide every detected face in each image and write the result into --out, under "
+                                   "the same relative path, name and format (PNG, WebP, BMP and TIFF losslessly; "
+                                   "JPEG at quality 95). Only pixels in the (slightly expanded) face boxes change, "
+                                   "apart from JPEG and GIF re-encoding. --out may not be, contain or be inside an "
+                                   "input, and existing files are kept unless --overwrite.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--method", choices=("blur", "pixelate", "box"), default="blur", help="how (default blur)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the anonymized copies")
+    p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     p.add_argument("--text", action="store_true", help="also hide every text region (OCR text detection)")
     p.add_argument("--expand", type=_threshold, default=0.2,
                    help="grow each face box by this fraction of its size on each side (default 0.2)")

@@ -120,10 +120,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop text boxes scoring below this (default 0.5)")
     p.set_defaults(func=cmd_text)
 
-    p = sub.add_parser("moderate", help="adult / racy likelihoods (needs visor[moderation])",
+    p = sub.add_parser("moderate", help="adult / racy likelihoods (needs visor-vision[moderation])",
                        description="SafeSearch-like adult and racy likelihoods (VERY_UNLIKELY .. VERY_LIKELY) from "
-                                   "nudenet's detector (AGPL-3.0 weights; pip install 'visor[moderation]'). A bad "
-                                   "file is reported on stderr; the exit status is 1 if any file failed.")
+                                   "nudenet's detector (AGPL-3.0 weights; pip install 'visor-vision[moderation]'). "
+                                   "A bad file is reported on stderr; the exit status is 1 if any file failed.")
     _common(p)
     p.set_defaults(func=cmd_moderate)
 

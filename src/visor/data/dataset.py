@@ -15,12 +15,10 @@ Nothing here decodes images; :mod:`visor.data.stats` checks them.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ import numpy as np
 from visor.config import suggest
 from visor.errors import ConfigError, InvalidInput
 from visor.io import IMAGE_EXTENSIONS
+from visor.io.files import PUBLIC, atomic_open
 
 #: The split names visor knows, in their canonical order.
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
@@ -402,24 +401,10 @@ def _manifest_path(path: Path, base: Path) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    """Write ``text`` (UTF-8, newlines as given) atomically to ``path``, flushed to disk, mode ``0o644``
+    less the umask (:func:`visor.io.files.atomic_open`)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with atomic_open(path, "wb", permissions=PUBLIC, fsync=True) as f:
+            f.write(text.encode("utf-8"))
     except OSError as e:
         raise InvalidInput(f"cannot write {path}: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise InvalidInput(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -1,15 +1,15 @@
 """Training checkpoints: one safetensors file holding tensors plus JSON state.
 
 A checkpoint is written to a temporary file in the same folder, flushed to disk, and
-renamed over the old one with ``os.replace``, which is atomic: killing the process at
-any moment leaves either the previous checkpoint or the new one, never a torn file.
+renamed over the old one with ``os.replace`` (:func:`visor.io.files.atomic_path`), which is
+atomic: killing the process at any moment leaves either the previous checkpoint or the new
+one, never a torn file. Its mode is ``0o644`` less the umask, like the exported model folders.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from visor.errors import WeightsError
+from visor.io.files import PUBLIC, atomic_path
 
 FORMAT = 1
 _META_KEY = "visor"
@@ -56,18 +57,11 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors, state = _flatten(ckpt)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    # PUBLIC (0o644 less the umask), like the model folders training exports: a checkpoint holds
+    # weights and training state, not the training images; a umask of 077 keeps it private
+    with atomic_path(path, permissions=PUBLIC, fsync=True) as tmp:
         save_file(tensors, tmp, metadata={_META_KEY: json.dumps(state)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

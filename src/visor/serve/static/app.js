@@ -434,6 +434,24 @@
     ]);
   }
 
+  /* A face's "confidence" is dlib's raw detector score (the HOG SVM margin or the CNN's MMOD
+     score: above 1 for a clear face, below 0 for a doubtful one), not a probability: it is shown
+     as a labelled number, never as a percentage or a bar. */
+  function faceScore(score) {
+    return typeof score === "number" && isFinite(score) ? "score " + score.toFixed(2) : "";
+  }
+
+  function faceItem(name, score, extra) {
+    var text = faceScore(score);
+    return el("li", { "data-label": name, "data-score": text ? String(score) : null }, [
+      el("span", { className: "item-name", text: name }),
+      el("span", { className: "bar bar-none", "aria-hidden": "true" }),
+      el("span", { className: "item-value", text: text,
+                   title: text ? "raw detector score (not a probability)" : null }),
+      extra ? el("span", { className: "item-extra muted", text: extra }) : null
+    ]);
+  }
+
   function fillList(listId, emptyId, slot, requested, build) {
     var list = $(listId);
     var empty = $(emptyId);
@@ -469,7 +487,7 @@
     fillList("faces", "faces-empty", doc.faces, "faces" in doc, function (slot) {
       return (slot.faces || []).map(function (f, i) {
         var name = f.name ? f.name : "Face " + (i + 1);
-        return barItem(name, typeof f.confidence === "number" ? f.confidence : undefined, boxText(f.xyxy));
+        return faceItem(name, f.confidence, boxText(f.xyxy));
       });
     });
     fillList("text-lines", "text-empty", doc.text, "text" in doc, function (slot) {
