@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 from visor.errors import ConfigError
 
 T = TypeVar("T")
+
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in JSON visor reads from users (cards, configs)."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (0 for a scalar), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, (list, tuple)):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_json(text: str | bytes, where: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for data from users: invalid or too deeply nested JSON raises :class:`ConfigError`."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ConfigError(f"{where} nests arrays or objects more than {max_depth} deep") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise ConfigError(f"{where} is not valid JSON: {e}") from None
+    if json_depth(value) > max_depth:
+        raise ConfigError(f"{where} nests arrays or objects more than {max_depth} deep")
+    return value
 
 
 def suggest(name: str, options: Iterable[str]) -> str:

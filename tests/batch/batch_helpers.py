@@ -13,7 +13,7 @@ from PIL import Image
 #: Bad files put beside the good images, with the error code each must be quarantined with.
 BAD_FILES = {
     "broken.jpg": "corrupt_image",  # a truncated JPEG
-    "empty.jpg": "unsupported_format",  # a path to an empty file
+    "empty.jpg": "corrupt_image",  # a path to an empty file: "image data is empty (0 bytes)"
     "notes.png": "unsupported_format",  # text with an image suffix
     "huge.png": "image_too_large",  # over LIMIT_PIXELS
 }

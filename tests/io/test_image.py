@@ -381,3 +381,128 @@ def test_expand_paths(tmp_path):
     assert [p.name for p in globbed] == ["c.webp", "notes.txt"]
     missing = tmp_path / "none-*.jpg"
     assert expand_paths([missing]) == [Path(missing)]
+
+
+# --------------------------------------------------------------------------- untrusted paths and sizes
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` RGB, with (almost) no pixel data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0" * 10))
+            + _chunk(b"IEND", b""))
+
+
+def test_images_past_pils_own_cap_get_visors_limit():
+    """200 MP is past PIL's built-in cap (2 x 89.5 MP): the message was PIL's, naming PIL's 178956970."""
+    big = _png_header(20_000, 10_000)
+    with pytest.raises(ImageTooLarge) as e:
+        load_image(big)
+    assert str(e.value) == "image is 20000x10000 = 200000000 pixels; the limit is 40000000"
+    with pytest.raises(ImageTooLarge) as e:
+        load_image(big, limits=ImageLimits(max_pixels=100_000_000))
+    assert str(e.value) == "image is 20000x10000 = 200000000 pixels; the limit is 100000000"
+    # A limit raised above PIL's cap is honoured: the header passes, and decoding finds the data truncated.
+    with pytest.raises(CorruptImage, match="truncated"):
+        load_image(big, limits=ImageLimits(max_pixels=300_000_000))
+
+
+def test_empty_file_and_empty_data_say_the_same(tmp_path):
+    """A 0-byte file said 'not a supported image', 0 bytes of data 'image data is empty'."""
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    messages = set()
+    for source in (tmp_path / "empty.jpg", str(tmp_path / "empty.jpg"), b"", io.BytesIO(b"")):
+        with pytest.raises(CorruptImage) as e:
+            load_image(source)
+        messages.add(str(e.value))
+    assert messages == {"image data is empty (0 bytes)"}
+
+
+def test_special_files_are_refused_without_being_opened(tmp_path):
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "pipe.jpg")
+    os.symlink("nowhere.jpg", tmp_path / "dangling.jpg")
+    os.symlink("loop.jpg", tmp_path / "loop.jpg")
+    got: dict[str, str] = {}
+
+    def run():
+        for name in ("pipe.jpg", "dangling.jpg", "loop.jpg"):
+            try:
+                load_image(tmp_path / name)
+            except ImageNotFound as e:
+                got[name] = str(e)
+        try:
+            load_image("/dev/null")
+        except ImageNotFound as e:
+            got["null"] = str(e)
+
+    worker = threading.Thread(target=run, daemon=True)  # opening the FIFO would block this thread forever
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert got == {
+        "pipe.jpg": f"not a file: {tmp_path / 'pipe.jpg'} is a FIFO (named pipe)",
+        "dangling.jpg": f"broken symbolic link: {tmp_path / 'dangling.jpg'} -> nowhere.jpg",
+        "loop.jpg": f"cannot read {tmp_path / 'loop.jpg'}: Too many levels of symbolic links",
+        "null": "not a file: /dev/null is a device file",
+    }
+
+
+@pytest.fixture
+def looped_tree(tmp_path):
+    """root/{a.jpg, sub/b.png, sub/up -> .., self -> ., twin -> sub, pipe.jpg (FIFO), dangling.jpg, notes.txt}."""
+    import os
+
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.png", "notes.txt"):
+        (root / name).write_bytes(b"x")
+    os.symlink("..", root / "sub" / "up")
+    os.symlink(".", root / "self")
+    os.symlink("sub", root / "twin")
+    os.mkfifo(root / "pipe.jpg")
+    os.symlink("nowhere.jpg", root / "dangling.jpg")
+    return root
+
+
+def _run_with_timeout(fn, seconds=20):
+    import threading
+
+    box: list = []
+    worker = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert box, f"still running after {seconds} s"
+    return box[0]
+
+
+def test_folders_and_globs_do_not_follow_a_link_twice(looped_tree):
+    """A '**' glob over a folder with link loops never finished (memory grew until killed)."""
+    root = looped_tree
+    pngs = _run_with_timeout(lambda: expand_paths([str(root / "**" / "*.png")]))
+    assert [p.relative_to(root).as_posix() for p in pngs] == ["sub/b.png"]
+    globbed = _run_with_timeout(lambda: expand_paths([str(root / "**" / "*.*")]))
+    assert [p.relative_to(root).as_posix() for p in globbed] == [
+        "a.jpg", "dangling.jpg", "notes.txt", "pipe.jpg", "sub/b.png"]
+    # A folder lists the FIFO and the broken link too, so that reading them reports why they are no image.
+    folder = _run_with_timeout(lambda: expand_paths([root]))
+    assert [p.relative_to(root).as_posix() for p in folder] == ["a.jpg", "dangling.jpg", "pipe.jpg", "sub/b.png"]
+
+
+def test_glob_matches_the_standard_glob_without_loops(tmp_path, monkeypatch):
+    import glob
+    import os
+
+    from visor.io import glob_images
+
+    for name in ("a/1.jpg", "a/b/2.jpg", "a/b/c/3.JPG", ".h/x/4.jpg", "a/.hid/5.jpg", ".6.jpg", "7.jpg",
+                 "a/b/.8.jpg", "e/9.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("**/*.jpg", "**", "*/*.jpg", "**/.*.jpg", ".*/**/*.jpg", "a/**/c/*", "[ae]/*", "*/**/*.png",
+                    "**/b/**/*.jpg", str(tmp_path / "**" / "*.jpg"), "a/?.jpg", "**/*", "*.jpg", "a/**"):
+        want = sorted({m for m in glob.glob(pattern, recursive=True) if not os.path.isdir(m)})
+        assert glob_images(pattern) == want, pattern

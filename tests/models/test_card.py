@@ -43,6 +43,8 @@ def test_round_trip_through_json(tmp_path):
         ({"labelz": ["a"]}, "Did you mean 'labels'"),
         ({"weights": {"kind": "url", "location": "https://example.invalid/w.pth"}}, "need a sha256"),
         ({"weights": {"kind": "path", "location": "w", "sha256": "123"}}, "64 hex digits"),
+        ({"weights": {"kind": "url", "location": 5, "sha256": SHA}}, "non-empty string"),
+        ({"weights": {"kind": "path", "location": ""}}, "non-empty string"),
         ({"labels": []}, "needs its labels"),
         ({"preprocess": {"crop_pct": 1.5}}, "crop_pct"),
         ({"preprocess": {"std": [0, 1, 1]}}, "std > 0"),
@@ -66,4 +68,63 @@ def test_missing_and_broken_card_files(tmp_path):
         ModelCard.load(tmp_path)
     (tmp_path / "card.json").write_text("{not json")
     with pytest.raises(ConfigError):
+        ModelCard.load(tmp_path)
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_deeply_nested_card_is_a_config_error(tmp_path, opener):
+    """card.json nested 100,000 deep raised RecursionError; now a ConfigError naming the bound."""
+    closer = "]" if opener == "[" else "}"
+    (tmp_path / "card.json").write_text(opener * 100_000 + "1" + closer * 100_000)
+    with pytest.raises(ConfigError, match="more than 64 deep"):
+        ModelCard.load(tmp_path)
+
+
+def test_card_metrics_nested_past_the_bound_are_refused(tmp_path):
+    """Nesting json.loads accepts but the rest of visor (asdict, json.dumps) would recurse on is refused too."""
+    data = make_card().to_dict()
+    data["metrics"] = {"deep": json.loads("[" * 200 + "]" * 200)}
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="more than 64 deep"):
+        ModelCard.load(tmp_path)
+    data["metrics"] = {"deep": json.loads("[" * 30 + "]" * 30)}
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    assert ModelCard.load(tmp_path).metrics == data["metrics"]
+
+
+def test_card_file_size_is_bounded(tmp_path, monkeypatch):
+    from visor.models import card as card_mod
+
+    make_card().save(tmp_path)
+    monkeypatch.setattr(card_mod, "MAX_CARD_BYTES", 100)
+    with pytest.raises(ConfigError, match="larger than 100 bytes"):
+        ModelCard.load(tmp_path)
+
+
+def test_card_json_that_is_a_fifo_is_not_opened(tmp_path):
+    import os
+    import threading
+
+    os.mkfifo(tmp_path / "card.json")
+    raised: list[BaseException] = []
+
+    def load():
+        try:
+            ModelCard.load(tmp_path)
+        except BaseException as e:  # noqa: BLE001 - checked below
+            raised.append(e)
+
+    worker = threading.Thread(target=load, daemon=True)  # opening the FIFO would block it forever
+    worker.start()
+    worker.join(10)
+    assert not worker.is_alive(), "ModelCard.load blocked on a FIFO named card.json"
+    assert len(raised) == 1 and isinstance(raised[0], ModelNotFound), raised
+
+
+@pytest.mark.parametrize("url", ["http://example.com/w.pth", "file:///etc/passwd", "ftp://example.com/w"])
+def test_card_with_a_non_https_url_is_refused(tmp_path, url):
+    data = make_card().to_dict()
+    data["weights"] = {"kind": "url", "location": url, "sha256": SHA}
+    (tmp_path / "card.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="https"):
         ModelCard.load(tmp_path)

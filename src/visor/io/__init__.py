@@ -8,9 +8,11 @@ from visor.io.image import (
     ImageSource,
     describe_source,
     expand_paths,
+    glob_images,
     load_image,
     open_image,
     to_rgb,
+    walk_images,
 )
 
 __all__ = [
@@ -21,7 +23,9 @@ __all__ = [
     "ImageSource",
     "describe_source",
     "expand_paths",
+    "glob_images",
     "load_image",
     "open_image",
     "to_rgb",
+    "walk_images",
 ]

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import struct
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -70,6 +72,9 @@ class ImageLimits:
 
 DEFAULT_LIMITS = ImageLimits()
 
+#: The one message for an empty image, whether it came as a file or as data.
+EMPTY_MESSAGE = "image data is empty (0 bytes)"
+
 
 def describe_source(source: object) -> str:
     """A short human-readable name for an image source, for messages."""
@@ -85,23 +90,50 @@ def describe_source(source: object) -> str:
     return str(name) if isinstance(name, str) else f"<{type(source).__name__}>"
 
 
+def _not_regular(path: Path, mode: int) -> str:
+    kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device file" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+    return f"not a file: {path} is {kind}" if kind != "not a regular file" else f"not a file: {path}"
+
+
+def _read_path(path: Path, limits: ImageLimits) -> bytes:
+    """The bytes of a regular file, never opening (and blocking on) a FIFO or a device."""
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        if path.is_symlink():
+            raise ImageNotFound(f"broken symbolic link: {path} -> {os.readlink(path)}") from None
+        raise ImageNotFound(f"no such file: {path}") from None
+    except OSError as e:
+        raise ImageNotFound(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageNotFound(_not_regular(path, st.st_mode))
+    if st.st_size > limits.max_bytes:
+        raise ImageTooLarge(f"file is {st.st_size} bytes; the limit is {limits.max_bytes}")
+    try:
+        # O_NONBLOCK: a file swapped for a FIFO after the check above cannot block the open.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise ImageNotFound(f"cannot read {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                raise ImageNotFound(_not_regular(path, mode))
+            data = f.read(limits.max_bytes + 1)
+        except OSError as e:
+            raise ImageNotFound(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"file exceeds the limit of {limits.max_bytes} bytes")
+    if not data:
+        raise CorruptImage(EMPTY_MESSAGE)
+    return data
+
+
 def _read_bytes(source: ImageSource, limits: ImageLimits) -> bytes:
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        try:
-            size = path.stat().st_size
-        except (FileNotFoundError, NotADirectoryError):
-            raise ImageNotFound(f"no such file: {path}") from None
-        except OSError as e:
-            raise ImageNotFound(f"cannot read {path}: {e.strerror or e}") from None
-        if not path.is_file():
-            raise ImageNotFound(f"not a file: {path}")
-        if size > limits.max_bytes:
-            raise ImageTooLarge(f"file is {size} bytes; the limit is {limits.max_bytes}")
-        try:
-            return path.read_bytes()
-        except OSError as e:
-            raise ImageNotFound(f"cannot read {path}: {e.strerror or e}") from None
+        return _read_path(Path(source), limits)
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     elif hasattr(source, "read"):
@@ -120,8 +152,35 @@ def _read_bytes(source: ImageSource, limits: ImageLimits) -> bytes:
     if len(data) > limits.max_bytes:
         raise ImageTooLarge(f"image data exceeds the limit of {limits.max_bytes} bytes")
     if not data:
-        raise CorruptImage("image data is empty")
+        raise CorruptImage(EMPTY_MESSAGE)
     return data
+
+
+def _open_past_pil_cap(data: bytes) -> Image.Image:
+    """Parse the header again without PIL's own pixel cap (2 x ``Image.MAX_IMAGE_PIXELS``, about 179 MP),
+    so that visor's limit decides, with visor's message, and a limit raised above PIL's is honoured.
+
+    The allowed formats' openers are called directly, as ``Image.open`` does, without changing PIL's
+    process-wide ``MAX_IMAGE_PIXELS``.
+    """
+    Image.init()
+    prefix = data[:16]
+    for fmt in _OPENERS:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and accept(prefix) is not True:
+            continue
+        try:
+            return factory(io.BytesIO(data), "")
+        except _DECODE_ERRORS:
+            continue
+    raise CorruptImage("the image header is damaged")
+
+
+def _bomb(e: Exception, limits: ImageLimits) -> ImageTooLarge:
+    """Visor's message for PIL's DecompressionBombError (raised while decoding a frame)."""
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    size = f"{int(found.group(1))} pixels" if found else "too large"
+    return ImageTooLarge(f"image is {size}; the limit is {limits.max_pixels}")
 
 
 def _check_pixels(width: int, height: int, limits: ImageLimits) -> None:
@@ -228,8 +287,8 @@ def open_image(
             raise UnsupportedFormat(
                 "not a supported image (allowed: JPEG, PNG, WebP, BMP, GIF, TIFF)"
             ) from None
-        except Image.DecompressionBombError as e:
-            raise ImageTooLarge(str(e)) from None
+        except Image.DecompressionBombError:
+            img = _open_past_pil_cap(data)  # visor's limit, not PIL's, decides below
         except _DECODE_ERRORS as e:
             raise CorruptImage(f"cannot read the image header: {e}") from None
         if img.format not in ALLOWED_FORMATS:  # pragma: no cover - Image.open(formats=) enforces it
@@ -244,7 +303,7 @@ def open_image(
             img = ImageOps.exif_transpose(img) or img
             return to_rgb(img)
         except Image.DecompressionBombError as e:
-            raise ImageTooLarge(str(e)) from None
+            raise _bomb(e, limits) from None
         except _DECODE_ERRORS as e:
             raise CorruptImage(f"cannot decode the image: {e}") from None
 
@@ -254,26 +313,151 @@ def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS) -> 
     return np.asarray(open_image(source, limits=limits))
 
 
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows a link
+    except OSError:
+        return False
+
+
+def _is_regular(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()  # follows a link
+    except OSError:
+        return False
+
+
+def _dir_key(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _list_dir(path: str) -> list[os.DirEntry]:
+    with os.scandir(path or ".") as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def walk_images(folder: str | os.PathLike) -> Iterator[str]:
+    """Image files below ``folder``, depth first, entries in name order, lazily.
+
+    Links to folders are followed, but each real folder is listed once (a link loop ends).
+    Entries that cannot be an image file, whatever their name (a FIFO, a socket, a device file,
+    a broken link), are listed too, so the caller reports them with the reason instead of
+    skipping them silently; they are never opened here. Raises :class:`InvalidInput` when a
+    folder cannot be listed.
+    """
+    top = os.fspath(folder)
+    seen: set[tuple[int, int]] = set()
+    stack: list[Iterator[os.DirEntry]] = []
+
+    def enter(path: str) -> None:
+        key = _dir_key(path)
+        if key is None or key in seen:
+            return
+        seen.add(key)
+        try:
+            stack.append(iter(_list_dir(path)))
+        except OSError as e:
+            raise InvalidInput(f"cannot list {path}: {e.strerror or e}") from None
+
+    enter(top)
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+        elif _is_dir(entry):
+            enter(entry.path)
+        elif _is_regular(entry):
+            if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+                yield entry.path
+        else:
+            yield entry.path  # not a regular file: listed so that reading it reports why
+
+
+def glob_images(pattern: str | os.PathLike) -> list[str]:
+    """Paths matching a glob ``pattern`` (``**`` for any folders), sorted, folders left out.
+
+    Like :func:`glob.glob` with ``recursive=True`` (hidden names match only a pattern starting
+    with ``.``), except that ``**`` lists each real folder once, so a link loop ends.
+    """
+    import fnmatch
+    import glob
+
+    text = os.fspath(pattern)
+    parts = text.split(os.sep)
+    absolute = text.startswith(os.sep)
+    parts = [p for p in parts if p]
+    first = next((i for i, p in enumerate(parts) if glob.has_magic(p)), len(parts))
+    prefix = (os.sep if absolute else "") + os.sep.join(parts[:first])
+    out: set[str] = set()
+    seen: set[tuple[int, tuple[int, int]]] = set()
+
+    def join(base: str, name: str) -> str:
+        return os.path.join(base, name) if base else name
+
+    def entries(base: str) -> list[os.DirEntry]:
+        try:
+            return _list_dir(base)
+        except OSError:
+            return []
+
+    def match(base: str, segs: list[str]) -> None:
+        seg, rest = segs[0], segs[1:]
+        if seg == "**":
+            key = _dir_key(base or ".")
+            if key is None or (len(segs), key) in seen:
+                return
+            seen.add((len(segs), key))
+            match(base, rest or ["*"])
+            for entry in entries(base):
+                if not entry.name.startswith(".") and _is_dir(entry):
+                    match(join(base, entry.name), segs)
+        elif glob.has_magic(seg):
+            for entry in entries(base):
+                if entry.name.startswith(".") and not seg.startswith("."):
+                    continue
+                if fnmatch.fnmatchcase(entry.name, seg):
+                    if rest:
+                        if _is_dir(entry):
+                            match(join(base, entry.name), rest)
+                    elif not _is_dir(entry):
+                        out.add(join(base, entry.name))
+        else:
+            path = join(base, seg)
+            if rest:
+                if os.path.isdir(path):
+                    match(path, rest)
+            elif os.path.lexists(path) and not os.path.isdir(path):
+                out.add(path)
+
+    if first < len(parts):
+        try:
+            match(prefix, parts[first:])
+        except RecursionError:
+            raise InvalidInput(f"{text}: the folders are nested too deeply to search") from None
+    return sorted(out)
+
+
 def expand_paths(patterns: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand files, folders (recursively, image extensions only) and glob patterns.
 
     Order is stable: each argument in turn, folder contents and glob matches sorted.
     A path that matches nothing is kept as it is, so the caller reports it as missing.
+    Folders and globs follow links to folders but list each real folder once
+    (:func:`walk_images`, :func:`glob_images`); a FIFO, device file or broken link inside a
+    folder is listed, so reading it reports why it is not an image.
     """
-    import glob
-
     out: list[Path] = []
     for pattern in patterns:
         text = os.fspath(pattern)
         path = Path(text)
         if path.is_dir():
-            found = (
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            out.extend(sorted(found))
+            out.extend(sorted(Path(p) for p in walk_images(text)))
         elif not path.exists() and any(c in text for c in "*?["):
-            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True)) if Path(m).is_file()]
-            out.extend(matches or [path])
+            out.extend([Path(m) for m in glob_images(text)] or [path])
         else:
             out.append(path)
     return out

@@ -32,8 +32,28 @@ def get_card(name: str) -> ModelCard:
     return builtin().get(name)
 
 
-def _card_from_path(path: Path) -> tuple[ModelCard, Path]:
+def _close_matches(path: Path, registry: Registry) -> str:
+    """' Did you mean ...?' naming registry models and sibling folders close to ``path``'s name, or ''."""
+    import difflib
+
+    name = path.name
+    try:
+        siblings = sorted(p.name for p in (path.parent if path.parent != Path("") else Path(".")).iterdir()
+                          if p.is_dir())
+    except OSError:
+        siblings = []
+    found = [repr(str(path.parent / m)) for m in difflib.get_close_matches(name, siblings, n=3, cutoff=0.6)]
+    found += [repr(m) for m in difflib.get_close_matches(name, registry.names(), n=3, cutoff=0.6)]
+    if not found:
+        return ""
+    return f" Did you mean {' or '.join(found) if len(found) < 3 else ', '.join(found[:-1]) + ' or ' + found[-1]}?"
+
+
+def _card_from_path(path: Path, registry: Registry | None = None) -> tuple[ModelCard, Path]:
     """A card from a folder (its card.json), a card file, or a weights file with card.json beside it."""
+    if not os.path.lexists(path):
+        raise ModelNotFound(f"model folder {os.fspath(path)!r} does not exist (nor a model file of that name, "
+                            f"and it is not a registry model).{_close_matches(path, registry or builtin())}")
     if path.is_dir():
         card_path = path / CARD_FILENAME
     elif path.suffix == ".json":
@@ -111,7 +131,7 @@ def load(
         else:
             card, base = beside
     elif os.path.exists(text) or os.sep in text or text.endswith(".json"):
-        card, base = _card_from_path(path)
+        card, base = _card_from_path(path, reg)
     else:
         card, base = reg.get(text), None  # raises ModelNotFound with a suggestion
     card = _with_overrides(card, labels, output_format)

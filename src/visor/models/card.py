@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from visor.config import from_mapping, suggest
+from visor.config import from_mapping, parse_json, suggest
 from visor.errors import ConfigError, ModelNotFound
+from visor.io.files import atomic_write
 
 Task = Literal["classification", "detection"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
@@ -25,6 +27,8 @@ WeightsKind = Literal["package", "path", "url"]
 WeightsFormat = Literal["torch", "safetensors", "onnx"]
 
 CARD_FILENAME = "card.json"
+MAX_CARD_BYTES = 16 << 20
+"""Largest card.json read (16 MiB: a card with 100,000 labels is about 3 MB)."""
 
 
 def _choice(value: str, options: tuple[str, ...], name: str) -> None:
@@ -77,8 +81,9 @@ class WeightsSource:
     """Where the weights live, and the sha256 they must have.
 
     ``kind="package"``: ``location`` is ``"dist_package:relative/path"`` inside an installed
-    package; ``kind="path"``: a local path (relative paths are relative to the card);
-    ``kind="url"``: downloaded once into the cache (``VISOR_CACHE``, default ``~/.cache/visor``).
+    package (found without importing it); ``kind="path"``: a local path (a card read from a folder
+    must name a file inside that folder); ``kind="url"``: an ``https://`` URL, downloaded once into
+    the cache (``VISOR_CACHE``, default ``~/.cache/visor``).
     """
 
     kind: WeightsKind
@@ -89,13 +94,19 @@ class WeightsSource:
     def __post_init__(self) -> None:
         _choice(self.kind, WeightsKind.__args__, "weights.kind")
         _choice(self.format, WeightsFormat.__args__, "weights.format")
+        if not isinstance(self.location, str) or not self.location:
+            raise ConfigError(f"weights.location must be a non-empty string, got {self.location!r}")
         if self.sha256 is not None:
             sha = self.sha256.lower()
             if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
                 raise ConfigError(f"weights.sha256 must be 64 hex digits, got {self.sha256!r}")
             object.__setattr__(self, "sha256", sha)
-        if self.kind == "url" and not self.sha256:
-            raise ConfigError("weights from a URL need a sha256")
+        if self.kind == "url":
+            if not self.sha256:
+                raise ConfigError("weights from a URL need a sha256")
+            parts = urllib.parse.urlsplit(self.location)
+            if parts.scheme.lower() != "https" or not parts.hostname:
+                raise ConfigError(f"weights URLs must be https://host/..., got {self.location!r}")
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,7 @@ class ModelCard:
         path = Path(path)
         if path.is_dir():
             path = path / CARD_FILENAME
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     @classmethod
@@ -175,9 +186,14 @@ class ModelCard:
         if path.is_dir():
             path = path / CARD_FILENAME
         try:
-            data = json.loads(path.read_text())
+            if not path.is_file():  # a FIFO or device named card.json would block or never end
+                raise FileNotFoundError
+            with open(path, "rb") as f:
+                raw = f.read(MAX_CARD_BYTES + 1)
         except FileNotFoundError:
             raise ModelNotFound(f"no model card at {path}") from None
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"cannot read model card {path}: {e}") from None
-        return cls.from_dict(data)
+        except OSError as e:
+            raise ConfigError(f"cannot read model card {path}: {e.strerror or e}") from None
+        if len(raw) > MAX_CARD_BYTES:
+            raise ConfigError(f"model card {path} is larger than {MAX_CARD_BYTES} bytes")
+        return cls.from_dict(parse_json(raw, f"model card {path}"))

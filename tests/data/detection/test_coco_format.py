@@ -166,3 +166,12 @@ def test_split_from_file_name_and_argument(tmp_path, make_image):
     assert from_coco(_write(tmp_path / "plain.json", doc), split="test").splits == ("test",)
     assert from_coco(tmp_path / "plain.json").images[0].split is None
     assert from_coco(tmp_path / "plain.json").images[0].path == tmp_path / "a.jpg"  # no images/: the JSON's folder
+
+
+def test_a_deeply_nested_coco_file_is_a_typed_error(tmp_path):
+    from visor.errors import InvalidInput
+
+    path = tmp_path / "instances.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InvalidInput, match="nests arrays or objects too deeply"):
+        from_coco(path)

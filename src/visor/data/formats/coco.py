@@ -125,6 +125,8 @@ def _read_coco(json_path: Path, images_dir: str | os.PathLike | None, split: str
         raise InvalidInput(f"{json_path} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})") from None
     except UnicodeDecodeError as e:
         raise InvalidInput(f"{json_path} is not UTF-8 text: {e.reason}") from None
+    except RecursionError:
+        raise InvalidInput(f"{json_path} nests arrays or objects too deeply to be a COCO file") from None
     except OSError as e:
         raise InvalidInput(f"cannot read {json_path}: {e.strerror or e}") from None
     if not isinstance(data, dict):

@@ -315,7 +315,7 @@ def _read_sidecar(
         return {}, None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         problems.append(Problem(str(path), f"cannot read the visor sidecar ({e}); ids and extras not restored"))
         return {}, None
     if not isinstance(data, dict) or data.get("kind") != _SIDECAR_KIND or not isinstance(data.get("images"), dict):
