@@ -91,7 +91,8 @@ def test_near_duplicates_are_found_with_recall_at_1(dev, embedder, tmp_path):
     index, failed = build_index(copies, tmp_path / "idx", embedder=embedder)
     assert failed == [] and len(index) == 450 and index.exact
     hits = index.search_vectors(originals, k=1)
-    recall = np.mean([h[0].path == c for h, c in zip(hits, copies, strict=True)])
+    assert index.root == tmp_path.resolve()  # the folder holding the copies: paths are stored relative to it
+    recall = np.mean([h[0].path == Path(c).name for h, c in zip(hits, copies, strict=True)])
     print(f"near-duplicate recall@1: {recall:.4f}")
     assert recall >= 0.99
 
@@ -114,10 +115,10 @@ def test_incremental_add_remove_persist_and_approximate_search(dev, tmp_path, em
     sha = embedder.classifier.card.weights.sha256
     with VectorIndex.create(folder, model=embedder.name, model_sha256=sha, dim=1280, exact_limit=100) as index:
         index.add(vectors[:60], [str(p) for p in paths[:60]])
-        assert index.exact and index.info.recall_at_10 is None
+        assert index.exact and not index.approximate and index.info.recall_at_10 is None
         index.add(vectors[60:200], [str(p) for p in paths[60:200]])
         index.add(vectors[:10], [str(p) for p in paths[:10]])  # same paths again: replaced, not duplicated
-        assert len(index) == 200 and not index.exact
+        assert len(index) == 200 and not index.exact and index.approximate
         recall = index.estimate_recall()
         assert 0.9 <= recall <= 1.0
         assert index.remove([str(paths[0]), "not/there.jpg"]) == 1
@@ -125,15 +126,19 @@ def test_incremental_add_remove_persist_and_approximate_search(dev, tmp_path, em
         index.save()
     with VectorIndex.open(folder) as index:  # reopened from disk
         assert len(index) == 199 and index.info.count == 199 and index.info.recall_at_10 == recall
-        assert index.info.expansion_search == 300 and index._index.expansion_search == 300
+        assert index.info.expansion_search == 300 and index.approximate
         approx = index.search_vectors(vectors[5:6], k=5, exact=False)[0]
         exact = index.search_vectors(vectors[5:6], k=5, exact=True)[0]
         assert approx[0].path == exact[0].path == str(paths[5])
         assert exact[0].similarity == pytest.approx(1.0, abs=1e-5)
         assert [h.similarity for h in exact] == sorted((h.similarity for h in exact), reverse=True)
         assert str(paths[0]) not in {h.path for row in index.search_vectors(vectors[:1], k=10) for h in row}
+        # removing from the HNSW graph down to the exact limit goes back to a flat (exact) index
+        assert index.remove([str(p) for p in paths[100:199]]) == 99
+        assert len(index) == 100 and index.exact and not index.approximate
+        assert index.search_vectors(vectors[5:6], k=1)[0][0].path == str(paths[5])
     info = json.loads((folder / "index.json").read_text())
-    assert info["count"] == 199 and info["model"] == "efficientnet_lite0"
+    assert info["count"] == 100 and info["model"] == "efficientnet_lite0" and info["version"] == 2
 
 
 def test_search_by_image_and_model_mismatch(dev, tmp_path, embedder):
@@ -141,7 +146,9 @@ def test_search_by_image_and_model_mismatch(dev, tmp_path, embedder):
     index, _ = build_index([str(p) for p in paths[:20]], tmp_path / "idx", embedder=embedder)
     index.close()
     hits = search(tmp_path / "idx", paths[3], k=3, embedder=embedder)
-    assert hits[0].path == str(paths[3]) and hits[0].similarity == pytest.approx(1.0, abs=1e-5)
+    # relative to the folder the images were indexed from, never the server's absolute path
+    assert paths[3].parent == paths[0].parent and hits[0].path == paths[3].name
+    assert hits[0].similarity == pytest.approx(1.0, abs=1e-5)
     with VectorIndex.open(tmp_path / "idx") as idx:
         idx.info.model_sha256 = "f" * 64
         with pytest.raises(ConfigError, match="would not be comparable"):
@@ -159,7 +166,8 @@ def test_cli_build_search_info_remove(tmp_path, shared_data, capsys, visor_cache
     query = sorted(folder.glob("*.JPEG"))[0]
     assert main(["search", str(tmp_path / "idx"), str(query), "-k", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["hits"][0]["path"] == str(query.resolve()) and out["hits"][0]["label"] == "n01440764"
+    assert out["hits"][0]["path"] == query.name and out["hits"][0]["label"] == "n01440764"
+    assert out["root"] == str(folder.resolve())
     assert main(["index", "remove", str(tmp_path / "idx"), str(query)]) == 0
     assert "14 images left" in capsys.readouterr().out
     assert main(["index", "info", str(tmp_path / "idx")]) == 0

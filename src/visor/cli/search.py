@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -34,9 +35,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not paths:
         err("no images found")
         return EXIT_FAILED
+    root = args.root
+    if root is None and all(Path(a).is_dir() for a in args.paths):  # the folders given: paths relative to them
+        root = os.path.commonpath([os.fspath(Path(a).resolve()) for a in args.paths])
     index, failed = build_index([str(p) for p in paths], args.out, model=args.model,
                                 labels=_labels(paths, args.labels), batch_size=args.batch_size,
-                                overwrite=args.overwrite, progress=sys.stderr.isatty())
+                                overwrite=args.overwrite, progress=sys.stderr.isatty(), root=root)
     with index:
         print(f"{args.out}: {len(index)} images, {index.info.dim}-d {index.info.model} embeddings, "
               f"{'exact' if index.exact else 'approximate'} search")
@@ -58,7 +62,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     from visor.retrieval import VectorIndex
 
     with VectorIndex.open(args.index) as index:
-        removed = index.remove([str(Path(p).resolve()) for p in args.paths])
+        removed = index.remove([index.relative(p) for p in args.paths])
         print(f"{args.index}: removed {removed}, {len(index)} images left")
     return EXIT_OK
 
@@ -72,12 +76,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from visor.retrieval import VectorIndex, search
+    from visor.retrieval import VectorIndex
 
     with VectorIndex.open(args.index) as index:
-        hits = search(index, args.query, k=args.k)
+        hits = index.search(args.query, k=args.k)
+        root = index.info.root
     if args.json:
-        print(json.dumps({"query": args.query, "hits": [h.to_dict() for h in hits]}))
+        print(json.dumps({"query": args.query, "root": root, "hits": [h.to_dict() for h in hits]}))
     else:
         for h in hits:
             print(f"{h.similarity:.4f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
@@ -86,13 +91,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("index", help="build and update a similarity index of images",
-                       description="A folder holding image embeddings (usearch) and their paths and labels.")
+                       description="A folder holding image embeddings (faiss) and their paths (relative to the "
+                       "indexed folder) and labels.")
     isub = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
     b = isub.add_parser("build", help="embed images into a new index")
     b.add_argument("paths", nargs="+", help="image files, folders or globs")
     b.add_argument("--out", required=True, help="index folder to create")
     b.add_argument("--model", default="efficientnet_lite0", help="classifier whose features embed the images")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
+    b.add_argument("--root", default=None,
+                   help="folder the stored paths are relative to (default: the folder given, or the deepest "
+                        "folder holding every image)")
     for q in (b, a := isub.add_parser("add", help="embed more images into an index (same paths are replaced)")):
         q.add_argument("--labels", choices=["none", "parent"], default="none",
                        help="store each image's parent folder name as its label (default none)")

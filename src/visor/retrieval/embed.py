@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from visor.errors import ConfigError
 from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource
+from visor.io.files import PUBLIC, atomic_path
 from visor.models.batching import Outcome, is_batch, outcomes
 from visor.models.runtime import OnnxSession
 from visor.models.weights import cache_dir, sha256_file
@@ -90,14 +90,8 @@ def embedding_onnx(onnx_path: str | os.PathLike, *, cache: str | os.PathLike | N
     model.graph.node.append(onnx.helper.make_node("Identity", [name], [FEATURES_OUTPUT], name="visor_features"))
     model.graph.output.append(onnx.helper.make_tensor_value_info(FEATURES_OUTPUT, onnx.TensorProto.FLOAT, None))
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(target, permissions=PUBLIC) as tmp:  # a cache other users of the folder may read
+        onnx.save(model, os.fspath(tmp))
     return target
 
 
