@@ -38,3 +38,35 @@ def test_no_server_errors(live_server):
         run()
     assert len({(m, p) for m, p, _ in seen}) == len(operations)
     assert any(code == 200 for *_, code in seen)
+
+
+def test_no_server_errors_on_invalid_input(live_server):
+    """Negative cases: bodies, parameters and media that break the schema get a typed 4xx, never a 5xx."""
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{live_server.url}/openapi.json")
+    operations = [op for op in (result.ok() for result in schema.get_all_operations()) if op.method.upper() == "POST"]
+    assert len(operations) >= 9
+    seen: list[tuple[str, int]] = []
+
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        def run(case):
+            response = case.call(headers=live_server.headers, timeout=60)
+            seen.append((case.path, response.status_code))
+            assert response.status_code < 500 or (
+                response.status_code in (503, 504)
+                and response.json().get("error", {}).get("code") in LOAD_CODES), (
+                case.method, case.formatted_path, response.status_code, response.text[:500])
+            if response.status_code >= 400:  # an error body, or per-image results that all failed
+                body = response.json()
+                errors = [r.get("error") for r in body["results"]] if "results" in body else [body.get("error")]
+                assert errors and all(isinstance(e, dict) and isinstance(e.get("message"), str) for e in errors), (
+                    response.text[:500])
+
+        run()
+    assert {p for p, _ in seen} == {op.path for op in operations}
+    assert any(400 <= code < 500 for _, code in seen)

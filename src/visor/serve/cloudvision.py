@@ -42,9 +42,7 @@ propagate so the route can answer the whole request with that status.
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from visor.errors import VisorError
+from visor.serve.inputs import load_json, strict_b64decode
 
 __all__ = [
     "BLOCK_TYPES",
@@ -74,6 +73,11 @@ MAX_IMAGES = 16
 #: ``maxResults`` when a feature does not give one (as Cloud Vision).
 DEFAULT_MAX_RESULTS = 10
 MAX_ASPECT_RATIOS = 16
+#: How Google's error message for a body that is not JSON starts.
+INVALID_JSON = "Invalid JSON payload received."
+#: protobuf ``int32``, the type of ``maxResults`` and of enum numbers.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_INT_TEXT = re.compile(r"-?\d{1,12}")
 
 # --------------------------------------------------------------------------- enum tables
 # The numbers of google.cloud.vision_v1 (checked by tests/serve/test_cloudvision.py).
@@ -186,11 +190,10 @@ def error_body(http_status: int, message: str) -> dict[str, Any]:
 
 
 def load_body(raw: bytes | str) -> Any:
-    """The parsed JSON body; :class:`CloudVisionRequestError` when it is not JSON."""
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CloudVisionRequestError(f"Invalid JSON payload received. {e}") from None
+    """The parsed JSON body; :class:`CloudVisionRequestError` when it is not JSON (or is JSON that no
+    route accepts: nested over 64 deep, huge or non-finite numbers, lone surrogates; see
+    :func:`visor.serve.inputs.load_json`)."""
+    return load_json(raw, error=CloudVisionRequestError, prefix=INVALID_JSON)
 
 
 def _status(code: str, message: str) -> dict[str, Any]:
@@ -212,35 +215,38 @@ def _enum_name(value: Any, table: Mapping[str, int], what: str) -> str:
     number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+    elif isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
         number = int(value)
     if number is not None:
         for name, n in table.items():
             if n == number:
                 return name
-    raise _ImageError("INVALID_ARGUMENT", f"invalid {what}: {value!r}")
+    shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+    raise _ImageError("INVALID_ARGUMENT", f"invalid {what}: {shown}")
 
 
 def _decode_base64(content: str) -> bytes:
     """Standard or URL-safe base64, padding optional (as protobuf's JSON parser accepts)."""
-    text = re.sub(r"\s+", "", content).replace("-", "+").replace("_", "/")
-    text += "=" * (-len(text) % 4)
     try:
-        return base64.b64decode(text, validate=True)
+        return strict_b64decode(content)
     except (binascii.Error, ValueError):
         raise _ImageError("INVALID_ARGUMENT", "image.content is not valid base64") from None
 
 
 def _int_field(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise CloudVisionRequestError(f"{what} must be an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-        return int(value)
-    raise CloudVisionRequestError(f"{what} must be an integer, got {value!r}")
+    """A protobuf ``int32`` as JSON gives it: a number with no fraction or a string of digits."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif (isinstance(value, float) and value.is_integer()) or (isinstance(value, str)
+                                                               and _INT_TEXT.fullmatch(value.strip())):
+        number = int(value)
+    shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+    if number is None:
+        raise CloudVisionRequestError(f"{what} must be an integer, got {shown}")
+    if not INT32_MIN <= number <= INT32_MAX:
+        raise CloudVisionRequestError(f"{what} is out of range for an int32: {shown}")
+    return number
 
 
 def _obj(value: Any, what: str) -> dict[str, Any]:

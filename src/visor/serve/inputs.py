@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +16,19 @@ from visor.errors import InvalidInput, VisorError
 #: Magic numbers of the formats visor decodes, for the media type of stored review images.
 _SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
                (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+
+#: Bounds on a JSON request body: nesting of arrays and objects, and the characters of one number.
+MAX_JSON_DEPTH = 64
+MAX_INT_DIGITS = 20  # 2**64 has 20 digits; JSON numbers past that are never a valid option
+MAX_NUMBER_CHARS = 64
+#: Bodies at least this big are parsed off the event loop (:func:`read_json`).
+OFF_LOOP_BYTES = 1 << 20
+#: A JSON string in the body (strings cannot hold brackets that count towards the depth).
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+#: A \uD800-\uDFFF escape: the only way a surrogate gets into a string parsed from UTF-8.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_DIGITS = re.compile(rf"[+-]?\d{{1,{MAX_INT_DIGITS}}}")
 
 
 class PayloadTooLarge(VisorError):
@@ -48,16 +64,130 @@ def sniff_media_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
+class _JSONError(ValueError):
+    """Why a body is refused by :func:`load_json` (turned into the caller's error type)."""
+
+
+def _check_depth(raw: bytes, max_depth: int) -> None:
+    """Refuse arrays and objects nested deeper than ``max_depth`` before parsing (the parser recurses).
+    Brackets inside strings don't count."""
+    if raw.count(b"[") + raw.count(b"{") <= max_depth:
+        return
+    import numpy as np
+
+    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1).astype(np.int32)
+    if int(np.cumsum(steps).max()) > max_depth:
+        raise _JSONError(f"arrays and objects nest more than {max_depth} deep")
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise _JSONError(f"the number {text[:20]}... has {digits} digits; at most {MAX_INT_DIGITS} are allowed")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text) if len(text) <= MAX_NUMBER_CHARS else math.inf
+    if not math.isfinite(value):
+        raise _JSONError(f"the number {text[:20]}{'...' if len(text) > 20 else ''} is too long or out of range")
+    return value
+
+
+def _parse_constant(text: str) -> float:
+    raise _JSONError(f"{text} is not a JSON value")
+
+
+def _check_strings(text: str, value: Any) -> None:
+    """Refuse strings (values and keys) holding lone UTF-16 surrogates (``"\\ud800"``): not text."""
+    if not _SURROGATE_ESCAPE.search(text):
+        return
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise _JSONError("a string holds a lone surrogate escape (such as \\ud800), which is not "
+                         "valid Unicode") from None
+
+
+def load_json(raw: bytes | str, *, error: type[VisorError] = InvalidInput, max_depth: int = MAX_JSON_DEPTH,
+              prefix: str = "the body is not valid JSON:") -> Any:
+    """A request body parsed as JSON, or ``error`` (a 4xx :class:`VisorError`: ``prefix`` and why) if not.
+
+    Stricter than :func:`json.loads` so that no body can crash a route: arrays and objects nest at
+    most ``max_depth`` deep, integers have at most :data:`MAX_INT_DIGITS` digits, other numbers
+    must be finite (``1e999``, ``NaN`` and ``Infinity`` are refused), strings must be valid
+    Unicode (no lone surrogates) and the bytes UTF-8 (UTF-16/32 with a BOM too, as JSON allows).
+    An empty body is ``None``.
+    """
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", "surrogatepass")
+    if not raw or raw.isspace():
+        return None
+    try:
+        encoding = json.detect_encoding(raw)
+        text = raw.decode(encoding)
+        _check_depth(raw if encoding.startswith("utf-8") else text.encode("utf-8"), max_depth)
+        body = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        _check_strings(text, body)
+    except _JSONError as e:
+        raise error(f"{prefix} {e}") from None
+    except (UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise error(f"{prefix} {e}") from None
+    except RecursionError:  # belt and braces: _too_deep already bounds the depth
+        raise error(f"{prefix} nested too deeply") from None
+    return body
+
+
+async def read_json(request: Any, *, error: type[VisorError] = InvalidInput,
+                    prefix: str = "the body is not valid JSON:") -> Any:
+    """The request's body through :func:`load_json`; bodies over :data:`OFF_LOOP_BYTES` are parsed in a
+    worker thread so that a big body does not stall the event loop."""
+    raw = await request.body()
+    if len(raw) < OFF_LOOP_BYTES:
+        return load_json(raw, error=error, prefix=prefix)
+    from starlette.concurrency import run_in_threadpool
+
+    return await run_in_threadpool(load_json, raw, error=error, prefix=prefix)
+
+
+async def read_model(request: Any, model: Any) -> Any:
+    """The JSON body (see :func:`read_json`) validated as the pydantic ``model``: the routes that take a
+    small JSON document read it this way, inside the route, so the API key is checked first."""
+    from pydantic import ValidationError
+
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be a JSON object, got {type(body).__name__ if body is not None else 'none'}")
+    try:
+        return model.model_validate(body)
+    except ValidationError as e:
+        problems = ("; ".join(".".join(("body", *(str(x) for x in err["loc"]))) + f": {err['msg']}"
+                              for err in e.errors()))
+        raise InvalidInput(problems or "invalid body") from None
+
+
+def strict_b64decode(text: str) -> bytes:
+    """Base64 in the standard or URL-safe alphabet, padding optional, whitespace ignored.
+
+    Any other character is an error (:class:`binascii.Error`); nothing is silently dropped.
+    """
+    text = re.sub(r"\s+", "", text).replace("-", "+").replace("_", "/")
+    if len(text) % 4 == 1:
+        raise binascii.Error("the base64 text has an impossible length")
+    return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+
+
 def decode_base64(text: Any, name: str) -> bytes:
     if not isinstance(text, str) or not text:
         raise InvalidInput(f"{name}: 'content' must be a non-empty base64 string")
     try:
-        return base64.b64decode(text, validate=True)
+        return strict_b64decode(text)
     except (binascii.Error, ValueError):
-        try:
-            return base64.urlsafe_b64decode(text)
-        except (binascii.Error, ValueError):
-            raise InvalidInput(f"{name}: 'content' is not valid base64") from None
+        raise InvalidInput(f"{name}: 'content' is not valid base64 (standard or URL-safe alphabet; any other "
+                           "character is refused)") from None
 
 
 def images_from_json(body: Any, max_images: int) -> tuple[list[ImageInput], dict[str, Any]]:
@@ -75,6 +205,11 @@ def images_from_json(body: Any, max_images: int) -> tuple[list[ImageInput], dict
         name = item.get("name") if isinstance(item.get("name"), str) else f"image-{i}"
         images.append(ImageInput(name, decode_base64(item.get("content"), name)))
     return images, {k: v for k, v in body.items() if k != "images"}
+
+
+def _text(name: str | None) -> str | None:
+    """A name as valid Unicode (lone surrogates become U+FFFD), so it can be stored and encoded."""
+    return name.encode("utf-8", "surrogatepass").decode("utf-8", "replace") if name else name
 
 
 def check_count(n: int, max_images: int) -> None:
@@ -101,41 +236,52 @@ async def read_images(request: Any, *, max_images: int) -> tuple[list[ImageInput
         if not files:
             raise InvalidInput("no images: send the files in the multipart field 'images'")
         check_count(len(files), max_images)
-        images = [ImageInput(f.filename or f"image-{i}", await f.read()) for i, f in enumerate(files)]
+        images = [ImageInput(_text(f.filename) or f"image-{i}", await f.read()) for i, f in enumerate(files)]
         await form.close()
         options.update(fields)
         return images, options
     if ctype in ("application/json", "") or ctype.endswith("+json"):
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InvalidInput(f"the body is not valid JSON: {e}") from None
-        images, extra = images_from_json(body, max_images)
+        images, extra = images_from_json(await read_json(request), max_images)
         options.update(extra)
         return images, options
     raise UnsupportedMediaType(f"unsupported content type {ctype!r}: send multipart/form-data (field 'images') "
                                "or application/json ({\"images\": [{\"content\": base64}]})")
 
 
-def _number_option(options: dict[str, Any], name: str, default: Any, lo: Any, hi: Any, kind: type,
-                   what: str) -> Any:
-    value = options.get(name, default)
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be {what}, got {value!r}") from None
-    if not lo <= out <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {out}")
-    return out
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def int_option(options: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    return _number_option(options, name, default, lo, hi, int, "a whole number")
+    """A whole-number option: a JSON integer (not ``true``, not ``2.9`` or ``2.0``) or, from the
+    query string or a form field, decimal digits; between ``lo`` and ``hi``."""
+    value = options.get(name, default)
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = value
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        out = int(value)
+    else:
+        raise InvalidInput(f"{name} must be a whole number, got {_shown(value)}")
+    if not lo <= out <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {_shown(out)}")
+    return out
 
 
 def float_option(options: dict[str, Any], name: str, default: float, lo: float, hi: float) -> float:
-    return _number_option(options, name, default, lo, hi, float, "a number")
+    """A number option (a JSON number, not ``true``; or a decimal string) between ``lo`` and ``hi``."""
+    value = options.get(name, default)
+    out = math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        out = float(value) if not isinstance(value, int) or abs(value) < 2**63 else math.inf
+    elif isinstance(value, str) and len(value) <= MAX_NUMBER_CHARS:
+        with contextlib.suppress(ValueError):
+            out = float(value)
+    if math.isnan(out):
+        raise InvalidInput(f"{name} must be a number, got {_shown(value)}")
+    if not lo <= out <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {_shown(value)}")
+    return out
 
 
 def list_option(options: dict[str, Any], name: str) -> list[str] | None:
@@ -143,7 +289,11 @@ def list_option(options: dict[str, Any], name: str) -> list[str] | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return value
-    raise InvalidInput(f"{name} must be a list of names or a comma-separated string, got {value!r}")
+        names = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        names = [v.strip() for v in value if v.strip()]
+    else:
+        raise InvalidInput(f"{name} must be a list of names or a comma-separated string, got {_shown(value)}")
+    if not names:
+        raise InvalidInput(f"{name} is empty: name at least one, or leave {name} out for the default")
+    return names

@@ -164,6 +164,15 @@ class Decision(BaseModel):
     label: str | None = Field(None, min_length=1, max_length=255, description="the right label (for correct)")
 
 
+def model_body(model: type[BaseModel], examples: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body that the route reads itself (after the API key is
+    checked, see :func:`visor.serve.inputs.read_model`)."""
+    content: dict[str, Any] = {"schema": model.model_json_schema()}
+    if examples:
+        content["examples"] = examples
+    return {"requestBody": {"required": True, "content": {"application/json": content}}}
+
+
 DECISION_EXAMPLES = {
     "accept": {"summary": "the prediction is right", "value": {"action": "accept"}},
     "correct": {"summary": "the right label is another", "value": {"action": "correct", "label": "golf ball"}},
