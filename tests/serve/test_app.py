@@ -333,8 +333,8 @@ def test_not_ready_answers_503(tmp_path):
 # --------------------------------------------------------------------------- persistence and shutdown
 
 
-def test_review_decisions_survive_a_restart(tmp_path, visor_cache):
-    server = start_server(tmp_path / "a", review_threshold=1.0)
+def test_review_decisions_survive_a_restart(tmp_path, visor_cache, db_url):
+    server = start_server(tmp_path / "a", review_threshold=1.0, db=db_url)  # SQLite, then PostgreSQL
     db = server.db_url
     try:
         r = httpx.post(f"{server.url}/v1/classify", headers=server.headers,
@@ -408,8 +408,8 @@ def test_sigterm_finishes_requests_in_flight(tmp_path, visor_cache):
         t.join(30)
         assert result["r"].status_code == 200
         assert result["r"].json()["results"][0]["classifications"]["predictions"][0]["label"] == "school bus"
-        # uvicorn re-raises SIGTERM after its graceful shutdown, so the exit is "terminated by SIGTERM"
-        assert proc.wait(30) in (0, -signal.SIGTERM)
+        # a requested stop after the graceful shutdown exits 0
+        assert proc.wait(30) == 0
         with pytest.raises(httpx.TransportError):
             httpx.get(f"{url}/livez", timeout=2)
     finally:
@@ -471,7 +471,7 @@ def test_search_route(tmp_path, visor_cache, shared_data, classifier):
         body = r.json()
         assert body["index"] == {"model": "efficientnet_lite0", "count": 15, "exact": True}
         hits = body["results"][0]["hits"]
-        assert len(hits) == 3 and hits[0]["path"] == str(photos[2]) and hits[0]["label"] == "tench"
+        assert len(hits) == 3 and hits[0]["path"] == photos[2].name and hits[0]["label"] == "tench"  # relative path
         assert hits[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
         assert body["results"][1]["error"]["code"] == "unsupported_format"
     finally:

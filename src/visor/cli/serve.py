@@ -8,6 +8,7 @@ import ctypes
 import json
 import logging
 import os
+import signal
 import sys
 
 from visor.cli.common import err, fraction, positive_int
@@ -52,7 +53,8 @@ def settings_from_args(args: argparse.Namespace):
         threads=args.threads, max_batch=args.max_batch, batch_calibration=not args.no_batch_calibration,
         max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, deadline_ms=args.deadline_ms,
         max_body_bytes=args.max_body_mb * 1024 * 1024, max_images=args.max_images, require_keys=not args.no_keys,
-        key_cache_s=args.key_cache_s, rate_limit=args.rate_limit, rate_burst=args.rate_burst, db=args.db,
+        key_cache_s=args.key_cache_s, rate_limit=args.rate_limit, rate_burst=args.rate_burst,
+        metrics_token_file=args.metrics_token_file, metrics_public=args.metrics_public, db=args.db,
         faces_db=args.faces_db, log_predictions=args.log_predictions, retention_days=args.retention_days,
         review_threshold=args.review_threshold, review_thresholds=dict(args.review_model_threshold or []),
         review_labels=tuple(args.review_label or ()), review_sample_rate=args.review_sample_rate,
@@ -67,9 +69,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         from visor.serve.app import SETTINGS_ENV, create_app
     except ImportError as e:
-        err(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'visor[serve]'")
+        err(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'visor-vision[serve]'")
         return 2
     settings = settings_from_args(args)
+    settings.metrics_token()  # an unreadable token file: one error line now, not in each worker
     if not settings.require_keys and not settings.loopback:
         print(f"\n  WARNING: API keys are OFF and visor listens on {settings.host}:{settings.port}.\n"
               "  Anyone who can reach this address can use the service. Drop --no-keys, or bind 127.0.0.1.\n",
@@ -81,12 +84,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common = {"host": settings.host, "port": settings.port, "timeout_graceful_shutdown": args.graceful_timeout,
               "log_level": args.log_level, "limit_concurrency": args.limit_concurrency}
-    if settings.workers > 1:
-        os.environ[SETTINGS_ENV] = settings.to_json()
-        uvicorn.run("visor.serve.app:create_app_from_env", factory=True, workers=settings.workers, **common)
-    else:
-        uvicorn.run(create_app(settings), **common)
+    # uvicorn shuts down gracefully on SIGTERM, then restores the previous handler and raises the
+    # signal again; this handler turns that into exit status 0 (a clean, requested stop).
+    previous = signal.signal(signal.SIGTERM, _stopped_on_request)
+    try:
+        if settings.workers > 1:
+            os.environ[SETTINGS_ENV] = settings.to_json()
+            uvicorn.run("visor.serve.app:create_app_from_env", factory=True, workers=settings.workers, **common)
+        else:
+            uvicorn.run(create_app(settings), **common)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _stopped_on_request(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -128,6 +141,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 5)")
     a.add_argument("--rate-limit", type=_positive_float, default=None, help="requests per second per key")
     a.add_argument("--rate-burst", type=positive_int, default=20, help="burst allowance per key (default 20)")
+    a.add_argument("--metrics-token-file", default=None, metavar="FILE",
+                   help="a file holding a bearer token that /metrics also accepts (Prometheus: authorization: "
+                        "{credentials_file: FILE}); /metrics otherwise needs an API key")
+    a.add_argument("--metrics-public", action="store_true",
+                   help="/metrics without any key; refused unless --host is a loopback address")
     d = p.add_argument_group("storage and review")
     d.add_argument("--db", default=None,
                    help="SQLAlchemy URL (default sqlite in $VISOR_HOME/serve.db; postgresql://... works)")

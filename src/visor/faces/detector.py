@@ -72,13 +72,20 @@ class FaceAnalyzer:
     """Holds the dlib models, each loaded the first time it is needed.
 
     ``models_dir`` overrides the folder of the ``.dat`` files; ``limits`` caps the images decoded.
-    One analyzer may be shared by threads that use different images, but dlib's models are not
-    documented as thread-safe: give each worker thread its own analyzer to be sure.
+    ``max_pixels`` bounds the work per image: a larger image is detected (and embedded) on a copy
+    box-downscaled to at most that many pixels, and its boxes and landmarks are scaled back to the
+    original pixels (HOG with ``upsample=1`` on a 36 MP photo takes tens of seconds and GBs;
+    ``None``: no bound). One analyzer may be shared by threads that use different images, but
+    dlib's models are not documented as thread-safe: give each worker thread its own analyzer to be sure.
     """
 
-    def __init__(self, *, models_dir: str | os.PathLike | None = None, limits: ImageLimits = DEFAULT_LIMITS) -> None:
+    def __init__(self, *, models_dir: str | os.PathLike | None = None, limits: ImageLimits = DEFAULT_LIMITS,
+                 max_pixels: int | None = None) -> None:
+        if max_pixels is not None and int(max_pixels) < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {max_pixels}")
         self.models_dir = Path(models_dir) if models_dir is not None else None
         self.limits = limits
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
         self._models: dict[str, Any] = {}
 
     def _model(self, key: str) -> Any:
@@ -127,8 +134,13 @@ class FaceAnalyzer:
             raise ConfigError(f"landmarks must be 5 or 68, got {landmarks!r}")
         if int(upsample) < 0:
             raise ConfigError(f"upsample must be 0 or more, got {upsample}")
-        arr = np.ascontiguousarray(np.asarray(self.decode(image)))
-        h, w = arr.shape[:2]
+        img = self.decode(image)
+        w, h = img.size
+        if self.max_pixels is not None and w * h > self.max_pixels:
+            scale = (self.max_pixels / (w * h)) ** 0.5
+            img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BOX)
+        arr = np.ascontiguousarray(np.asarray(img))
+        sx, sy = w / arr.shape[1], h / arr.shape[0]  # detector pixels -> original pixels
         if model == "hog":
             rects, scores, _ = self._model("hog").run(arr, int(upsample), float(threshold))
             rects, scores = list(rects), [float(s) for s in scores]
@@ -137,11 +149,12 @@ class FaceAnalyzer:
             rects, scores = [d.rect for d in found], [float(d.confidence) for d in found]
         if not rects:
             return Faces.empty()
-        xyxy = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float32)
-        xyxy = np.clip(xyxy, 0, [w, h, w, h]).astype(np.float32)
+        xyxy = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects], np.float64)
+        xyxy = np.clip(xyxy * [sx, sy, sx, sy], 0, [w, h, w, h]).astype(np.float32)
         predictor = self._model(f"landmarks{landmarks}")
         shapes = [predictor(arr, r) for r in rects]
-        marks = np.array([[(p.x, p.y) for p in s.parts()] for s in shapes], np.float32)
+        marks = np.array([[(p.x, p.y) for p in s.parts()] for s in shapes], np.float64)
+        marks = (marks.reshape(len(shapes), -1, 2) * [sx, sy]).astype(np.float32)
         if embeddings:
             rec = self._model("recognition")
             emb = np.array([np.asarray(rec.compute_face_descriptor(arr, s)) for s in shapes], np.float32)

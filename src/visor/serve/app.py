@@ -16,9 +16,10 @@ import time
 from importlib import resources
 from typing import Any
 
-from fastapi import Body, Depends, FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -27,8 +28,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from visor import __version__
 from visor.errors import InvalidInput, VisorError
 from visor.serve import openapi_docs as docs
-from visor.serve.auth import key_from_request
-from visor.serve.inputs import PayloadTooLarge, float_option, int_option, list_option, read_images
+from visor.serve.auth import bearer_matches, key_from_request, redact_access_log
+from visor.serve.inputs import (
+    PayloadTooLarge,
+    float_option,
+    int_option,
+    list_option,
+    read_images,
+    read_json,
+    read_model,
+)
 from visor.serve.manager import monotonic_deadline
 from visor.serve.metrics import CONTENT_TYPE
 from visor.serve.service import BatchAnswer, VisorService
@@ -39,6 +48,7 @@ SETTINGS_ENV = "VISOR_SERVE_SETTINGS"
 CLOUD_VISION_PATH = "/v1/images:annotate"
 PUBLIC_PATHS = ("/livez", "/readyz")
 PURGE_EVERY_S = 3600.0
+DOCS_ASSETS = "/docs-assets"  # swagger-ui and redoc, vendored in static/docs/
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `visor keys create`")
 _x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `visor keys create`")
@@ -138,6 +148,7 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
+        redact_access_log()  # uvicorn has configured its loggers by now
         loading = asyncio.create_task(asyncio.to_thread(service.start))
         purging = asyncio.create_task(_purge_loop(service))
         try:
@@ -150,7 +161,7 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
             await asyncio.to_thread(service.stop)
 
     app = FastAPI(title="visor", version=__version__, lifespan=lifespan, description=docs.DESCRIPTION,
-                  openapi_tags=docs.TAGS)
+                  openapi_tags=docs.TAGS, docs_url=None, redoc_url=None)  # /docs, /redoc below: no CDN
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, service=service)
@@ -206,10 +217,22 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
             return JSONResponse({"status": "failed", "error": str(m.load_error)}, 503)
         return JSONResponse({"status": "loading"}, 503, {"Retry-After": "2"})
 
+    metrics_token = settings.metrics_token()
+
+    async def metrics_auth(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(_bearer),
+                           _k: str | None = Depends(_x_api_key)) -> str | None:
+        if settings.metrics_public:  # only allowed on loopback (ServeSettings checks)
+            return None
+        if metrics_token is not None and bearer_matches(request.headers, metrics_token):
+            return None
+        return await service.authenticate(key_from_request(request.headers, request.query_params))
+
     @app.get("/metrics", tags=["health"], response_class=Response, responses=docs.METRICS)
-    async def metrics(_: str | None = Depends(auth)) -> Response:
+    async def metrics(_: str | None = Depends(metrics_auth)) -> Response:
         """Prometheus metrics: requests, latency, queue depth, batch sizes, loaded models; drift against the
-        profile given with --drift-profile (visor_drift_*)."""
+        profile given with --drift-profile (visor_drift_*). Needs an API key, or the bearer token of
+        --metrics-token-file (Prometheus: ``authorization: {credentials_file: ...}``); none with
+        --metrics-public (loopback only)."""
         # off the event loop: the drift comparison behind the gauges takes ~0.15 s for a full window
         return Response(await run_in_threadpool(service.metrics.render), media_type=CONTENT_TYPE)
 
@@ -274,18 +297,15 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
     @app.post(CLOUD_VISION_PATH, tags=["cloud vision"], responses=docs.CLOUD_VISION,
               openapi_extra=docs.CLOUD_VISION_BODY)
     async def images_annotate(request: Request, _: str | None = Depends(google_auth),
+                              until: float = Depends(deadline),
                               alt: str | None = Query(None, alias="$alt",
                                                       description="`json;enum-encoding=int` for numeric enums"),
                               ) -> JSONResponse:
         """Google Cloud Vision v1 ``images:annotate``: the official clients work unchanged."""
-        from visor.serve.cloudvision import int_enums_requested
+        from visor.serve.cloudvision import INVALID_JSON, CloudVisionRequestError, int_enums_requested
 
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InvalidInput(f"the body is not valid JSON: {e}") from None
-        return JSONResponse(await service.cloud_vision(body, int_enums=int_enums_requested(alt)))
+        body = await read_json(request, error=CloudVisionRequestError, prefix=INVALID_JSON)
+        return JSONResponse(await service.cloud_vision(body, int_enums=int_enums_requested(alt), deadline=until))
 
     # ------------------------------------------------------------------ face collections
 
@@ -297,10 +317,11 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
         """Face collections with their number of people and faces."""
         return {"collections": await service.collections()}
 
-    @app.post("/v1/collections", tags=["faces"], status_code=201, responses=docs.COLLECTION_CREATED)
-    async def create_collection(body: docs.NewCollection = Body(...), _: str | None = Depends(auth)
-                                ) -> dict[str, Any]:
+    @app.post("/v1/collections", tags=["faces"], status_code=201, responses=docs.COLLECTION_CREATED,
+              openapi_extra=docs.model_body(docs.NewCollection))
+    async def create_collection(request: Request, _: str | None = Depends(auth)) -> dict[str, Any]:
         """Create an empty face collection (409 when it exists)."""
+        body = await read_model(request, docs.NewCollection)  # in here, so the key is checked first
         await service.faces_call("create_collection", body.name)
         return {"name": body.name, "people": []}
 
@@ -319,10 +340,11 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
     @app.post("/v1/collections/{name}/people/{person}", tags=["faces"], openapi_extra=docs.images_body({}),
               responses=docs.ENROLLED)
     async def enroll(request: Request, name: str = collection_name, person: str = person_name,
-                     _: str | None = Depends(auth)) -> dict[str, Any]:
+                     _: str | None = Depends(auth), until: float = Depends(deadline)) -> dict[str, Any]:
         """Enroll a person from photos that each show exactly one face."""
         images, _opts = await read_images(request, max_images=settings.max_images)
-        added = await service.faces_call("enroll", name, person, [img.data for img in images])
+        added = await service.faces_call("enroll", name, person, [img.data for img in images],
+                                         names=[img.name for img in images], deadline=until)
         return {"collection": name, "person": person, "faces_added": added}
 
     @app.delete("/v1/collections/{name}/people/{person}", tags=["faces"], status_code=204,
@@ -336,11 +358,12 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
     @app.post("/v1/collections/{name}/identify", tags=["faces"], openapi_extra=docs.images_body({}),
               responses=docs.IDENTIFY)
     async def identify(request: Request, name: str = collection_name, _: str | None = Depends(auth),
+                       until: float = Depends(deadline),
                        threshold: float = Query(0.6, gt=0, le=2, description="largest match distance")
                        ) -> JSONResponse:
         """Who is in the image: each face with the nearest enrolled person, or "unknown"."""
         images, _opts = await read_images(request, max_images=settings.max_images)
-        return answer_response(await service.identify(name, images, threshold=threshold))
+        return answer_response(await service.identify(name, images, threshold=threshold, deadline=until))
 
     # ------------------------------------------------------------------ review queue
 
@@ -367,10 +390,12 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
         data, media_type = await run_in_threadpool(service.review.image, item_id)
         return Response(data, media_type=media_type)
 
-    @app.post("/v1/review/items/{item_id}", tags=["review"], responses=docs.REVIEW_ITEM)
-    async def decide(body: docs.Decision = Body(..., openapi_examples=docs.DECISION_EXAMPLES),
-                     item_id: int = Path(..., ge=1, le=2**62), key: str | None = Depends(auth)) -> dict[str, Any]:
+    @app.post("/v1/review/items/{item_id}", tags=["review"], responses=docs.REVIEW_ITEM,
+              openapi_extra=docs.model_body(docs.Decision, docs.DECISION_EXAMPLES))
+    async def decide(request: Request, item_id: int = Path(..., ge=1, le=2**62), key: str | None = Depends(auth)
+                     ) -> dict[str, Any]:
         """Accept the prediction, correct its label, or reject the item."""
+        body = await read_model(request, docs.Decision)  # in here, so the key is checked first
         item = await run_in_threadpool(service.review.decide, item_id, body.action, body.label, key)
         return item.to_dict()
 
@@ -381,6 +406,21 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
         return RedirectResponse("/ui/")
 
     static = resources.files("visor.serve") / "static"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        # the assets come from the package: the docs work on a server without internet access
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="visor API", swagger_js_url=DOCS_ASSETS
+                                   + "/swagger-ui-bundle.js", swagger_css_url=DOCS_ASSETS + "/swagger-ui.css",
+                                   swagger_favicon_url="/ui/favicon.svg",
+                                   swagger_ui_parameters={"validatorUrl": None})  # no validator.swagger.io badge
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url=app.openapi_url, title="visor API", redoc_js_url=DOCS_ASSETS
+                              + "/redoc.standalone.js", redoc_favicon_url="/ui/favicon.svg", with_google_fonts=False)
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(static / "docs")), name="docs-assets")
     app.mount("/ui", StaticFiles(directory=str(static), html=True), name="ui")
     return app
 

@@ -1,8 +1,11 @@
-"""API-key extraction and per-key rate limiting (token buckets)."""
+"""API-key extraction, per-key rate limiting (token buckets), and keeping keys out of logs."""
 
 from __future__ import annotations
 
+import hmac
+import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -65,3 +68,42 @@ class RateLimiter:
                 wait = math.ceil((1.0 - tokens) / self.rate)
                 raise RateLimited(f"rate limit of {self.rate:g} requests/s exceeded for this key", max(1, wait))
             self._buckets[key] = (tokens - 1.0, now)
+
+
+def bearer_matches(headers: Mapping[str, str], token: str) -> bool:
+    """Whether the request's ``Authorization: Bearer`` credential is ``token`` (constant-time)."""
+    auth = headers.get("authorization", "")
+    given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    return bool(given) and hmac.compare_digest(given.encode("utf-8", "surrogatepass"),
+                                               token.encode("utf-8", "surrogatepass"))
+
+
+#: Query parameters that carry credentials (``?key=`` is the Cloud Vision clients' form).
+CREDENTIAL_PARAMS = ("key", "api_key", "apikey", "access_token", "token")
+_CREDENTIAL = re.compile(r"([?&](?:" + "|".join(CREDENTIAL_PARAMS) + r")=)[^&#\s\"]*", re.IGNORECASE)
+REDACTED = "REDACTED"
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL or a log line) with the values of credential query parameters replaced by REDACTED."""
+    return _CREDENTIAL.sub(r"\1" + REDACTED, text)
+
+
+class RedactCredentials(logging.Filter):
+    """A logging filter that redacts credential query parameters from a record's message and arguments
+    (uvicorn's access log line carries the full path with its query string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def redact_access_log(loggers: tuple[str, ...] = ("uvicorn.access", "uvicorn.error")) -> None:
+    """Attach :class:`RedactCredentials` to uvicorn's loggers (once): ``?key=`` never reaches a log file."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactCredentials) for f in logger.filters):
+            logger.addFilter(RedactCredentials())

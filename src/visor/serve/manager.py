@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from visor.errors import ConfigError, ModelNotFound, VisorError
-from visor.serve.batcher import MicroBatcher, Overloaded, calibrate_batch_size
+from visor.serve.batcher import DeadlineExceeded, MicroBatcher, Overloaded, calibrate_batch_size
 from visor.serve.settings import ServeSettings
 from visor.types import Classifications, Detections
 
@@ -97,7 +97,6 @@ class ModelManager:
         self.classifier: Any = None
         self.detector: Any = None
         self._annotator: Any = None
-        self._annotate_lock = threading.Lock()
         self._batchers: dict[str, MicroBatcher] = {}
         self.max_batch: dict[str, int] = {}
         self.batch_rates: dict[str, dict[int, float]] = {}
@@ -267,27 +266,39 @@ class ModelManager:
                       max_det: int = 300) -> Detections:
         return self.detector.postprocess(output, [geometry], conf=conf, iou=iou, max_det=max_det)[0]
 
-    # ------------------------------------------------------------------ annotate (serialized)
+    # ------------------------------------------------------------------ annotate
 
     def annotate(self, data: bytes, features: Sequence[str], *, top_k: int = 5,
-                 crop_aspect_ratios: Sequence[float] | None = None) -> dict[str, Any]:
-        """``visor.annotate`` on the loaded models (one image at a time: dlib is not shared safely)."""
+                 crop_aspect_ratios: Sequence[float] | None = None, deadline: float | None = None
+                 ) -> dict[str, Any]:
+        """``visor.annotate`` on the loaded models.
+
+        No lock around the whole document: the faces, text and moderation models each take
+        their own lock for one image (bounded by the annotator's pixel budgets), the other
+        features run concurrently. A feature not started by ``deadline`` (monotonic) raises
+        :class:`DeadlineExceeded` (504) for the image.
+        """
         self._require_ready()
         options: dict[str, Any] = {"top_k": int(top_k)}
         if crop_aspect_ratios:
             options["crop_aspect_ratios"] = tuple(float(r) for r in crop_aspect_ratios)
-        with self._annotate_lock:
-            return dataclasses.replace(self._annotator, **options).annotate(data, features)
+
+        def check(feature: str) -> None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"the request's deadline passed before feature {feature!r} started")
+
+        return dataclasses.replace(self._annotator, **options).annotate(data, features, check=check)
 
     @property
     def face_analyzer(self) -> Any:
         self._require_ready()
-        with self._annotate_lock:
-            return self._annotator._model("faces")
+        return self._annotator._model("faces")
 
     @property
     def annotate_lock(self) -> threading.Lock:
-        return self._annotate_lock
+        """The lock face analysis runs under (annotate's faces feature and the face collections share dlib)."""
+        self._require_ready()
+        return self._annotator.feature_lock("faces")
 
 
 def monotonic_deadline(deadline_ms: float) -> float:

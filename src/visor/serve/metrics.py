@@ -15,6 +15,9 @@ from prometheus_client.core import GaugeMetricFamily
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+#: The ``method`` label's values: any other request method (clients may send made-up ones,
+#: unauthenticated) counts as ``other``, so the number of series stays bounded.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class _QueueDepth:
@@ -88,7 +91,10 @@ class ServiceMetrics:
         self.batch_latency.labels(model).observe(seconds)
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, method, str(status)).inc()
+        """Count one response. ``route`` must come from a bounded set (the app passes the matched route's
+        template, ``/ui`` or ``unmatched``); ``method`` is folded to :data:`METHODS` or ``other``."""
+        method = method if method in METHODS else "other"
+        self.requests.labels(route, method, str(int(status))).inc()
         self.latency.labels(route).observe(seconds)
 
     def render(self) -> bytes:

@@ -8,6 +8,7 @@ Routes in :mod:`visor.serve.app` only parse the request, call one method and enc
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -272,7 +273,16 @@ class VisorService:
 
         async def one(img: ImageInput) -> dict[str, Any]:
             check_deadline(deadline)
-            doc = await run_in_threadpool(self.manager.annotate, img.data, wanted, top_k=top_k)
+            # the deadline is checked again before each feature, and the answer (504) does not wait for
+            # the feature running when it passes: that one finishes in the background, bounded by its
+            # pixel budget, and the next one does not start
+            work = asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(self.manager.annotate, img.data, wanted, top_k=top_k, deadline=deadline))
+            work.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, also when abandoned
+            try:
+                doc = await asyncio.wait_for(asyncio.shield(work), timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise DeadlineExceeded("the request's deadline passed while its image was being annotated") from None
             doc.pop("image", None)
             return doc
 
@@ -318,6 +328,7 @@ class VisorService:
             from visor.retrieval import search
 
             with lock:  # sqlite3 connections and usearch reads are used from one thread at a time
+                check_deadline(deadline)  # not after waiting past it for the lock
                 return [h.to_dict() for h in search(index, data, k, embedder=embedder)]
 
         async def one(img: ImageInput) -> dict[str, Any]:
@@ -328,12 +339,14 @@ class VisorService:
         answer.extra["index"] = {"model": index.info.model, "count": index.info.count, "exact": index.exact}
         return answer
 
-    async def cloud_vision(self, body: Any, *, int_enums: bool) -> dict[str, Any]:
+    async def cloud_vision(self, body: Any, *, int_enums: bool, deadline: float | None = None) -> dict[str, Any]:
         from visor.serve import cloudvision
 
         def run(data: bytes, features: tuple[str, ...], options: dict[str, Any]) -> dict[str, Any]:
+            if deadline is not None:
+                check_deadline(deadline)
             return self.manager.annotate(data, features, top_k=int(options.get("top_k", 10)),
-                                         crop_aspect_ratios=options.get("crop_aspect_ratios"))
+                                         crop_aspect_ratios=options.get("crop_aspect_ratios"), deadline=deadline)
 
         self.manager._require_ready()
         return await run_in_threadpool(cloudvision.annotate_images, body, run, int_enums=int_enums,
@@ -349,12 +362,15 @@ class VisorService:
             self._faces = FaceStore(self.settings.faces_db, analyzer=self.manager.face_analyzer)
         return self._faces
 
-    async def faces_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Run a :class:`FaceStore` method off the event loop (dlib calls one at a time)."""
+    async def faces_call(self, method: str, *args: Any, deadline: float | None = None, **kwargs: Any) -> Any:
+        """Run a :class:`FaceStore` method off the event loop (dlib calls one at a time); 504 when
+        ``deadline`` (monotonic) passes before it starts (e.g. while waiting for dlib)."""
         store = await run_in_threadpool(self.faces)
 
         def call() -> Any:
             with self.manager.annotate_lock:
+                if deadline is not None:
+                    check_deadline(deadline)
                 return getattr(store, method)(*args, **kwargs)
 
         return await run_in_threadpool(call)
@@ -383,9 +399,10 @@ class VisorService:
         counts = await run_in_threadpool(self._face_counts, store, name)
         return {"name": name, "people": [{"name": p, "faces": n} for p, n in counts.items()]}
 
-    async def identify(self, collection: str, images: Sequence[ImageInput], *, threshold: float) -> BatchAnswer:
+    async def identify(self, collection: str, images: Sequence[ImageInput], *, threshold: float,
+                       deadline: float | None = None) -> BatchAnswer:
         async def one(img: ImageInput) -> dict[str, Any]:
-            faces = await self.faces_call("identify", collection, img.data, threshold=threshold)
+            faces = await self.faces_call("identify", collection, img.data, threshold=threshold, deadline=deadline)
             return faces.to_dict(embeddings=False)
 
         return await self._each("identify", images, one)

@@ -50,6 +50,10 @@ class ServeSettings:
     key_cache_s: float = 5.0  # remember verified keys this long (a revocation applies within it)
     rate_limit: float | None = None  # requests per second per key (None: unlimited)
     rate_burst: int = 20
+    # /metrics: an API key, or the bearer token in this file (Prometheus' credentials_file), or
+    # nothing with metrics_public (allowed only when the service listens on loopback)
+    metrics_token_file: str | None = None
+    metrics_public: bool = False
     # storage
     db: str | None = None  # SQLAlchemy URL; None: SQLite in $VISOR_HOME
     faces_db: str | None = None  # face collections file; None: visor.faces default
@@ -86,6 +90,9 @@ class ServeSettings:
         if unknown:
             raise ConfigError(f"unknown preload entries {sorted(unknown)}: use classifier, detector, faces, text"
                               ", moderation")
+        if self.metrics_public and not self.loopback:
+            raise ConfigError(f"--metrics-public needs a loopback address (the service listens on {self.host}); "
+                              "give Prometheus a bearer token with --metrics-token-file instead")
         object.__setattr__(self, "review_labels", tuple(self.review_labels))
         object.__setattr__(self, "preload", tuple(self.preload))
 
@@ -100,6 +107,20 @@ class ServeSettings:
     @property
     def loopback(self) -> bool:
         return is_loopback(self.host)
+
+    def metrics_token(self) -> str | None:
+        """The /metrics bearer token read from ``metrics_token_file`` (None without one)."""
+        if self.metrics_token_file is None:
+            return None
+        try:
+            with open(self.metrics_token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the metrics token file {self.metrics_token_file}: {e}") from None
+        if len(token) < 16 or any(c.isspace() for c in token):
+            raise ConfigError(f"the metrics token file {self.metrics_token_file} must hold one token of at least "
+                              "16 characters without spaces (e.g. openssl rand -hex 32)")
+        return token
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
