@@ -570,7 +570,7 @@ def _calibration_images(int8_calibration) -> list:
 def _quantize(card, fp32_path: Path, out_dir: Path, int8_calibration, report_warnings: list[str],
               progress: Progress) -> tuple[Path, str]:
     try:
-        from visor.models.quantize import calibration_batches, quantize_int8
+        from visor.models.quantize import calibration_batches, quantization_settings, quantize_int8
     except ImportError as e:
         raise _Skip(f"INT8 quantization is not available in this visor ({e})") from None
     if card.task != "classification":
@@ -585,8 +585,11 @@ def _quantize(card, fp32_path: Path, out_dir: Path, int8_calibration, report_war
     else:
         images = _calibration_images(int8_calibration)
     progress(f"onnx-int8: quantizing with {len(images)} calibration image(s)")
-    out = quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration_batches(card, images))
-    return Path(out), f"calibrated on {len(images)} image(s)"
+    settings = quantization_settings()  # as 'visor export --int8' chooses them on this CPU
+    out = quantize_int8(fp32_path, out_dir / "model.int8.onnx", calibration_batches(card, images),
+                        reduce_range=bool(settings["reduce_range"]))
+    weights = "7-bit" if settings["reduce_range"] else "8-bit"
+    return Path(out), f"calibrated on {len(images)} image(s), {weights} weights"
 
 
 class _Skip(Exception):

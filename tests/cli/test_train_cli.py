@@ -78,6 +78,89 @@ def test_resume_of_a_finished_run_changes_nothing(run_dir, capsys):
     before = (run_dir / "model.onnx").read_bytes()
     assert main(["train", "classify", "--resume", str(run_dir), "--no-progress"]) == 0
     assert (run_dir / "model.onnx").read_bytes() == before
+    # flags that agree with the run's saved settings are fine
+    assert main(["train", "classify", "--resume", str(run_dir), "--epochs", "1", "--img-size", "96",
+                 "--no-progress"]) == 0
+    assert (run_dir / "model.onnx").read_bytes() == before
+
+
+def test_resume_refuses_to_change_settings_instead_of_ignoring_them(run_dir, capsys):
+    """'--resume RUN --epochs 4' used to ignore --epochs silently."""
+    before = (run_dir / "last.safetensors").read_bytes()
+    assert main(["train", "classify", "--resume", str(run_dir), "--epochs", "4", "--lr", "0.01",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"cannot change epochs (1 -> 4), lr (0.003 -> 0.01) when resuming {run_dir}: a resumed run continues "
+            "exactly with its saved settings (only threads and progress can change); to train with other "
+            "settings, e.g. more epochs, start a new run in another folder") in err
+    assert main(["train", "classify", "--resume", str(run_dir), "--no-augment", "--no-progress"]) == 2
+    assert "cannot change augment (" in capsys.readouterr().err
+    assert (run_dir / "last.safetensors").read_bytes() == before
+
+
+def test_small_val_split_keeps_temperature_1_and_says_why(run_dir, capsys):
+    """The 12 val images of the tiny run are too few to fit a temperature on (it used to be fitted)."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    reason = "not fitted: 12 validation images, fewer than 50; T = 1 kept"
+    assert metrics["temperature"] == 1.0 and metrics["temperature_fit"] == reason
+    card = visor.ModelCard.load(run_dir)
+    assert card.temperature == 1.0 and card.metrics["temperature_fit"] == reason
+
+
+def test_small_evaluation_says_too_small_and_uses_wilson(run_dir, manifest, capsys):
+    assert main(["evaluate", str(run_dir), str(manifest), "--split", "val", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "too small to judge: 12 images (fewer than 30)" in out
+    assert "95% CIs (Wilson for proportions; bootstrap, 1000 resamples, seed 0, for the others): accuracy [" in out
+    report = evaluate_classifier(visor.load(run_dir), manifest, split="val").to_dict()
+    k = round(report["accuracy"] * 12)
+    from visor.evaluate.bootstrap import wilson_interval
+
+    assert report["confidence_intervals"]["accuracy"] == list(wilson_interval(k, 12))
+    assert report["confidence_intervals"]["too_small"] is True
+
+
+@pytest.mark.parametrize("task", ["classify", "detect"])
+def test_ctrl_c_says_how_to_resume(task, tmp_path, monkeypatch, capsys):
+    import visor.train.classifier
+    import visor.train.detector
+
+    def interrupted(data, out, config=None, **kwargs):
+        (out_dir := tmp_path / "run").mkdir(exist_ok=True)
+        if kwargs.get("resume") or config.epochs == 2:  # a checkpoint was written before Ctrl-C
+            (out_dir / "last.safetensors").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    module = visor.train.classifier if task == "classify" else visor.train.detector
+    monkeypatch.setattr(module, "train_classifier" if task == "classify" else "train_detector", interrupted)
+    run = tmp_path / "run"
+    assert main(["train", task, "data", "--out", str(run), "--epochs", "3", "--no-progress"]) == 130
+    assert capsys.readouterr().err == (f"visor: error: interrupted before the first checkpoint of {run}; nothing "
+                                       "to resume, run the command again\n")
+    assert main(["train", task, "data", "--out", str(run), "--epochs", "2", "--no-progress"]) == 130
+    assert capsys.readouterr().err == f"visor: error: interrupted; resume with: visor train {task} --resume {run}\n"
+    assert main(["train", task, "--resume", str(run), "--no-progress"]) == 130
+    assert capsys.readouterr().err == f"visor: error: interrupted; resume with: visor train {task} --resume {run}\n"
+
+
+def test_no_help_text_prints_a_doubled_percent_sign(capsys):
+    """'visor train classify --help' printed 'a stratified 10%% of the training data'."""
+    import argparse
+
+    from visor.cli.main import build_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    texts = {p.prog: p.format_help() for p in parsers(build_parser())}
+    assert "visor train classify" in texts and "visor evaluate" in texts
+    assert "a stratified 10% of the training data" in " ".join(texts["visor train classify"].split())
+    assert [prog for prog, text in texts.items() if "%%" in text] == []
 
 
 def test_train_needs_data_and_out(capsys):

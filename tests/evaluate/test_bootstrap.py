@@ -53,8 +53,9 @@ def test_intervals_are_seeded_reproducible_and_contain_the_point():
         lo, hi = o.interval(name, cfg)
         assert lo <= o.point(name) <= hi
         assert (lo, hi) == o.interval(name, cfg)
-    assert o.interval("accuracy", cfg) != o.interval("accuracy", BootstrapConfig(resamples=500, seed=8))
-    # a binomial proportion: the bootstrap interval is close to the normal approximation
+    assert o.interval("macro_f1", cfg) != o.interval("macro_f1", BootstrapConfig(resamples=500, seed=8))
+    # a binomial proportion: Wilson, which needs no seed, close to the normal approximation here
+    assert o.interval("accuracy", cfg) == o.interval("accuracy", BootstrapConfig(resamples=500, seed=8))
     acc = o.point("accuracy")
     half = 1.96 * np.sqrt(acc * (1 - acc) / len(y))
     lo, hi = o.interval("accuracy", BootstrapConfig(resamples=4000))
@@ -103,3 +104,39 @@ def test_unknown_metric_suggests():
     o = ClassificationOutcomes.from_probabilities(y, p)
     with pytest.raises(ConfigError, match="Did you mean 'accuracy'"):
         o.point("acuracy")
+
+
+@pytest.mark.parametrize(("k", "n", "level"), [(12, 12, 0.95), (0, 12, 0.95), (7, 12, 0.95), (1, 1, 0.9),
+                                               (140, 150, 0.95), (99, 100, 0.99), (15, 15, 0.8)])
+def test_wilson_interval_matches_scipy(k, n, level):
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(level, method="wilson")
+    lo, hi = bs.wilson_interval(k, n, level)
+    assert lo == pytest.approx(ci.low, abs=1e-12) and hi == pytest.approx(ci.high, abs=1e-12)
+
+
+def test_all_correct_small_set_gets_an_honest_interval_not_1_to_1():
+    """12 of 12 right used to give the percentile bootstrap's [1.0000, 1.0000]."""
+    y = np.repeat(np.arange(3), 4)
+    p = np.eye(3)[y] * 0.9 + 0.05
+    o = ClassificationOutcomes.from_probabilities(y, p)
+    cfg = BootstrapConfig()
+    lo, hi = o.interval("accuracy", cfg)
+    assert (round(lo, 4), hi) == (0.7575, 1.0)  # scipy binomtest(12, 12).proportion_ci(method="wilson")
+    assert o.interval("top5_accuracy", cfg) == (lo, hi)
+    # each class: 4 of 4 recalled, Wilson [0.5101, 1.0]; F1 is not a proportion and keeps the bootstrap
+    cis = o.class_intervals(cfg)
+    assert {c: (round(v["recall"][0], 4), v["recall"][1]) for c, v in cis.items()} == {
+        0: (0.5101, 1.0), 1: (0.5101, 1.0), 2: (0.5101, 1.0)}
+    assert bs.INTERVAL_METHODS == {"accuracy": "wilson", "macro_f1": "percentile bootstrap",
+                                   "top5_accuracy": "wilson", "ece": "percentile bootstrap"}
+
+
+def test_wilson_interval_refuses_impossible_counts():
+    from visor.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="successes"):
+        bs.wilson_interval(5, 4)
+    with pytest.raises(InvalidInput, match="successes"):
+        bs.wilson_interval(0, 0)

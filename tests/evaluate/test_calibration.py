@@ -175,3 +175,27 @@ def test_fit_temperature_is_deterministic_and_handles_degenerate_data():
         fit_temperature(logits, y, bounds=(2.0, 1.0))
     with pytest.raises(InvalidInput, match="NaN"):
         fit_temperature(np.array([[np.inf, 0.0]]), np.array([0]))
+
+
+def test_no_temperature_is_fitted_on_a_set_too_small_or_too_perfect():
+    """15 all-correct validation images used to give T = 0.100, and a bus called a garbage truck at 0.97."""
+    from visor.evaluate.calibration import MIN_TEMPERATURE_SAMPLES, choose_temperature, fit_temperature
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 5)
+    logits = rng.normal(size=(15, 3)) + 3.0 * np.eye(3)[y]  # every image right
+    assert np.all(logits.argmax(1) == y)
+    assert fit_temperature(logits, y, bounds=(0.1, 10.0)) == pytest.approx(0.1, abs=1e-4)  # the degenerate fit
+    assert choose_temperature(logits, y, bounds=(0.1, 10.0)) == (
+        1.0, f"not fitted: 15 validation images, fewer than {MIN_TEMPERATURE_SAMPLES}; T = 1 kept")
+
+    y = np.repeat(np.arange(3), 20)
+    logits = rng.normal(size=(60, 3)) + 3.0 * np.eye(3)[y]
+    logits[np.arange(60), y] += 5.0  # 60 images, all right: still nothing to learn a temperature from
+    assert choose_temperature(logits, y) == (
+        1.0, "not fitted: all 60 validation images are right, so the fit would only sharpen every answer "
+             "towards certainty; T = 1 kept")
+    logits[:6] = -logits[:6]  # some wrong: fitted as before
+    t, why = choose_temperature(logits, y)
+    assert t == fit_temperature(logits, y) and t != 1.0 and why == "fitted on 60 validation images (lowest NLL)"
+    assert choose_temperature(np.zeros((0, 3)), np.zeros(0, np.int64))[0] == 1.0

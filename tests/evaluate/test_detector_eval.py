@@ -110,3 +110,26 @@ def test_metadata_matching(tmp_path):
     (tmp_path / "bad.csv").write_text("image,site\nx.jpg,x\n")
     with pytest.raises(ConfigError, match="needs a 'path' or 'file_name' column"):
         attach_metadata(images, tmp_path / "bad.csv")
+
+
+def test_the_ap50_bootstrap_shows_its_own_progress(shapes, capsys):
+    """The bootstrap ran silently for minutes after the evaluation bar reached 100%."""
+    from types import SimpleNamespace
+
+    val = shapes.subset("val")
+    val = dataclasses.replace(val, images=val.images[:6])
+
+    class Oracle:  # predicts the ground truth: no model needed to exercise the evaluation's phases
+        name, labels = "oracle", val.classes
+
+        def detect_iter(self, paths, **kwargs):
+            for i in range(len(paths)):
+                truth = val.detections(i)
+                sure = dataclasses.replace(truth, confidence=truth.confidence * 0 + 1)
+                yield SimpleNamespace(error=None, result=sure)
+
+    ev = evaluate_detector(Oracle(), val, bootstrap_config=BootstrapConfig(resamples=12), progress=True)
+    assert ev.report.ap50 == pytest.approx(1.0) and ev.intervals["ap50"] == (pytest.approx(1.0), pytest.approx(1.0))
+    err = capsys.readouterr().err
+    assert "evaluating: 100%" in err and "6/6" in err
+    assert "bootstrap AP50: 100%" in err and "12/12" in err

@@ -231,3 +231,23 @@ def test_write_is_atomic_and_checks_input(tmp_path):
         render_model_card(_report(), training=[1, 2])
     with pytest.raises(InvalidInput, match="card must be a ModelCard"):
         render_model_card(_report(), {"name": "x"})
+
+
+def test_small_set_gets_wilson_wording_too_small_and_the_unfitted_temperature():
+    """12 test images used to read '100.0–100.0%' beside 'the intervals are wide'."""
+    from visor.evaluate.bootstrap import INTERVAL_METHODS, wilson_interval
+
+    why = "not fitted: 12 validation images, fewer than 50; T = 1 kept"
+    cis = {"level": 0.95, "resamples": 1000, "seed": 0, "accuracy": list(wilson_interval(12, 12)),
+           "top5_accuracy": list(wilson_interval(12, 12)), "macro_f1": [1.0, 1.0], "ece": [0.01, 0.05],
+           "methods": dict(INTERVAL_METHODS), "too_small": True}
+    text = render_model_card(_report(num_samples=12, accuracy=1.0, confidence_intervals=cis),
+                             _card(temperature=1.0, metrics={"temperature_fit": why}))
+    assert "- **Softmax temperature:** 1.000 (not fitted: 12 validation images, fewer than 50; T = 1 kept)\n" in text
+    metrics = _section(text, "Metrics")
+    assert "| Accuracy (top-1) | 100.0% | 75.8–100.0% |\n" in metrics
+    assert ("Confidence intervals: Wilson score intervals for proportions (accuracy, top-k accuracy, per-class "
+            "recall), which stay honest at 0% and 100%; percentile bootstrap over images for macro-F1, per-class F1 "
+            "and ECE, 1000 resamples, seed 0.") in metrics
+    assert ("The evaluation set is too small to judge (12 images, fewer than 30): the confidence intervals are "
+            "wide, and an all-correct result says little about the error rate beyond these images.") in text

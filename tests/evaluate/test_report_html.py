@@ -331,3 +331,13 @@ def test_report_opens_in_chromium_without_errors(real_report, tmp_path, chromium
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_summary_names_wilson_and_a_set_too_small(real_report):
+    from visor.evaluate.bootstrap import INTERVAL_METHODS
+
+    cis = {**real_report["confidence_intervals"], "methods": dict(INTERVAL_METHODS), "too_small": True}
+    summary = _section(render_report_html({**real_report, "num_samples": 12, "confidence_intervals": cis}), "summary")
+    assert ("95% confidence intervals: Wilson score for accuracy and top-5 accuracy; percentile bootstrap, 1000 "
+            "resamples, seed 0, for macro F1 and ECE. Only 12 images: too few to judge; the intervals show how "
+            "little they say.") in html.unescape(summary)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from visor.errors import ConfigError
-from visor.evaluate.bootstrap import BootstrapConfig, ClassificationOutcomes
+from visor.evaluate.bootstrap import BootstrapConfig, ClassificationOutcomes, wilson_interval
 from visor.evaluate.classifier import evaluate_classifier
 from visor.evaluate.subgroups import MISSING, detection_subgroups, group_column, judge_groups
 from visor.types import Detections
@@ -70,15 +70,21 @@ def test_the_darkened_group_is_flagged(imagenette_rows, imagenette_variant, clas
     # a group under the minimum size is reported, marked too small
     small = site.group("small")
     assert small.n == 15 and small.status == "too_small" and 0 <= small.score <= 1
-    # seeded: the same evaluation gives the same intervals, another seed other ones
+    # accuracy is a proportion: its interval is Wilson's (12 of 50 right: [0.1430, 0.3741]), the same
+    # for every bootstrap seed; it was a seeded percentile bootstrap
     again = evaluate_classifier(classifier, manifest, by=["lighting"])
     assert again.subgroups[0].to_dict() == lighting.to_dict()
+    assert dark.score == 0.24 and dark.ci == wilson_interval(12, 50)
+    assert (round(dark.ci[0], 4), round(dark.ci[1], 4)) == (0.1430, 0.3741)
+    for g in lighting.groups:
+        assert g.ci == wilson_interval(round(g.score * g.n), g.n)
     reseeded = evaluate_classifier(classifier, manifest, by=["lighting"], bootstrap=BootstrapConfig(seed=1))
-    assert reseeded.subgroups[0].group("dark").ci != dark.ci
+    assert reseeded.subgroups[0].group("dark").ci == dark.ci
     assert reseeded.subgroups[0].group("dark").score == dark.score
     # the JSON form
     d = ev.to_dict()["subgroups"][0]
     assert d["column"] == "lighting" and d["level"] == 0.95 and d["resamples"] == 1000 and d["min_size"] == 30
+    assert d["interval"] == "wilson"
     assert {g["group"]: g["status"] for g in d["groups"]}["dark"] == "worse"
     assert "WORSE" in ev.format_table() and "too small to judge" in ev.format_table()
 

@@ -112,8 +112,14 @@ def test_failed_check_refuses_and_writes_nothing(dev, tmp_path):
     assert not out.exists()
     with pytest.raises(ExportCheckFailed, match=r"INT8 agrees with fp32 on the top-1 class of .*needs 101.0%") as e:
         export_model("efficientnet_lite0", out, int8=True, calibration=_calibration(dev, 1)[:3],
-                     min_top1_agreement=1.01)
+                     min_top1_agreement=1.01, reduce_range=False)
     assert e.value.checks["int8_vs_fp32"]["images"] == 3 and e.value.checks["passed"] is False
+    # the refusal says what to try (it used to stop at the numbers)
+    assert str(e.value).endswith(
+        "needs 101.0%). Try 7-bit weights (reduce_range=True, --int8-reduce-range), which avoid the int16 "
+        "saturation of ONNX Runtime's INT8 kernels on CPUs without VNNI, or more calibration images (3 images "
+        "used, up to 200; a few per class)")
+    assert e.value.checks["quantization"]["reduce_range"] is False
     assert e.value.http_status == 422
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temporary folders left either
@@ -186,3 +192,27 @@ def test_labelled_targets_translate_labels_or_explain(dev):
         labelled_targets(dev / "val", card, dict(list(_label_map(dev).items())[:9]))
     with pytest.raises(ConfigError, match=r"not in 0\.\.999"):
         labelled_targets(dev / "val", card, {**_label_map(dev), "n01440764": 1000})
+
+
+def test_cpu_feature_probe_and_the_settings_it_chooses(tmp_path):
+    from visor.models.quantize import cpu_has_vnni, quantization_settings
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n\nprocessor\t: 1\nflags\t\t: fpu avx2\n")
+    assert cpu_has_vnni(info) is False  # an AVX2-only EPYC
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    assert cpu_has_vnni(info) is True
+    info.write_text("flags\t\t: fpu avx2 avx_vnni\n")
+    assert cpu_has_vnni(info) is True
+    info.write_text("flags\t\t: fpu avx2 avx512_vnnix\n")  # whole flags only
+    assert cpu_has_vnni(info) is False
+    assert cpu_has_vnni(tmp_path / "absent") is False  # not Linux: assume the safe setting
+
+    assert quantization_settings(vnni=False)["reduce_range"] is True
+    assert quantization_settings(vnni=True) == {
+        "reduce_range": False, "cpu_vnni": True, "chosen": "auto",
+        "why": "this CPU has VNNI (no int16 saturation): full-range 8-bit weights; for CPUs without VNNI export "
+               "with --int8-reduce-range"}
+    forced = quantization_settings(True, vnni=True)
+    assert (forced["reduce_range"], forced["chosen"]) == (True, "forced")
+    assert quantization_settings(False, vnni=False)["reduce_range"] is False

@@ -187,3 +187,41 @@ def test_build_profile_and_monitor(classifier, imagenette_rows, imagenette_varia
     paths = [r["path"] for r in imagenette_variant("blur")][:60]
     report, got = monitor(prof, [*paths, str(tmp_path / "gone.jpg")], classifier=classifier)
     assert report.n == 60 and report.alert and len(got.skipped) == 1
+
+
+def test_table_prints_the_and_rule_and_each_signals_limit():
+    """A confidence PSI of 0.71 that does not alert used to print 'above 0.2, or above its 99th
+    percentile' then 'ALERT: no'; the table now states the 'and' rule and each signal's limit."""
+    from visor.monitor.drift import DriftReport
+
+    limits = {"confidence": psi_limit(0.2, 10, 50, 60), "class-mix": psi_limit(0.2, 40, 50, 60),
+              "brightness": psi_limit(0.2, 10, 50, 60)}
+    # chi2.ppf(0.99, 9) * (1/50 + 1/60) = 0.7944 and chi2.ppf(0.99, 39) * (...) = 2.2890; Wilson-Hilferty:
+    assert round(limits["confidence"], 4) == 0.7955 and round(limits["class-mix"], 4) == 2.2898
+    r = DriftReport(n=50, n_reference=60, psi_confidence=0.71, psi_class_mix=0.05, psi_inputs={"brightness": 0.85},
+                    embedding_shift=None, embedding_p_value=None, alert=True,
+                    reasons=(f"brightness PSI 0.850 > {limits['brightness']:.3f}",), insufficient_data=False,
+                    thresholds=DriftThresholds(), mean_confidence=0.5, mean_confidence_reference=0.6,
+                    psi_limits=limits)
+    assert r.format_table().splitlines() == [
+        "recent images: 50   reference images: 60",
+        "mean confidence: 0.5000 (reference 0.6000)",
+        "a PSI alerts when it is above 0.2 and above its 99th percentile under no change for these sample sizes: "
+        "above its limit",
+        "  signal            PSI    limit",
+        "  confidence     0.7100   0.7955  below",
+        "  class-mix      0.0500   2.2898  below",
+        "  brightness     0.8500   0.7955  ABOVE",
+        "embedding shift: n/a (no embeddings)",
+        "ALERT: brightness PSI 0.850 > 0.796",
+    ]
+
+
+def test_compare_reports_the_limit_it_applied():
+    prof, probs, emb, inputs = _synthetic_profile()
+    r = prof.compare(probs[:60], emb[:60], inputs[:60])
+    bins = {"confidence": len(prof.confidence_counts), "class-mix": len(prof.class_counts),
+            **{k: len(v) for k, v in prof.input_counts.items()}}
+    assert r.psi_limits == {k: psi_limit(0.2, b, 60, prof.n) for k, b in bins.items()}
+    assert r.to_dict()["psi_limits"] == r.psi_limits
+    assert prof.compare(probs[:0], emb[:0], inputs[:0]).psi_limits == {}  # no images: no (infinite) limits

@@ -75,7 +75,7 @@ def register(sub) -> None:
             "YOLO or VOC dataset (COCO AP, AP50 with a bootstrap interval over images, and AP50 per --by group "
             "from --metadata). For a classifier: accuracy, top-5, macro and per-class precision/recall/F1, "
             "the confusion matrix, and expected calibration error (15 bins) before and after the model's "
-            "temperature scaling, each headline metric with a seeded 95%% bootstrap confidence interval. "
+            "temperature scaling, each headline metric with a seeded 95% bootstrap confidence interval. "
             "--by COLUMN reports a metric per value of a manifest column, flags groups whose interval lies below "
             "the best group's, and marks groups too small to judge. --corruptions measures accuracy under a seeded "
             "mini ImageNet-C (8 corruptions x 5 severities). --report writes a self-contained HTML page and a "

@@ -45,6 +45,9 @@ def _print_checks(checks: dict) -> None:
               f"(tolerance {parity['tolerance']:g}, {image_count(parity['images'])})")
     if "calibration" in checks:
         print(f"  calibration: {image_count(checks['calibration']['images'])}")
+    quant = checks.get("quantization")
+    if quant:
+        print(f"  weights: {quant['weights']}, per channel ({quant['chosen']}: {quant['why']})")
     agree = checks.get("int8_vs_fp32")
     if agree:
         print(f"  INT8 vs fp32: top-1 agreement {agree['top1_agreement']:.1%} "
@@ -65,7 +68,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         report = export_model(
             args.model, out, int8=args.int8, calibration=args.calibration, labelled=args.labelled,
             label_map=args.label_map, max_abs_diff=args.max_abs_diff, min_top1_agreement=args.min_top1_agreement,
-            max_accuracy_drop=args.max_accuracy_drop, overwrite=args.overwrite,
+            max_accuracy_drop=args.max_accuracy_drop, overwrite=args.overwrite, reduce_range=args.int8_reduce_range,
         )
     except ExportCheckFailed as e:
         if args.json:
@@ -119,5 +122,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-accuracy-drop", type=float, default=MAX_ACCURACY_DROP,
                    help="largest top-1 accuracy drop allowed for INT8 on --labelled, in points "
                         f"(default {MAX_ACCURACY_DROP:g})")
+    p.add_argument("--int8-reduce-range", action=argparse.BooleanOptionalAction, default=None,
+                   help="7-bit INT8 weights, which ONNX Runtime's INT8 kernels cannot saturate on CPUs without VNNI "
+                        "(default: on unless this CPU has VNNI; the choice is recorded in the card)")
     p.add_argument("--json", action="store_true", help="print the export report as JSON")
     p.set_defaults(func=cmd_export)

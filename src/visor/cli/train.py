@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from visor.cli.common import err
 from visor.data.augment import AUGMENTATIONS
 from visor.train.config import DETECT_AUGMENTATIONS, DetectTrainConfig, TrainConfig
 
@@ -15,30 +17,63 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
+#: Command-line flags that set a training config field: ``{args attribute: config field}``.
+_CLASSIFY_FIELDS = {
+    "base_model": "model", "epochs": "epochs", "batch_size": "batch_size", "img_size": "img_size", "lr": "lr",
+    "freeze_epochs": "freeze_epochs", "patience": "patience", "seed": "seed", "balance": "balance",
+    "balance_method": "balance_method", "label_smoothing": "label_smoothing", "weight_decay": "weight_decay",
+    "warmup_epochs": "warmup_epochs", "monitor": "monitor",
+}
+_DETECT_FIELDS = {
+    "base_model": "model", "epochs": "epochs", "batch_size": "batch_size", "img_size": "img_size", "lr": "lr",
+    "freeze_epochs": "freeze_epochs", "patience": "patience", "seed": "seed",
+    "checkpoint_every": "checkpoint_every", "checkpoint_seconds": "checkpoint_seconds",
+}
+
+
+def _given(args: argparse.Namespace, fields: dict[str, str]) -> dict[str, object]:
+    """The config fields set on the command line (flags left out are None)."""
+    given = {field: getattr(args, name) for name, field in fields.items() if getattr(args, name) is not None}
+    if args.no_augment:
+        given["augment"] = ()
+    elif args.augment is not None:
+        given["augment"] = _names(args.augment)
+    return given
+
+
+def _train(task: str, train, args: argparse.Namespace, config_cls, fields: dict[str, str]):
+    """Start or resume a run; on Ctrl-C say how to resume (exit 130). Returns the result, or an exit code."""
+    given = _given(args, fields)
+    try:
+        if args.resume:
+            # Flags given with --resume must agree with the run's saved settings (the library says which differ).
+            return train(args.data, args.resume, given or None, resume=True, progress=not args.no_progress,
+                         threads=args.threads)
+        if args.data is None or args.out is None:
+            err("DATA and --out are needed (or --resume RUN_DIR)")
+            return 2
+        return train(args.data, args.out, config_cls(**given), progress=not args.no_progress, threads=args.threads)
+    except KeyboardInterrupt:
+        run = Path(args.resume or args.out)
+        if (run / "last.safetensors").is_file():
+            err(f"interrupted; resume with: visor train {task} --resume {run}")
+        else:
+            err(f"interrupted before the first checkpoint of {run}; nothing to resume, run the command again")
+        return 130
+
+
 def cmd_train_classify(args: argparse.Namespace) -> int:
     from visor.train import train_classifier
 
-    if args.resume:
-        result = train_classifier(args.data, args.resume, resume=True, progress=not args.no_progress,
-                                  threads=args.threads)
-    else:
-        if args.data is None or args.out is None:
-            print("visor: error: DATA and --out are needed (or --resume RUN_DIR)", file=sys.stderr)
-            return 2
-        config = TrainConfig(
-            model=args.base_model, epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
-            lr=args.lr, freeze_epochs=args.freeze_epochs, patience=args.patience, seed=args.seed,
-            balance=args.balance, balance_method=args.balance_method,
-            augment=() if args.no_augment else _names(args.augment), label_smoothing=args.label_smoothing,
-            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, monitor=args.monitor,
-        )
-        result = train_classifier(args.data, args.out, config, progress=not args.no_progress, threads=args.threads)
+    result = _train("classify", train_classifier, args, TrainConfig, _CLASSIFY_FIELDS)
+    if isinstance(result, int):
+        return result
     val = result.metrics["val"]
     print(f"run: {result.run_dir}")
     print(f"best epoch {result.best_epoch} of {result.epochs_run}{' (stopped early)' if result.stopped_early else ''}"
           f"; val accuracy {val['accuracy']:.2%}, macro-F1 {val['macro_f1']:.4f}")
     print(f"calibration on val: ECE {val['ece_before_scaling']:.4f} -> {val['ece_after_scaling']:.4f} "
-          f"(temperature {result.metrics['temperature']:.3f})")
+          f"(temperature {result.metrics['temperature']:.3f}: {result.metrics.get('temperature_fit', 'fitted')})")
     if "test" in result.metrics:
         print(f"test accuracy {result.metrics['test']['accuracy']:.2%}")
     skipped = result.metrics.get("skipped_files", [])
@@ -51,19 +86,9 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
 def cmd_train_detect(args: argparse.Namespace) -> int:
     from visor.train.detector import train_detector
 
-    if args.resume:
-        result = train_detector(args.data, args.resume, resume=True, progress=not args.no_progress,
-                                threads=args.threads)
-    else:
-        if args.data is None or args.out is None:
-            print("visor: error: DATA and --out are needed (or --resume RUN_DIR)", file=sys.stderr)
-            return 2
-        config = DetectTrainConfig(
-            model=args.base_model, epochs=args.epochs, batch_size=args.batch_size, img_size=args.img_size,
-            lr=args.lr, freeze_epochs=args.freeze_epochs, patience=args.patience, seed=args.seed,
-            augment=() if args.no_augment else _names(args.augment),
-        )
-        result = train_detector(args.data, args.out, config, progress=not args.no_progress, threads=args.threads)
+    result = _train("detect", train_detector, args, DetectTrainConfig, _DETECT_FIELDS)
+    if isinstance(result, int):
+        return result
     val = result.metrics["val"]
     print(f"run: {result.run_dir}")
     print(f"best epoch {result.best_epoch} of {result.epochs_run}{' (stopped early)' if result.stopped_early else ''}"
@@ -85,37 +110,39 @@ def register(sub) -> None:
             "Fine-tune the ImageNet-pretrained EfficientNet-Lite0 with a new head on DATA: a folder of "
             "class folders (root/<class>/*.jpg), a folder of split folders (root/train/<class>/..., "
             "root/val/<class>/...), or a CSV/JSONL manifest (path,label[,split]). Without a val split, a "
-            "stratified 10%% of the training data is held out. The run folder (--out) gets the model card, "
+            "stratified 10% of the training data is held out. The run folder (--out) gets the model card, "
             "ONNX model, checkpoints, metrics.json and plots, and is itself a model: "
             "'visor classify --model RUN_DIR img.jpg'."
         ),
     )
     p.add_argument("data", nargs="?", metavar="DATA", help="training data (folder or manifest)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
-    p.add_argument("--epochs", type=int, default=_D.epochs, help=f"maximum epochs (default {_D.epochs})")
-    p.add_argument("--batch-size", type=int, default=_D.batch_size, help=f"default {_D.batch_size}")
-    p.add_argument("--img-size", type=int, default=_D.img_size, help=f"input size in pixels (default {_D.img_size})")
-    p.add_argument("--lr", type=float, default=_D.lr, help=f"peak AdamW learning rate (default {_D.lr})")
-    p.add_argument("--weight-decay", type=float, default=_D.weight_decay, help=f"default {_D.weight_decay}")
-    p.add_argument("--warmup-epochs", type=float, default=_D.warmup_epochs, help=f"default {_D.warmup_epochs}")
-    p.add_argument("--label-smoothing", type=float, default=_D.label_smoothing, help=f"default {_D.label_smoothing}")
-    p.add_argument("--freeze-epochs", type=int, default=_D.freeze_epochs,
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly where it stopped, with its saved settings "
+                        "(training flags given with it must match them)")
+    p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs (default {_D.epochs})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {_D.batch_size}")
+    p.add_argument("--img-size", type=int, default=None, help=f"input size in pixels (default {_D.img_size})")
+    p.add_argument("--lr", type=float, default=None, help=f"peak AdamW learning rate (default {_D.lr})")
+    p.add_argument("--weight-decay", type=float, default=None, help=f"default {_D.weight_decay}")
+    p.add_argument("--warmup-epochs", type=float, default=None, help=f"default {_D.warmup_epochs}")
+    p.add_argument("--label-smoothing", type=float, default=None, help=f"default {_D.label_smoothing}")
+    p.add_argument("--freeze-epochs", type=int, default=None,
                    help=f"epochs that train only the new head (default {_D.freeze_epochs})")
-    p.add_argument("--patience", type=int, default=_D.patience,
+    p.add_argument("--patience", type=int, default=None,
                    help=f"stop after N epochs without val improvement, 0 = never (default {_D.patience})")
-    p.add_argument("--monitor", choices=["accuracy", "macro_f1", "loss"], default=_D.monitor,
+    p.add_argument("--monitor", choices=["accuracy", "macro_f1", "loss"], default=None,
                    help=f"validation metric for early stopping and the best checkpoint (default {_D.monitor})")
-    p.add_argument("--seed", type=int, default=_D.seed, help=f"default {_D.seed}")
-    p.add_argument("--balance", choices=["auto", "on", "off"], default=_D.balance,
+    p.add_argument("--seed", type=int, default=None, help=f"default {_D.seed}")
+    p.add_argument("--balance", choices=["auto", "on", "off"], default=None,
                    help="class balancing; auto turns it on when the largest class is over 3x the smallest")
-    p.add_argument("--balance-method", choices=["loss", "sampler"], default=_D.balance_method,
+    p.add_argument("--balance-method", choices=["loss", "sampler"], default=None,
                    help="class-weighted loss or a balanced sampler (default loss)")
-    p.add_argument("--augment", default=",".join(_D.augment),
+    p.add_argument("--augment", default=None,
                    help=f"comma-separated augmentations from: {', '.join(AUGMENTATIONS)} "
                         f"(default {','.join(_D.augment)})")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    p.add_argument("--base-model", default=_D.model, help=f"pretrained model to start from (default {_D.model})")
+    p.add_argument("--base-model", default=None, help=f"pretrained model to start from (default {_D.model})")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_classify)
@@ -127,27 +154,34 @@ def register(sub) -> None:
         description=(
             "Train an anchor-free FCOS detector (small FPN, ImageNet-pretrained EfficientNet-Lite0 backbone) on "
             "DATA: a COCO json, a YOLO data.yaml or folder, or a Pascal VOC folder. Without a val split a seeded "
-            "10%% of the training images is held out. Box-aware augmentation, letterbox resize, early stopping on "
+            "10% of the training images is held out. Box-aware augmentation, letterbox resize, early stopping on "
             "val AP50, atomic checkpoints and exact --resume, as for classification. The run folder is a model: "
             "'visor detect --model RUN_DIR img.jpg'."
         ),
     )
     p.add_argument("data", nargs="?", metavar="DATA", help="training data (COCO, YOLO or VOC)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR exactly where it stopped")
-    p.add_argument("--epochs", type=int, default=dd.epochs, help=f"maximum epochs (default {dd.epochs})")
-    p.add_argument("--batch-size", type=int, default=dd.batch_size, help=f"default {dd.batch_size}")
-    p.add_argument("--img-size", type=int, default=dd.img_size,
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly where it stopped, with its saved settings "
+                        "(training flags given with it must match them)")
+    p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs (default {dd.epochs})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {dd.batch_size}")
+    p.add_argument("--img-size", type=int, default=None,
                    help=f"letterbox size in pixels, a multiple of 32 (default {dd.img_size})")
-    p.add_argument("--lr", type=float, default=dd.lr,
+    p.add_argument("--lr", type=float, default=None,
                    help=f"peak AdamW learning rate of the FPN and head (default {dd.lr})")
-    p.add_argument("--freeze-epochs", type=int, default=dd.freeze_epochs, help="epochs with a frozen backbone")
-    p.add_argument("--patience", type=int, default=dd.patience, help=f"early-stopping patience (default {dd.patience})")
-    p.add_argument("--seed", type=int, default=dd.seed)
-    p.add_argument("--augment", default=",".join(dd.augment),
+    p.add_argument("--freeze-epochs", type=int, default=None, help="epochs with a frozen backbone")
+    p.add_argument("--patience", type=int, default=None, help=f"early-stopping patience (default {dd.patience})")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--augment", default=None,
                    help=f"comma-separated, from: {', '.join(DETECT_AUGMENTATIONS)} (default {','.join(dd.augment)})")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--base-model", default=dd.model, help=f"pretrained backbone (default {dd.model})")
+    p.add_argument("--base-model", default=None, help=f"pretrained backbone (default {dd.model})")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS steps within an epoch, for --resume (default: off)")
+    p.add_argument("--checkpoint-seconds", type=float, default=None, metavar="S",
+                   help=f"also checkpoint within an epoch when S seconds passed since the last checkpoint "
+                        f"(default {dd.checkpoint_seconds:g}; 0: off)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train_detect)

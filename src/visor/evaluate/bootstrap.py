@@ -1,4 +1,13 @@
-"""Bootstrap confidence intervals for classification metrics, vectorised over resamples.
+"""Confidence intervals for classification metrics: Wilson score intervals for proportions,
+a percentile bootstrap, vectorised over resamples, for the rest.
+
+Proportions of images (accuracy, top-k accuracy, a class's recall) get the Wilson score
+interval, chosen over the percentile bootstrap, which collapses to ``[1, 1]`` when every
+image is right (12 of 12 says nothing of the error rate beyond those 12), and over
+Clopper-Pearson, which is valid but conservative (wider than needed on average): Wilson's
+coverage is close to the nominal level for every n and never degenerate at 0% or 100%
+(12 of 12 at 95%: [0.7575, 1.0]). Macro-F1, ECE and AP50 are not proportions and keep the
+bootstrap.
 
 A percentile bootstrap: draw ``resamples`` index sets of the same size with replacement
 from a seeded generator, compute the metric on each, and take the ``(1 - level) / 2`` and
@@ -13,16 +22,43 @@ generator derived from ``(seed, name)``, so adding a group never changes another
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 from visor.errors import ConfigError, InvalidInput
 
-#: Metrics :class:`ClassificationOutcomes` can bootstrap.
+#: Metrics :class:`ClassificationOutcomes` gives intervals of.
 CLASSIFICATION_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "top5_accuracy", "ece")
+#: Those that are proportions of images: their intervals are Wilson score intervals.
+PROPORTIONS: tuple[str, ...] = ("accuracy", "top5_accuracy")
+#: How each interval is computed, as reported (per-class recall: Wilson; per-class F1: bootstrap).
+INTERVAL_METHODS: dict[str, str] = {name: "wilson" if name in PROPORTIONS else "percentile bootstrap"
+                                    for name in CLASSIFICATION_METRICS}
+#: Sets (or groups) with fewer images than this are too small to judge; reports say so.
+SMALL_SAMPLE = 30
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval (no continuity correction) of ``successes`` out of ``n`` at ``level``.
+
+    Matches ``scipy.stats.binomtest(successes, n).proportion_ci(level, method="wilson")``.
+    """
+    k, n = int(successes), int(n)
+    if n < 1 or not 0 <= k <= n:
+        raise InvalidInput(f"need 0 <= successes <= n and n >= 1, got {k} of {n}")
+    if not 0 < float(level) < 1:
+        raise InvalidInput(f"level must be in (0, 1), got {level}")
+    z = NormalDist().inv_cdf((1 + float(level)) / 2)
+    p, z2 = k / n, z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 _MAX_CELLS = 4_000_000  # resample-index cells per chunk (bounded memory for big sets)
 
 
@@ -157,15 +193,20 @@ class ClassificationOutcomes:
         return float(self.metric(name, np.arange(len(self))[None, :])[0])
 
     def interval(self, name: str, config: BootstrapConfig, *names: str) -> tuple[float, float]:
-        """Bootstrap interval of one metric; ``names`` seed the draw (e.g. a column and group)."""
+        """Interval of one metric at ``config.level``: Wilson for a proportion (see :data:`PROPORTIONS`),
+        else a bootstrap whose draw ``names`` seed (e.g. a column and group)."""
+        if name in PROPORTIONS:
+            hits = self.y_true == self.y_pred if name == "accuracy" else self.top_k_hit
+            return wilson_interval(int(np.count_nonzero(hits)), len(self), config.level)
         values = bootstrap(lambda idx: self.metric(name, idx), len(self), config, name, *names)
         return percentile_interval(values, config.level)
 
     def class_intervals(self, config: BootstrapConfig) -> dict[int, dict[str, tuple[float, float]]]:
-        """Bootstrap intervals of recall and F1 for each class with support: ``{class id: {...}}``.
+        """Intervals of recall (Wilson: a proportion of the class's images) and F1 (bootstrap) for
+        each class with support: ``{class id: {...}}``.
 
-        A resample that happens to hold no sample of a class is left out of that class's recall
-        and F1 distribution (recall is undefined there), as in the stratified view of a class.
+        A resample that happens to hold no sample of a class is left out of that class's F1
+        distribution, as in the stratified view of a class.
         """
         def stat(idx: np.ndarray) -> np.ndarray:
             pc = self.per_class(idx)
@@ -178,9 +219,12 @@ class ClassificationOutcomes:
             has = values[:, j, 0] > 0
             if not has.any() or not (self.y_true == cls).any():
                 continue
-            out[int(cls)] = {key: percentile_interval(values[has, j, k], config.level)
-                             for k, key in ((1, "recall"), (2, "f1"))}
+            truth = self.y_true == cls
+            out[int(cls)] = {"recall": wilson_interval(int(np.count_nonzero(truth & (self.y_pred == cls))),
+                                                       int(np.count_nonzero(truth)), config.level),
+                             "f1": percentile_interval(values[has, j, 2], config.level)}
         return out
 
 
-__all__ = ["CLASSIFICATION_METRICS", "BootstrapConfig", "ClassificationOutcomes", "bootstrap", "percentile_interval"]
+__all__ = ["CLASSIFICATION_METRICS", "INTERVAL_METHODS", "PROPORTIONS", "SMALL_SAMPLE", "BootstrapConfig",
+           "ClassificationOutcomes", "bootstrap", "percentile_interval", "wilson_interval"]

@@ -231,3 +231,32 @@ def fit_temperature(logits: np.ndarray, y_true: np.ndarray, *, bounds: tuple[flo
             best_u, best_f = u, fu
 
     return math.exp(best_u) if best_f < _nll(z, y, 1.0) else 1.0
+
+
+#: Fewest validation images a temperature is fitted on; below it T = 1 is kept.
+MIN_TEMPERATURE_SAMPLES = 50
+
+
+def choose_temperature(logits: np.ndarray, y_true: np.ndarray, *, bounds: tuple[float, float] = (0.05, 20.0),
+                       min_samples: int = MIN_TEMPERATURE_SAMPLES) -> tuple[float, str]:
+    """The temperature to ship, and why: ``(T, reason)``.
+
+    A temperature is fitted (:func:`fit_temperature`) only on a set that can inform it: with
+    fewer than ``min_samples`` images, or with every image right (the NLL then keeps falling
+    as T falls, so the fit runs to the lower bound and makes every answer near-certain:
+    T = 0.100 on 15 all-correct images made a 3-class model say 0.97 for a wrong class),
+    T = 1 is kept and the reason says so.
+    """
+    if _is_empty(logits, y_true):
+        return 1.0, "not fitted: no validation images; T = 1 kept"
+    z = check_scores(logits, "logits")
+    y = check_labels(y_true, len(z), z.shape[1])
+    n = len(y)
+    if n < min_samples:
+        return 1.0, (f"not fitted: {n} validation image{'' if n == 1 else 's'}, fewer than {min_samples}; "
+                     "T = 1 kept")
+    if np.all(z.argmax(axis=1) == y):
+        return 1.0, (f"not fitted: all {n} validation images are right, so the fit would only sharpen every "
+                     "answer towards certainty; T = 1 kept")
+    t = fit_temperature(z, y, bounds=bounds)
+    return t, f"fitted on {n} validation images (lowest NLL)"

@@ -17,11 +17,18 @@ from visor.config import suggest
 from visor.data import ClassificationDataset
 from visor.data.dataset import select_split
 from visor.errors import ConfigError
-from visor.evaluate.bootstrap import CLASSIFICATION_METRICS, BootstrapConfig, ClassificationOutcomes
+from visor.evaluate.bootstrap import (
+    CLASSIFICATION_METRICS,
+    INTERVAL_METHODS,
+    SMALL_SAMPLE,
+    BootstrapConfig,
+    ClassificationOutcomes,
+)
 from visor.evaluate.calibration import expected_calibration_error, reliability_bins, softmax
 from visor.evaluate.metrics import ClassificationReport, classification_report
 from visor.evaluate.plots import plot_confusion_matrix, plot_reliability_diagram
 from visor.evaluate.subgroups import MIN_GROUP_SIZE, SubgroupReport, classification_subgroups, group_column
+from visor.io.files import atomic_write
 from visor.models.batching import describe_error, split_decoded
 from visor.models.classifier import Classifier
 
@@ -44,9 +51,9 @@ class ClassifierEvaluation:
     """The evaluated images, in the order of ``probs`` (unreadable ones left out)."""
     bootstrap: BootstrapConfig | None = None
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Bootstrap intervals of accuracy, top-k accuracy, macro-F1 and ECE."""
+    """Intervals of accuracy and top-k accuracy (Wilson), macro-F1 and ECE (bootstrap)."""
     class_intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
-    """Per class with support: bootstrap intervals of recall and F1."""
+    """Per class with support: intervals of recall (Wilson) and F1 (bootstrap)."""
     subgroups: tuple[SubgroupReport, ...] = ()
     corruptions: Any = None
     """A :class:`~visor.evaluate.corruptions.CorruptionReport` when robustness was measured."""
@@ -78,7 +85,10 @@ class ClassifierEvaluation:
         for name, ci in self.class_intervals.items():
             d["per_class"][name].update({f"{k}_ci": list(v) for k, v in ci.items()})
         if self.bootstrap is not None:
-            d["confidence_intervals"] = {**self.bootstrap.to_dict(), **{k: list(v) for k, v in self.intervals.items()}}
+            d["confidence_intervals"] = {**self.bootstrap.to_dict(), **{k: list(v) for k, v in self.intervals.items()},
+                                         "methods": {**INTERVAL_METHODS, "recall": "wilson",
+                                                     "f1": "percentile bootstrap"},
+                                         "too_small": self.report.num_samples < SMALL_SAMPLE}
         if self.probs is not None and self.targets is not None:
             d["reliability"] = reliability_bins(self.probs, self.targets, self.report.ece_bins)
         d["subgroups"] = [g.to_dict() for g in self.subgroups]
@@ -93,8 +103,13 @@ class ClassifierEvaluation:
                 f"temperature scaling (T={self.temperature:.3f})\n")
         if self.bootstrap is not None and self.intervals:
             pct = round(self.bootstrap.level * 100)
-            head += f"{pct}% bootstrap CIs ({self.bootstrap.resamples} resamples, seed {self.bootstrap.seed}): " + \
-                ", ".join(f"{k} [{lo:.4f}, {hi:.4f}]" for k, (lo, hi) in self.intervals.items()) + "\n"
+            head += f"{pct}% CIs (Wilson for proportions; bootstrap, {self.bootstrap.resamples} resamples, seed " \
+                f"{self.bootstrap.seed}, for the others): " + ", ".join(
+                    f"{k} [{lo:.4f}, {hi:.4f}] ({'Wilson' if INTERVAL_METHODS.get(k) == 'wilson' else 'bootstrap'})"
+                    for k, (lo, hi) in self.intervals.items()) + "\n"
+            if self.report.num_samples < SMALL_SAMPLE:
+                head += (f"too small to judge: {self.report.num_samples} images (fewer than {SMALL_SAMPLE}); the "
+                         "intervals show how little they say\n")
         parts = [head + self.report.format_table()]
         parts += [g.format_table() for g in self.subgroups]
         if self.corruptions is not None:
@@ -105,9 +120,7 @@ class ClassifierEvaluation:
         """Write report.json, confusion.png and reliability.png into ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / ".report.json.tmp"
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        os.replace(tmp, out / "report.json")
+        atomic_write(out / "report.json", json.dumps(self.to_dict(), indent=2) + "\n")
         plot_confusion_matrix(self.report.confusion, self.report.labels, out / "confusion.png")
         if self.probs is not None and self.targets is not None:
             plot_reliability_diagram(self.probs, self.targets, out / "reliability.png",
@@ -147,8 +160,10 @@ def evaluate_classifier(
     """Run ``model`` over ``data`` (optionally one split) and measure it.
 
     Dataset labels are matched to the model's labels by name. Unreadable images are
-    skipped and listed in the result. Headline metrics get percentile-bootstrap intervals
-    (``bootstrap``; default 1,000 resamples, 95%, seed 0). Each column in ``by`` (manifest
+    skipped and listed in the result. Headline metrics get intervals at ``bootstrap.level``:
+    Wilson score intervals for accuracy, top-k accuracy and per-class recall, percentile
+    bootstrap ones for macro-F1, per-class F1 and ECE (``bootstrap``; default 1,000
+    resamples, 95%, seed 0). Each column in ``by`` (manifest
     metadata) gets a :class:`~visor.evaluate.subgroups.SubgroupReport` of
     ``subgroup_metric`` (``accuracy`` or ``macro_f1``). With ``profile`` the same pass also
     keeps embeddings and input statistics and builds a drift profile (``result.profile``;

@@ -127,14 +127,21 @@ def evaluate_detector(
         raise ConfigError("no readable images to evaluate")
     report = evaluate_detections(truth, preds, model.labels)
 
-    def ap50(idx: np.ndarray) -> np.ndarray:
-        return np.array([evaluate_detections([truth[i] for i in row], [preds[i] for i in row], model.labels,
-                                             iou_thresholds=[0.5]).ap50 for row in idx])
+    # Each resample is a full COCO evaluation (minutes for a few hundred images): a bar of its own.
+    with tqdm(total=config.resamples, unit="resample", disable=not progress, desc="bootstrap AP50") as boot:
+        def ap50(idx: np.ndarray) -> np.ndarray:
+            out = []
+            for row in idx:
+                out.append(evaluate_detections([truth[i] for i in row], [preds[i] for i in row], model.labels,
+                                               iou_thresholds=[0.5]).ap50)
+                boot.update(1)
+            return np.array(out)
 
-    intervals = {"ap50": percentile_interval(bootstrap(ap50, len(kept), config, "ap50"), config.level)}
+        intervals = {"ap50": percentile_interval(bootstrap(ap50, len(kept), config, "ap50"), config.level)}
     kept_meta = [meta[i] for i in kept]
     subgroups = tuple(detection_subgroups(truth, preds, model.labels, group_column(kept_meta, column), column,
-                                          config=config, min_size=min_group_size) for column in by)
+                                          config=config, min_size=min_group_size, progress=progress)
+                      for column in by)
     return DetectorEvaluation(model=model.name, split=split, report=report, skipped=skipped,
                               paths=tuple(str(ds.images[i].path) for i in kept), bootstrap=config,
                               intervals=intervals, subgroups=subgroups, conf=conf, iou=iou)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from visor.errors import InvalidInput
+from visor.evaluate.bootstrap import SMALL_SAMPLE
 from visor.evaluate.report_html import (
     as_float,
     as_int,
@@ -109,10 +110,11 @@ def _details(report: Mapping[str, Any], card: ModelCard | None) -> list[str]:
         + f", {md(p.interpolation)} interpolation, {p.channel_order.upper()}, "
         f"mean {list(p.mean)}, std {list(p.std)}",
         f"- **Softmax temperature:** {card.temperature:.3f}"
-        + (" (uncalibrated)" if card.temperature == 1.0 else " (fitted on validation data)"),
+        + (f" ({md(card.metrics['temperature_fit'])})" if isinstance(card.metrics.get("temperature_fit"), str)
+           else " (uncalibrated)" if card.temperature == 1.0 else " (fitted on validation data)"),
     ]
     if card.metrics:
-        ref = [f"{md(k)} {md(v)}" for k, v in card.metrics.items() if _is_scalar(v)]
+        ref = [f"{md(k)} {md(v)}" for k, v in card.metrics.items() if _is_scalar(v) and k != "temperature_fit"]
         if ref:
             out.append(f"- **Reference metrics (from the card):** {', '.join(ref)}")
     return [*out, ""]
@@ -252,7 +254,12 @@ def _metrics(report: Mapping[str, Any]) -> list[str]:
     level = as_float(cis.get("level"))
     head = f"{format_percent(level, 0)} CI" if level is not None else "95% CI"
     out = ["## Metrics", "", *_table(["Metric", "Value", head], rows, "lrr"), ""]
-    if cis:
+    if cis and as_mapping(cis.get("methods")):
+        out += ["Confidence intervals: Wilson score intervals for proportions (accuracy, top-k accuracy, per-class "
+                "recall), which stay honest at 0% and 100%; percentile bootstrap over images for macro-F1, "
+                f"per-class F1 and ECE, {as_int(cis.get('resamples'))} resamples, seed {md(cis.get('seed', 'n/a'))}.",
+                ""]
+    elif cis:
         out += [f"Confidence intervals: percentile bootstrap over images, {as_int(cis.get('resamples'))} resamples, "
                 f"seed {md(cis.get('seed', 'n/a'))}.", ""]
     else:
@@ -443,7 +450,11 @@ def limitations(report: Mapping[str, Any]) -> list[str]:
         out.append(f"Confidence scores are not well calibrated (ECE {ece:.4f} > {HIGH_ECE}): do not read them as "
                    "probabilities of being right.")
     n = as_int(report.get("num_samples", report.get("num_images")))
-    if n < SMALL_EVALUATION:
+    if n < SMALL_SAMPLE:
+        out.append(f"The evaluation set is too small to judge ({n} images, fewer than {SMALL_SAMPLE}): the "
+                   "confidence intervals are wide, and an all-correct result says little about the error rate "
+                   "beyond these images.")
+    elif n < SMALL_EVALUATION:
         out.append(f"The evaluation set is small ({n} images, fewer than {SMALL_EVALUATION}): the confidence "
                    "intervals are wide and rare failure modes may not show up at all.")
     skipped = len(as_list(report.get("skipped_files")))

@@ -371,7 +371,14 @@ def _summary(report: Mapping[str, Any]) -> str:
         ("temperature T", "n/a" if t is None else f"{t:.3f}", "—"),
     ]
     level = as_float(cis.get("level"))
-    if cis:
+    if cis and as_mapping(cis.get("methods")):
+        caption = (f"{format_percent(level if level is not None else 0.95, 0)} confidence intervals: Wilson score "
+                   f"for accuracy and top-{k} accuracy; percentile bootstrap, {as_int(cis.get('resamples'))} "
+                   f"resamples, seed {_e(cis.get('seed', 'n/a'))}, for macro F1 and ECE.")
+        if cis.get("too_small"):
+            caption += (f" Only {as_int(report.get('num_samples'))} images: too few to judge; the intervals show how "
+                        "little they say.")
+    elif cis:
         caption = (f"{format_percent(level if level is not None else 0.95, 0)} confidence intervals: "
                    f"percentile bootstrap, {as_int(cis.get('resamples'))} resamples, "
                    f"seed {_e(cis.get('seed', 'n/a'))}.")

@@ -3,8 +3,9 @@ confidence intervals, the gap to the best group, and flags.
 
 For each group of samples sharing a column value (lighting, camera, site, a demographic
 attribute the user supplies) the report gives ``n``, the score (accuracy or macro-F1 for a
-classifier, AP50 for a detector) and a percentile-bootstrap interval drawn *within* the
-group. The best group is the highest-scoring one among those with at least ``min_size``
+classifier, AP50 for a detector) and its interval within the group: a Wilson score interval
+for accuracy (a proportion; honest at 0% and 100%), a percentile bootstrap drawn within the
+group for macro-F1 and AP50. The best group is the highest-scoring one among those with at least ``min_size``
 samples. A group is flagged ``"worse"`` when its whole interval lies below the best group's
 interval (the intervals do not overlap); a group smaller than ``min_size`` is reported with
 its score and interval but marked ``"too_small"`` to judge, never hidden.
@@ -20,7 +21,13 @@ import numpy as np
 
 from visor.config import suggest
 from visor.errors import ConfigError
-from visor.evaluate.bootstrap import BootstrapConfig, ClassificationOutcomes, bootstrap, percentile_interval
+from visor.evaluate.bootstrap import (
+    PROPORTIONS,
+    BootstrapConfig,
+    ClassificationOutcomes,
+    bootstrap,
+    percentile_interval,
+)
 
 #: The group name of samples that have no value in the column.
 MISSING = "(missing)"
@@ -67,14 +74,16 @@ class SubgroupReport:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"column": self.column, "metric": self.metric, **self.config.to_dict(), "min_size": self.min_size,
+        return {"column": self.column, "metric": self.metric, **self.config.to_dict(),
+                "interval": "wilson" if self.metric in PROPORTIONS else "percentile bootstrap",
+                "min_size": self.min_size,
                 "best": self.best, "groups": [g.to_dict() for g in self.groups]}
 
     def format_table(self) -> str:
         pct = round(self.config.level * 100)
         width = max(len("group"), *(len(g.group) for g in self.groups))
-        lines = [f"{self.metric} by {self.column} ({pct}% bootstrap CI, {self.config.resamples} resamples; "
-                 f"groups under {self.min_size} are too small to judge)",
+        how = "Wilson CI" if self.metric in PROPORTIONS else f"bootstrap CI, {self.config.resamples} resamples"
+        lines = [f"{self.metric} by {self.column} ({pct}% {how}; groups under {self.min_size} are too small to judge)",
                  f"{'group':<{width}}  {'n':>6}  {self.metric:>10}  {f'{pct}% CI':>17}  {'gap':>7}  status",
                  "-" * (width + 60)]
         for g in self.groups:
@@ -143,12 +152,15 @@ def classification_subgroups(outcomes: ClassificationOutcomes, values: Sequence[
 
 def detection_subgroups(ground_truth: Sequence[Any], predictions: Sequence[Any], labels: Sequence[str],
                         values: Sequence[str], column: str, *, config: BootstrapConfig | None = None,
-                        min_size: int = MIN_GROUP_SIZE) -> SubgroupReport:
+                        min_size: int = MIN_GROUP_SIZE, progress: bool = False) -> SubgroupReport:
     """AP50 per group of images (``values[i]`` is image i's group), bootstrapping images.
 
     Each resample is scored with the COCO evaluator at IoU 0.5 only, so ``config.resamples``
-    full evaluations run per group; 200 resamples suit a few hundred images.
+    full evaluations run per group; 200 resamples suit a few hundred images. ``progress``
+    shows a bar of the resamples per group.
     """
+    from tqdm import tqdm
+
     from visor.evaluate.detection import evaluate_detections
 
     config = config or BootstrapConfig()
@@ -159,12 +171,20 @@ def detection_subgroups(ground_truth: Sequence[Any], predictions: Sequence[Any],
         gts = [ground_truth[i] for i in index]
         preds = [predictions[i] for i in index]
 
-        def ap50(idx: np.ndarray, gts: list = gts, preds: list = preds) -> np.ndarray:
-            return np.array([evaluate_detections([gts[i] for i in row], [preds[i] for i in row], labels,
-                                                 iou_thresholds=[0.5]).ap50 for row in idx])
+        def ap50(idx: np.ndarray, gts: list = gts, preds: list = preds, bar=None) -> np.ndarray:
+            out = []
+            for row in idx:
+                out.append(evaluate_detections([gts[i] for i in row], [preds[i] for i in row], labels,
+                                               iou_thresholds=[0.5]).ap50)
+                if bar is not None:
+                    bar.update(1)
+            return np.array(out)
 
         point = float(ap50(np.arange(len(index))[None, :])[0])
-        ci = percentile_interval(bootstrap(ap50, len(index), config, "ap50", column, name), config.level)
+        with tqdm(total=config.resamples, unit="resample", disable=not progress,
+                  desc=f"bootstrap AP50, {column}={name}") as bar:
+            ci = percentile_interval(bootstrap(lambda idx, bar=bar: ap50(idx, bar=bar), len(index), config, "ap50",
+                                               column, name), config.level)
         scored.append((name, len(index), point, ci))
     best, groups = judge_groups(scored, min_size)
     return SubgroupReport(column, "ap50", config, int(min_size), best, groups)

@@ -38,7 +38,7 @@ from visor.models import weights as weights_mod
 from visor.models.card import CARD_FILENAME, ModelCard, WeightsSource
 from visor.models.classifier import Classifier
 from visor.models.export import ONNX_FILENAME
-from visor.models.quantize import calibration_batches, quantize_int8
+from visor.models.quantize import calibration_batches, quantization_settings, quantize_int8
 from visor.models.runtime import OnnxSession
 
 #: Default check thresholds: logits, a fraction of images, percentage points. INT8
@@ -102,7 +102,7 @@ def _read_label_map(label_map: Mapping[str, int | str] | str | os.PathLike) -> d
     if isinstance(label_map, (str, os.PathLike)):
         try:
             label_map = json.loads(Path(label_map).read_text())
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, RecursionError) as e:
             raise ConfigError(f"cannot read label map {label_map}: {e}") from None
     if not isinstance(label_map, Mapping):
         raise ConfigError("a label map must be a JSON object {dataset label: model class id or label}")
@@ -236,12 +236,32 @@ def _failures(checks: dict[str, Any]) -> list[str]:
     return out
 
 
+def _int8_hints(checks: dict[str, Any]) -> str:
+    """What to try when an INT8 check failed: reduced range, more calibration images, per-channel weights."""
+    if checks.get("int8_vs_fp32", {}).get("passed", True) and checks.get("accuracy", {}).get("passed", True):
+        return ""
+    tries = []
+    quant = checks.get("quantization", {})
+    if not quant.get("reduce_range", True):
+        tries.append("7-bit weights (reduce_range=True, --int8-reduce-range), which avoid the int16 saturation of "
+                     "ONNX Runtime's INT8 kernels on CPUs without VNNI"
+                     + ("" if quant.get("cpu_vnni", True) else ", such as this one"))
+    used = checks.get("calibration", {}).get("images", 0)
+    if used < CALIBRATION_LIMIT:
+        tries.append(f"more calibration images ({image_count(used)} used, up to {CALIBRATION_LIMIT}; "
+                     "a few per class)")
+    if not quant.get("per_channel", True):
+        tries.append("per-channel weights")
+    return f". Try {', or '.join(tries)}" if tries else ""
+
+
 def _refuse_if_failed(card: ModelCard, checks: dict[str, Any]) -> None:
-    """Set ``checks["passed"]``; raise :class:`ExportCheckFailed` with the numbers when a check failed."""
+    """Set ``checks["passed"]``; raise :class:`ExportCheckFailed` with the numbers, and for a failed
+    INT8 check what to try, when a check failed."""
     failed = _failures(checks)
     checks["passed"] = not failed
     if failed:
-        raise ExportCheckFailed(f"export of {card.name} refused: " + "; ".join(failed), checks)
+        raise ExportCheckFailed(f"export of {card.name} refused: " + "; ".join(failed) + _int8_hints(checks), checks)
 
 
 # --------------------------------------------------------------------------- writing
@@ -336,6 +356,7 @@ def export_model(
     min_top1_agreement: float = MIN_TOP1_AGREEMENT,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
     overwrite: bool = False,
+    reduce_range: bool | None = None,
 ) -> ExportReport:
     """Export ``model`` (registry name or model folder/card/ONNX file) to ``out/model.onnx`` +
     ``out/card.json``, fp32 or, with ``int8``, statically quantized on ``calibration`` images.
@@ -346,8 +367,11 @@ def export_model(
     are translated by ``label_map`` (dataset label -> model class id or label; a mapping or
     a JSON file). Thresholds: ``max_abs_diff`` in logits, ``min_top1_agreement`` as a
     fraction, ``max_accuracy_drop`` in percentage points. ``out`` must not exist unless
-    ``overwrite`` (and then it must be a model folder). Raises :class:`ExportCheckFailed`
-    when a check fails, writing nothing.
+    ``overwrite`` (and then it must be a model folder). ``reduce_range``: 7-bit INT8 weights;
+    ``None`` chooses from this CPU (reduced without VNNI, see
+    :func:`~visor.models.quantize.quantization_settings`), recorded in
+    ``checks["quantization"]``. Raises :class:`ExportCheckFailed` when a check fails,
+    writing nothing, with a hint of what to try.
     """
     from visor import __version__
     from visor.models import load
@@ -386,9 +410,12 @@ def export_model(
         if int8:
             batches = calibration_batches(card, cal_images, limit=CALIBRATION_LIMIT, limits=clf.limits)
             counted: list[int] = []
-            quantize_int8(fp32_path, target, _counted(batches, counted))
+            settings = quantization_settings(reduce_range)
+            quantize_int8(fp32_path, target, _counted(batches, counted), reduce_range=bool(settings["reduce_range"]))
             checks["calibration"] = {"images": sum(counted), "method": "minmax", "format": "QDQ",
                                      "activations": "uint8", "weights": "int8 symmetric, per channel"}
+            checks["quantization"] = {**settings, "per_channel": True, "activations": "uint8",
+                                      "weights": "int7 symmetric" if settings["reduce_range"] else "int8 symmetric"}
             sources = paths or cal_images[:CALIBRATION_LIMIT]
             checks.update(_int8_checks(clf, target, sources, "labelled" if paths else "calibration", targets,
                                        min_top1_agreement, max_accuracy_drop))

@@ -183,6 +183,8 @@ class DriftReport:
     thresholds: DriftThresholds
     mean_confidence: float
     mean_confidence_reference: float
+    psi_limits: dict[str, float] = field(default_factory=dict)
+    """The PSI above which each signal alerts (:func:`psi_limit`), by the names the reasons use."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -194,14 +196,21 @@ class DriftReport:
         emb = ("n/a (no embeddings)" if self.embedding_shift is None else
                f"MMD² {self.embedding_shift:.5f}, permutation p = {self.embedding_p_value:.4f} "
                f"(alert below {t.embedding_p_value})")
-        signals = [("confidence", self.psi_confidence), ("class mix", self.psi_class_mix), *self.psi_inputs.items()]
+        signals = [("confidence", self.psi_confidence), ("class-mix", self.psi_class_mix), *self.psi_inputs.items()]
         lines = [
             f"recent images: {self.n}   reference images: {self.n_reference}",
             f"mean confidence: {self.mean_confidence:.4f} (reference {self.mean_confidence_reference:.4f})",
-            *(f"PSI {name + ':':<12} {value:.4f}" for name, value in signals),
-            f"  (PSI alerts above {t.psi}, or above its 99th percentile under no change for these sample sizes)",
-            f"embedding shift: {emb}",
+            f"a PSI alerts when it is above {t.psi} and above its 99th percentile under no change for these sample "
+            "sizes: above its limit",
+            f"  {'signal':<12} {'PSI':>8} {'limit':>8}",
         ]
+        for name, value in signals:
+            limit = self.psi_limits.get(name)
+            if limit is None or self.insufficient_data:
+                lines.append(f"  {name:<12} {value:>8.4f} {'-':>8}")
+            else:
+                lines.append(f"  {name:<12} {value:>8.4f} {limit:>8.4f}  {'ABOVE' if value > limit else 'below'}")
+        lines.append(f"embedding shift: {emb}")
         if self.insufficient_data:
             lines.append(f"ALERT: no (fewer than {t.min_samples} recent images: too few to judge)")
         else:
@@ -300,11 +309,14 @@ class DriftProfile:
                                             self.kernel_gamma, seed=self.seed)
         reasons = []
         insufficient = n < t.min_samples
+        bins = {"confidence": len(self.confidence_counts), "class-mix": len(self.class_counts)}
+        bins |= {k: len(v) for k, v in self.input_counts.items()}
+        signals = [("confidence", psi_c), ("class-mix", psi_k), *psi_in.items()]
+        limits = {name: psi_limit(t.psi, bins[name], n, self.n) for name, _ in signals}
+        limits = {name: v for name, v in limits.items() if math.isfinite(v)}  # none without images (JSON-safe)
         if not insufficient:
-            bins = {"confidence": len(self.confidence_counts), "class-mix": len(self.class_counts)}
-            bins |= {k: len(v) for k, v in self.input_counts.items()}
-            for name, value in [("confidence", psi_c), ("class-mix", psi_k), *psi_in.items()]:
-                limit = psi_limit(t.psi, bins[name], n, self.n)
+            for name, value in signals:
+                limit = limits.get(name, math.inf)
                 if value > limit:
                     reasons.append(f"{name} PSI {value:.3f} > {limit:.3f}")
             if p_value is not None and p_value < t.embedding_p_value:
@@ -313,7 +325,7 @@ class DriftProfile:
                            embedding_shift=shift, embedding_p_value=p_value, alert=bool(reasons),
                            reasons=tuple(reasons), insufficient_data=insufficient, thresholds=t,
                            mean_confidence=float(conf.mean()) if n else float("nan"),
-                           mean_confidence_reference=self.mean_confidence)
+                           mean_confidence_reference=self.mean_confidence, psi_limits=limits)
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:

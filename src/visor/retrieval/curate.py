@@ -35,6 +35,7 @@ import numpy as np
 
 from visor.data.dataset import SPLIT_NAMES, ClassificationDataset
 from visor.errors import ConfigError
+from visor.io.files import atomic_write
 
 #: Cosine similarity at or above which two images are near-duplicates (see the module notes).
 DEFAULT_THRESHOLD = 0.90
@@ -195,8 +196,8 @@ class CurationReport:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         js, page = folder / "curation.json", folder / "curation.html"
-        js.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        page.write_text(render_html(self), encoding="utf-8")
+        atomic_write(js, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        atomic_write(page, render_html(self))
         return js, page
 
     def format_text(self, limit: int = 10) -> str:

@@ -26,6 +26,7 @@ from visor.data import ClassificationDataset, stratified_split
 from visor.data.augment import TrainTransform, sample_seed
 from visor.errors import ConfigError, VisorError
 from visor.io import open_image
+from visor.io.files import atomic_path, atomic_write
 from visor.models import architectures, registry
 from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSource
 from visor.models.preprocess import normalize, preprocess
@@ -283,25 +284,24 @@ def _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, h
     from visor.evaluate import (
         classification_report,
         expected_calibration_error,
-        fit_temperature,
         plot_confusion_matrix,
         plot_reliability_diagram,
         plot_training_curves,
         softmax,
     )
+    from visor.evaluate.calibration import choose_temperature
     from visor.models.export import ONNX_FILENAME, export_onnx
 
     val_logits = _logits(model, val_x, config.batch_size)
-    # A small val split that the model gets entirely right drives the fitted temperature towards 0
-    # (ever more confident is ever better there); the floor keeps such fits from going degenerate.
-    temperature = fit_temperature(val_logits, val_y, bounds=TEMPERATURE_BOUNDS)
+    # A small val split, or one the model gets entirely right, cannot inform a temperature (the fit
+    # runs to the lower bound and makes every answer near-certain): T = 1 is kept, with the reason.
+    temperature, temperature_fit = choose_temperature(val_logits, val_y, bounds=TEMPERATURE_BOUNDS)
     ece_before = expected_calibration_error(softmax(val_logits), val_y)
     ece_after = expected_calibration_error(softmax(val_logits, temperature), val_y)
     val_report = classification_report(val_y, softmax(val_logits, temperature), classes)
 
-    tmp_onnx = run_dir / f".{ONNX_FILENAME}.tmp"
-    export_onnx(model, tmp_onnx, prep.input_size)
-    os.replace(tmp_onnx, run_dir / ONNX_FILENAME)
+    with atomic_path(run_dir / ONNX_FILENAME) as tmp_onnx:
+        export_onnx(model, tmp_onnx, prep.input_size)
 
     metrics: dict[str, Any] = {
         "best_epoch": best["epoch"],
@@ -311,6 +311,7 @@ def _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, h
         "imbalance_ratio": imbalance,
         "balanced": balanced,
         "temperature": temperature,
+        "temperature_fit": temperature_fit,
         "val": {**val_report.to_dict(), "ece_before_scaling": ece_before, "ece_after_scaling": ece_after},
         "history": history,
         "skipped_files": skipped,
@@ -334,11 +335,11 @@ def _finish(model, run_dir, base, prep, classes, config, splits, val_x, val_y, h
         description=f"{base.architecture} fine-tuned by visor from {base.name} on {data_ref or 'a dataset'}",
         source=f"visor train classify; base weights {base.name} ({base.weights.sha256})",
         metrics={"val_accuracy": round(val_report.accuracy * 100, 2), "val_macro_f1": round(val_report.macro_f1, 4),
-                 "val_ece": round(ece_after, 4)},
+                 "val_ece": round(ece_after, 4), "temperature_fit": temperature_fit},
         temperature=temperature,
     )
     card.save(run_dir / CARD_FILENAME)
-    (run_dir / "labels.txt").write_text("\n".join(classes) + "\n")
+    atomic_write(run_dir / "labels.txt", "\n".join(classes) + "\n")
     write_json(run_dir / "config.json", {"config": config.to_dict(), "data": data_ref})
     write_json(run_dir / "metrics.json", metrics)
     plot_training_curves(history, run_dir / "curves.png")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from visor.io.files import atomic_write
 from visor.train.checkpoint import Checkpoint, save_checkpoint
 
 
@@ -33,9 +35,7 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
 
 
 LAST, BEST = "last.safetensors", "best.safetensors"
@@ -50,6 +50,12 @@ class LoopState:
     bad_epochs: int = 0
     epoch: int = 0
     """Epochs completed."""
+    step: int = 0
+    """Steps of the next epoch already taken (a checkpoint saved within an epoch)."""
+    losses: list[float] = field(default_factory=list)
+    """Training losses of those steps."""
+    saved_at: float = field(default_factory=time.monotonic)
+    """When the last checkpoint was written (``time.monotonic``)."""
 
     @classmethod
     def restore(cls, ckpt: Checkpoint, model, optimizer, scheduler) -> LoopState:
@@ -61,7 +67,33 @@ class LoopState:
         scheduler.load_state_dict(ckpt.state["scheduler"])
         torch.set_rng_state(ckpt.rng)
         s = ckpt.state
-        return cls(s["history"], s["best"], s["bad_epochs"], s["epoch"])
+        return cls(s["history"], s["best"], s["bad_epochs"], s["epoch"], int(s.get("step_in_epoch", 0)),
+                   [float(v) for v in s.get("epoch_losses", [])])
+
+    def checkpoint_due(self, steps_done: int, every: int, seconds: float) -> bool:
+        """Whether a within-epoch checkpoint is due after ``steps_done`` steps of the epoch: every
+        ``every`` steps, or ``seconds`` after the last checkpoint (0 turns either off)."""
+        return bool((every and steps_done % every == 0)
+                    or (seconds and time.monotonic() - self.saved_at >= seconds))
+
+    def save_within_epoch(self, run_dir: Path, steps_done: int, losses: list[float], model, optimizer, scheduler,
+                          state: dict[str, Any]) -> None:
+        """Write ``last`` atomically after ``steps_done`` steps of the epoch after ``self.epoch``, with
+        the losses so far and the torch RNG, so a resumed run takes the next step exactly as this one would."""
+        import torch
+
+        save_checkpoint(
+            Checkpoint(
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                rng=torch.get_rng_state(),
+                state={**state, "epoch": self.epoch, "step_in_epoch": steps_done, "epoch_losses": list(losses),
+                       "scheduler": scheduler.state_dict(), "history": self.history, "best": self.best,
+                       "bad_epochs": self.bad_epochs},
+            ),
+            run_dir / LAST,
+        )
+        self.saved_at = time.monotonic()
 
     def should_stop(self, patience: int) -> bool:
         return bool(patience) and self.bad_epochs >= patience
@@ -95,6 +127,7 @@ class LoopState:
             ),
             run_dir / LAST,
         )
+        self.step, self.losses, self.saved_at = 0, [], time.monotonic()
         return improved
 
 
@@ -102,8 +135,9 @@ def open_run(out, config, config_cls, data, resume: bool):
     """Prepare a run folder: ``(run_dir, checkpoint or None, config, data)``.
 
     Resuming reads the last checkpoint and takes its saved configuration (and data, when
-    ``data`` is None); a new run refuses a folder that already holds one. Temporary files
-    left by a process killed while saving are removed.
+    ``data`` is None); ``config`` (a config, or a mapping of some of its fields) may be given
+    but must agree with it, see :func:`resume_conflicts`. A new run refuses a folder that
+    already holds one. Temporary files left by a process killed while saving are removed.
     """
     from visor.errors import ConfigError
     from visor.train.checkpoint import clean_stale_temp_files, load_checkpoint
@@ -111,8 +145,19 @@ def open_run(out, config, config_cls, data, resume: bool):
     run_dir = Path(out)
     ckpt = None
     if resume:
+        if not (run_dir / LAST).is_file():
+            raise ConfigError(f"nothing to resume in {run_dir}: it holds no checkpoint (last.safetensors) yet; "
+                              "start the run again instead")
         ckpt = load_checkpoint(run_dir / LAST)
-        config = config_cls.from_dict(ckpt.state["config"])
+        saved = config_cls.from_dict(ckpt.state["config"])
+        if config is not None:
+            changed = resume_conflicts(saved, config)
+            if changed:
+                raise ConfigError(
+                    f"cannot change {', '.join(changed)} when resuming {run_dir}: a resumed run continues exactly "
+                    "with its saved settings (only threads and progress can change); to train with other "
+                    "settings, e.g. more epochs, start a new run in another folder")
+        config = saved
         data = data if data is not None else ckpt.state["data"]
     else:
         config = config or config_cls()
@@ -123,6 +168,23 @@ def open_run(out, config, config_cls, data, resume: bool):
     run_dir.mkdir(parents=True, exist_ok=True)
     clean_stale_temp_files(run_dir)
     return run_dir, ckpt, config, data
+
+
+def resume_conflicts(saved, wanted) -> list[str]:
+    """The settings in ``wanted`` (a config or a mapping of some fields) that differ from ``saved``,
+    as ``"name (saved -> wanted)"``.
+
+    Nothing may change on resume: the learning-rate schedule is planned for the run's total
+    steps (more epochs would change the rate of the steps already taken, so the result would
+    match no straight run), and the data order, augmentation and model follow from the rest.
+    """
+    values = dataclasses.asdict(wanted) if dataclasses.is_dataclass(wanted) else dict(wanted)
+    merged = type(saved).from_dict({**saved.to_dict(), **values})  # validated and normalised like the saved one
+    def show(value: Any) -> Any:
+        return ",".join(value) if isinstance(value, tuple) else value
+
+    return [f"{f.name} ({show(getattr(saved, f.name))} -> {show(getattr(merged, f.name))})"
+            for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(merged, f.name)]
 
 
 def optimizer_and_schedule(model, backbone_params: list, config, num_samples: int):

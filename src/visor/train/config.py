@@ -102,6 +102,10 @@ class DetectTrainConfig:
     fpn_width: int = 64
     eval_iou: float = 0.6
     """NMS IoU used when measuring validation AP."""
+    checkpoint_every: int = 0
+    """Also write the resumable ``last`` checkpoint every this many steps within an epoch (0: off)."""
+    checkpoint_seconds: float = 120.0
+    """Also write it when this many seconds passed since the last one, within an epoch (0: off)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -111,6 +115,9 @@ class DetectTrainConfig:
         for name in ("epochs", "batch_size", "img_size", "lr", "fpn_width"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.checkpoint_every < 0 or not self.checkpoint_seconds >= 0:
+            raise ConfigError(f"checkpoint_every and checkpoint_seconds must be >= 0, got {self.checkpoint_every} "
+                              f"and {self.checkpoint_seconds}")
         if self.img_size % 32:
             raise ConfigError(f"img_size must be a multiple of 32, got {self.img_size}")
         if not 0 < self.val_fraction < 1:

@@ -3,6 +3,12 @@
 Same conventions as classification training: a run folder with best/last safetensors
 checkpoints written atomically, exact resume, early stopping on validation AP50,
 progress bars, and an ONNX export plus card.json so the run folder is a model.
+
+Detector epochs can be long (one epoch of BCCD at 384 px: about 13 minutes on 2 cores), so
+``last`` is also written within an epoch, every ``checkpoint_every`` steps or
+``checkpoint_seconds`` seconds, with the steps taken and their losses: the epoch order is a
+function of (seed, epoch) and each sample's augmentation of (seed, epoch, index), so a
+resumed run skips the steps already taken and continues exactly as a straight run would.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import numpy as np
 from visor.data.augment import sample_seed
 from visor.errors import ConfigError, VisorError
 from visor.io import open_image
+from visor.io.files import atomic_path, atomic_write
 from visor.models import architectures, registry
 from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSource
 from visor.models.weights import resolve, sha256_file
@@ -197,8 +204,8 @@ def train_detector(
 
         common = {"config": config.to_dict(), "data": data_ref, "classes": list(classes)}
         stopped_early = False
-        bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch, unit="step", disable=not progress,
-                   desc="training")
+        bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + loop.step, unit="step",
+                   disable=not progress, desc="training")
         for epoch in range(start_epoch, config.epochs):
             if loop.should_stop(config.patience):
                 stopped_early = True
@@ -211,8 +218,8 @@ def train_detector(
             if frozen:
                 model.backbone.eval()
             order = epoch_order(len(train_items), epoch, config.seed)
-            losses = []
-            for start in range(0, len(order), config.batch_size):
+            done, losses = (loop.step, list(loop.losses)) if epoch == start_epoch else (0, [])
+            for start in range(done * config.batch_size, len(order), config.batch_size):
                 idx = order[start : start + config.batch_size]
                 batch = [train_tf(train_items[i], sample_seed(config.seed, epoch, int(i))) for i in idx]
                 x = torch.from_numpy(_to_tensor(np.stack([b[0] for b in batch]), mean, inv_std))
@@ -227,8 +234,12 @@ def train_detector(
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}",
                                 val_ap50=f"{history[-1]['val_ap50']:.3f}" if history else "-")
+                done += 1
+                if done < steps_per_epoch and loop.checkpoint_due(done, config.checkpoint_every,
+                                                                  config.checkpoint_seconds):
+                    loop.save_within_epoch(run_dir, done, losses, model, optimizer, scheduler, common)
 
-            report = _validate(model, val_x, val_items, classes, config)
+            report = _validate(model, val_x, val_items, classes, config, progress)
             row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_ap": report.ap,
                    "val_ap50": report.ap50, "lr": optimizer.param_groups[1]["lr"], "seconds": time.perf_counter() - t0}
             improved = loop.end_epoch(run_dir, row, report.ap50, model, optimizer, scheduler, common)
@@ -239,7 +250,7 @@ def train_detector(
         bar.close()
 
         model.load_state_dict(load_checkpoint(run_dir / BEST).model)
-        report = _validate(model, val_x, val_items, classes, config)
+        report = _validate(model, val_x, val_items, classes, config, progress)
         return _finish(model, run_dir, base, prep, classes, config, report, history, loop.best, stopped_early,
                        skipped, data_ref)
     finally:
@@ -264,15 +275,18 @@ def _to_tensor(batch: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.n
     return np.ascontiguousarray(((batch.astype(np.float32) - mean) * inv_std).transpose(0, 3, 1, 2))
 
 
-def _validate(model, val_x, val_items, classes, config):
+def _validate(model, val_x, val_items, classes, config, progress: bool = False):
     import torch
+    from tqdm import tqdm
 
     from visor.evaluate.detection import evaluate_detections
 
     model.eval()
     with torch.no_grad():
+        starts = range(0, len(val_x), config.batch_size)
         outs = np.concatenate([model(val_x[i : i + config.batch_size]).numpy()
-                               for i in range(0, len(val_x), config.batch_size)])
+                               for i in tqdm(starts, desc="validating", unit="batch", disable=not progress,
+                                             leave=False)])
     preds = decode_predictions(outs, [it.size for it in val_items], config.img_size, iou=config.eval_iou)
     return evaluate_detections([it.original for it in val_items], preds, classes)
 
@@ -283,9 +297,8 @@ def _finish(model, run_dir, base, prep, classes, config, report, history, best, 
     from visor.evaluate.detection_plots import plot_pr_curves
     from visor.models.export import ONNX_FILENAME, export_onnx
 
-    tmp_onnx = run_dir / f".{ONNX_FILENAME}.tmp"
-    export_onnx(model, tmp_onnx, prep.input_size)
-    os.replace(tmp_onnx, run_dir / ONNX_FILENAME)
+    with atomic_path(run_dir / ONNX_FILENAME) as tmp_onnx:
+        export_onnx(model, tmp_onnx, prep.input_size)
     card = ModelCard(
         name=run_dir.resolve().name,
         task="detection",
@@ -301,7 +314,7 @@ def _finish(model, run_dir, base, prep, classes, config, report, history, best, 
         output_format="yolov8",
     )
     card.save(run_dir / CARD_FILENAME)
-    (run_dir / "labels.txt").write_text("\n".join(classes) + "\n")
+    atomic_write(run_dir / "labels.txt", "\n".join(classes) + "\n")
     metrics = {"best_epoch": best["epoch"], "epochs_run": len(history), "stopped_early": stopped_early,
                "val": report.to_dict(), "history": history, "skipped_files": skipped}
     write_json(run_dir / "config.json", {"config": config.to_dict(), "data": data_ref})
