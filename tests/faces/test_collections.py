@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import os
+import stat
+
 import numpy as np
 import pytest
 from PIL import Image
 
+from storage_backends import DATABASES, postgres_database  # tests/storage_backends.py
 from visor.errors import InvalidInput
 from visor.faces import (
     CollectionExists,
@@ -42,10 +47,27 @@ def faces_dir(shared_data):
     return shared_data("faces")
 
 
-@pytest.fixture(scope="module")
-def enrolled(tmp_path_factory, analyzer, faces_dir):
+@pytest.fixture(scope="module", params=DATABASES)
+def enrolled(request, tmp_path_factory, analyzer, faces_dir):
     """A store file with every person of faces/known enrolled in collection "known"."""
-    db = tmp_path_factory.mktemp("faces") / "sub" / "faces.db"
+    if request.param == "postgresql":  # the same tests on a PostgreSQL database (a URL, not a file)
+        with postgres_database() as url:
+            yield _enroll_known(url, analyzer, faces_dir)
+        return
+    yield _enroll_known(tmp_path_factory.mktemp("faces") / "sub" / "faces.db", analyzer, faces_dir)
+
+
+@pytest.fixture(params=DATABASES)
+def store_db(request, tmp_path):
+    """Where a test's FaceStore lives: a new SQLite file, then a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield tmp_path / "f.db"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+def _enroll_known(db, analyzer, faces_dir):
     with FaceStore(db, analyzer=analyzer) as store:
         store.create_collection("known")
         for person in sorted((faces_dir / "known").iterdir()):
@@ -95,9 +117,9 @@ def test_persistence_in_a_new_store(enrolled, analyzer, faces_dir):
         assert store.identify("known", small, threshold=0.1).data["name"][0] == "unknown"
 
 
-def test_people_and_collections_lifecycle(tmp_path, analyzer, faces_dir, identified):
+def test_people_and_collections_lifecycle(store_db, analyzer, faces_dir, identified):
     small = faces_dir / "unknown" / "obama-240p.jpg"
-    db = tmp_path / "f.db"
+    db = store_db
     with FaceStore(db, analyzer=analyzer) as store:
         store.create_collection("staff")
         store.create_collection("guests")
@@ -133,11 +155,11 @@ def test_unknown_collection_did_you_mean(enrolled, analyzer, faces_dir):
             store.delete_collection("knwon")
 
 
-def test_enroll_refuses_bad_photos_and_enrolls_nothing(tmp_path, analyzer, faces_dir):
+def test_enroll_refuses_bad_photos_and_enrolls_nothing(tmp_path, store_db, analyzer, faces_dir):
     blank = tmp_path / "blank.png"
     Image.new("RGB", (80, 80), (255, 255, 255)).save(blank)
     good = faces_dir / "unknown" / "obama-240p.jpg"
-    with FaceStore(tmp_path / "f.db", analyzer=analyzer) as store:
+    with FaceStore(store_db, analyzer=analyzer) as store:
         store.create_collection("c")
         with pytest.raises(MultipleFaces, match=r"two_people\.jpg"):
             store.enroll("c", "pair", [good, faces_dir / "unknown" / "two_people.jpg"])
@@ -153,3 +175,87 @@ def test_default_db_path(monkeypatch, tmp_path):
     assert default_db_path() == tmp_path / "faces.db"
     monkeypatch.delenv("VISOR_HOME")
     assert default_db_path().parts[-4:] == (".local", "share", "visor", "faces.db")
+
+
+def test_enroll_create_names_and_the_reserved_name(store_db, analyzer, faces_dir):
+    photo = faces_dir / "unknown" / "obama-240p.jpg"
+    pair = (faces_dir / "unknown" / "two_people.jpg").read_bytes()
+    with FaceStore(store_db, analyzer=analyzer) as store:
+        with pytest.raises(CollectionNotFound, match=r"no collection 'staff'\. Create it first"):
+            store.enroll("staff", "obama", photo)
+        assert store.enroll("staff", "obama", photo, create=True) == 1
+        assert store.list_collections() == ["staff"] and store.list_people("staff") == ["obama"]
+        # uploads (bytes) are named by their file names, not "<N bytes>"
+        with pytest.raises(MultipleFaces, match=r"^group\.jpg: 2 faces found; expected exactly one$"):
+            store.enroll("staff", "pair", [photo.read_bytes(), pair], names=["me.jpg", "group.jpg"])
+        with pytest.raises(NoFaceFound, match=r"^blank\.png: no face found$"):
+            buf = io.BytesIO()
+            Image.new("RGB", (80, 80), (255, 255, 255)).save(buf, "PNG")
+            store.enroll("staff", "nobody", buf.getvalue(), names=["blank.png"])
+        with pytest.raises(InvalidInput, match=r"^broken\.jpg: "):
+            store.enroll("staff", "nobody", b"\xff\xd8\xff not a jpeg", names=["broken.jpg"])
+        # "unknown" is what identify calls a face that matches nobody: reserved in any case
+        for name in ("unknown", "Unknown", "UNKNOWN "):
+            with pytest.raises(InvalidInput, match="is reserved") as e:
+                store.enroll("staff", name, photo)
+            assert e.value.http_status == 400
+            with pytest.raises(InvalidInput, match="is reserved"):
+                store.add_embeddings("staff", name, [np.zeros(128, np.float32)])
+        # nothing failed above created a collection or a person
+        assert store.list_collections() == ["staff"] and store.list_people("staff") == ["obama"]
+        with pytest.raises(InvalidInput, match="invalid collection name"):
+            store.enroll("no spaces", "obama", photo, create=True)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_the_database_is_private(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    os.chmod(home, 0o755)
+    monkeypatch.setenv("VISOR_HOME", str(home))
+    old = os.umask(0o022)
+    try:
+        with FaceStore(analyzer=FaceAnalyzer()) as store:  # the default file in visor's data folder
+            store.create_collection("c")
+            store.add_embeddings("c", "p", [np.zeros(128, np.float32)])
+        assert _mode(home) == 0o700
+        assert {p.name: _mode(p) for p in home.iterdir()} == {"faces.db": 0o600}
+        other = tmp_path / "new" / "faces.db"
+        with FaceStore(other, analyzer=FaceAnalyzer()) as store:
+            store.create_collection("c")
+        assert _mode(other) == 0o600 and _mode(other.parent) == 0o700
+        # a file an older version created world-readable is made private when opened
+        os.chmod(other, 0o644)
+        FaceStore(other, analyzer=FaceAnalyzer()).close()
+        assert _mode(other) == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_stores_open_together_on_a_new_database(store_db, analyzer):
+    """Six stores open one new database at once (service replicas starting together): each creates the
+    missing tables, none fails (PostgreSQL: two CREATE TABLE at once collided on pg_type)."""
+    import threading
+
+    barrier, errors = threading.Barrier(6), []
+
+    def start() -> None:
+        try:
+            barrier.wait(10)
+            with FaceStore(store_db, analyzer=analyzer) as store:
+                store.list_collections()
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with FaceStore(store_db, analyzer=analyzer) as store:
+        store.create_collection("c")
+        assert store.list_collections() == ["c"]

@@ -11,7 +11,17 @@ from typing import Any
 
 import pytest
 
+from storage_backends import DATABASES, database_url  # tests/storage_backends.py
+
 pytest.importorskip("fastapi", reason="the service tests need the 'serve' extra")
+
+
+@pytest.fixture(params=DATABASES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path):
+    """A fresh, empty service database's URL, once per backend: an SQLite file ``tmp_path/serve.db``, then a
+    PostgreSQL database of its own (fails in CI, skips elsewhere, without ``VISOR_TEST_POSTGRES_URL``)."""
+    with database_url(request.param, tmp_path) as url:
+        yield url
 
 
 def free_port() -> int:

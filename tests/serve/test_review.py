@@ -36,8 +36,9 @@ def classifications(*pairs: tuple[str, float]) -> dict:
 
 
 @pytest.fixture
-def url(tmp_path):
-    return f"sqlite:///{tmp_path / 'serve.db'}"
+def url(db_url):
+    """A fresh database, once on SQLite (tmp_path/serve.db) and once on PostgreSQL (tests/serve/conftest.py)."""
+    return db_url
 
 
 @pytest.fixture
@@ -343,10 +344,84 @@ def test_export_refuses_non_empty_and_overwrites_atomically(queue, tmp_path, mon
     with pytest.raises(InvalidInput, match="cannot read the size"):
         queue.export(out, "coco", overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["images", "instances.json"]  # the old export is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "serve.db", "serve.db-shm", "serve.db-wal"]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("serve.db")) == ["out"]
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(InvalidInput, match="not a folder"):
         queue.export(tmp_path / "file")
     with pytest.raises(ConfigError, match="Did you mean 'coco'"):
         queue.export(tmp_path / "x", "cocoo")
+
+
+# --------------------------------------------------------------------------- export: data safety
+
+
+def _accepted_item(db: ServiceDB, label: str = "school bus", filename: str = "bus.jpg") -> int:
+    queue = ReviewQueue(db)
+    item = queue.add(image=BUS.read_bytes(), filename=filename, media_type="image/jpeg", model="m", task="classify",
+                     prediction=classifications(("school bus", 0.1)), labels=LABELS, reason="low_confidence",
+                     predicted_label=label)
+    queue.decide(item, "accept")
+    return item
+
+
+def test_export_never_deletes_the_service_data(tmp_path, monkeypatch, capsys):
+    from visor.cli.main import main
+    from visor.errors import OutputConflict
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("VISOR_HOME", str(home))
+    with ServiceDB() as db:  # the default: home/serve.db
+        _accepted_item(db)
+        (home / "faces.db").write_bytes(b"collections")
+        queue = ReviewQueue(db)
+        for out, relation in ((home, "is visor's data folder"), (tmp_path, "contains visor's data folder"),
+                              (home / "exports", "is inside visor's data folder")):
+            with pytest.raises(OutputConflict, match=f"^export folder {out} {relation} {home}; choose a folder"):
+                queue.export(out, overwrite=True)
+        assert queue.counts()["accepted"] == 1
+    assert sorted(p.name for p in home.iterdir())[:2] == ["faces.db", "serve.db"]
+    assert (home / "faces.db").read_bytes() == b"collections"
+
+    # a database elsewhere (--db): the export may not be or hold its folder
+    custom = tmp_path / "custom" / "serve.db"
+    with ServiceDB(str(custom)) as db:
+        _accepted_item(db)
+    assert main(["review", "export", str(custom.parent), "--overwrite", "--db", str(custom)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"visor: error: OutputConflict: export folder {custom.parent} contains the database {custom}; "
+                   "choose a folder outside it\n")
+    assert main(["review", "export", str(tmp_path / "custom" / "ds"), "--db", str(custom)]) == 0
+    with ServiceDB(str(custom)) as db:
+        assert ReviewQueue(db).counts()["accepted"] == 1
+
+
+def test_export_cuts_long_names_by_bytes(queue, tmp_path):
+    label = "日" * 86  # 258 bytes in UTF-8: one byte too many for a file name
+    first = _accepted_item(queue.db, label, filename="写真" * 60 + ".png")
+    second = _accepted_item(queue.db, "é" * 200, filename="x" * 300)
+    summary = queue.export(tmp_path / "ds")
+    assert summary.items == 2 and summary.labels == {label: 1, "é" * 200: 1}
+    rows = [json.loads(line) for line in (tmp_path / "ds" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["label"] for r in rows] == [label, "é" * 200]  # the manifest keeps the whole label
+    assert rows[0]["path"] == "日" * 50 + f"/{first}_" + "写真" * 24 + ".png"
+    assert rows[1]["path"] == "é" * 75 + f"/{second}_" + "x" * 146 + ".jpg"
+    for row in rows:
+        assert all(len(part.encode()) <= 160 for part in row["path"].split("/"))
+        assert (tmp_path / "ds" / row["path"]).read_bytes() == BUS.read_bytes()
+    coco = queue.export(tmp_path / "coco", "coco")
+    assert coco.items == 2
+    names = sorted(p.name for p in (tmp_path / "coco" / "images").iterdir())
+    assert names == sorted(r["path"].split("/")[1] for r in rows)
+
+
+def test_exported_files_are_private(queue, tmp_path):
+    import os
+    import stat
+
+    _accepted_item(queue.db)
+    queue.export(tmp_path / "ds")
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(os.stat(p).st_mode)
+             for p in (tmp_path / "ds").rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o600} and len(modes) == 2
+    assert stat.S_IMODE(os.stat(tmp_path / "ds").st_mode) == 0o700

@@ -24,7 +24,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def db(tmp_path):
+def db(db_url):
+    """A fresh database, once on SQLite and once on PostgreSQL (see the ``db_url`` fixture)."""
+    d = ServiceDB(db_url)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
     d = ServiceDB(f"sqlite:///{tmp_path / 'serve.db'}")
     yield d
     d.close()
@@ -58,8 +66,8 @@ def test_import_has_no_side_effects(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sqlite_pragmas_wal_busy_timeout_foreign_keys(db, tmp_path):
-    with db.engine.connect() as c:
+def test_sqlite_pragmas_wal_busy_timeout_foreign_keys(sqlite_db, tmp_path):
+    with sqlite_db.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5000
         assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -120,16 +128,19 @@ def test_keys_are_stored_only_hashed(db, tmp_path):
     assert record == ApiKey(record.id, "ci-runner", key[:12], record.created_at, False)
     assert record.created_at.tzinfo is UTC
     assert abs(datetime.now(UTC) - record.created_at) < timedelta(minutes=1)
+    with db.session(write=False) as s:  # the table as stored
+        rows = [tuple(r) for r in s.execute(text("SELECT name, prefix, key_sha256, revoked_at FROM api_keys"))]
+    assert rows == [("ci-runner", key[:12], hash_key(key), None)]
+    assert hash_key(key) == __import__("hashlib").sha256(key.encode()).hexdigest()
     db.close()
-    # read the table and the whole file directly: the plaintext is nowhere
+    if db.engine.dialect.name != "sqlite":
+        return
+    # SQLite: read the whole file directly, the plaintext is nowhere
     con = sqlite3.connect(tmp_path / "serve.db")
     try:
-        rows = con.execute("SELECT name, prefix, key_sha256, revoked_at FROM api_keys").fetchall()
         con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         con.close()
-    assert rows == [("ci-runner", key[:12], hash_key(key), None)]
-    assert hash_key(key) == __import__("hashlib").sha256(key.encode()).hexdigest()
     secret = key[12:].encode()
     for f in tmp_path.iterdir():
         assert secret not in f.read_bytes(), f
@@ -172,11 +183,10 @@ def test_duplicate_and_unknown_names(db):
             store.create(bad)
 
 
-def test_keys_survive_reopen(tmp_path):
-    url = f"sqlite:///{tmp_path / 's.db'}"
-    with ServiceDB(url) as d:
+def test_keys_survive_reopen(db_url):
+    with ServiceDB(db_url) as d:
         rec, key = KeyStore(d).create("k")
-    with ServiceDB(url) as d:
+    with ServiceDB(db_url) as d:
         assert KeyStore(d).verify(key) == rec
 
 
@@ -207,11 +217,12 @@ def test_prediction_log_and_retention(db):
         log.purge(timedelta(days=-1))
 
 
-def test_concurrent_writers_do_not_fail(tmp_path):
-    """Threads reading then writing, each on its own engine: BEGIN IMMEDIATE + busy timeout, never 'locked'."""
+def test_concurrent_writers_do_not_fail(db_url):
+    """Threads reading then writing, each on its own engine: never 'locked' (SQLite: BEGIN IMMEDIATE + busy
+    timeout), never a lost update or a serialization error (PostgreSQL)."""
     from visor.serve.review import ReviewQueue
 
-    url = f"sqlite:///{tmp_path / 'c.db'}"
+    url = db_url
     with ServiceDB(url) as d:
         queue = ReviewQueue(d)
         ids = [queue.add(image=b"\xff\xd8\xffdata", filename=f"{i}.jpg", media_type="image/jpeg", model="m",
@@ -244,26 +255,87 @@ def test_concurrent_writers_do_not_fail(tmp_path):
         assert ReviewQueue(d).counts()["reviewed"] == 8
 
 
-@pytest.mark.skipif(not os.environ.get("VISOR_TEST_POSTGRES_URL"),
-                    reason="set VISOR_TEST_POSTGRES_URL=postgresql://user@host/db (an empty database) to run")
-def test_postgresql_round_trip():
+def test_everything_survives_a_restart(db_url):
+    """Keys, review items with their images and decisions, and the log, through a new engine on the same
+    database (a restarted or second server); datetimes come back timezone-aware UTC on both backends."""
     from visor.serve.review import ReviewQueue
 
-    url = os.environ["VISOR_TEST_POSTGRES_URL"]
-    with ServiceDB(url) as d, d.session() as s:
-        for table in ("predictions", "review_items", "api_keys"):
-            s.execute(text(f"DELETE FROM {table}"))
-    with ServiceDB(url) as d:
-        assert d.engine.dialect.name == "postgresql"
+    backend = db_url.split(":", 1)[0]
+    with ServiceDB(db_url) as d:
+        assert d.engine.dialect.name == backend
         rec, key = KeyStore(d).create("pg")
         item = ReviewQueue(d).add(image=b"\xff\xd8\xffx", filename="a.jpg", media_type="image/jpeg", model="m",
                                   task="classify", prediction={"predictions": [{"label": "a", "confidence": 0.1}]},
                                   labels=["a", "b"], reason="sample")
         ReviewQueue(d).decide(item, "correct", "b")
         PredictionLog(d).log(route="/r", model="m", image_sha256="h", result={}, latency_ms=1.0, key_name="pg")
-    with ServiceDB(url) as d:  # a restart
+    with ServiceDB(db_url) as d:  # a restart
         assert KeyStore(d).verify(key) == rec and rec.created_at.tzinfo is UTC
         got = ReviewQueue(d).get(item)
         assert (got.status, got.label) == ("corrected", "b") and got.decided_at.tzinfo is UTC
+        assert got.created_at.tzinfo is UTC and got.created_at <= got.decided_at
         assert ReviewQueue(d).image(item) == (b"\xff\xd8\xffx", "image/jpeg")
         assert PredictionLog(d).purge(timedelta(0)) == 1
+
+
+@pytest.mark.filterwarnings("error::sqlalchemy.exc.SAWarning")  # the old code: "DELETE ... 0 were matched"
+@pytest.mark.parametrize("revoked_before", [False, True])
+def test_racing_key_creations_under_one_name(db_url, revoked_before):
+    """Six engines create the same key name at once (over a revoked key of that name, or none): one key
+    comes out, every other call is a KeyExists (409), never another error."""
+    with ServiceDB(db_url) as d:
+        if revoked_before:
+            KeyStore(d).create("shared")
+            KeyStore(d).revoke("shared")
+    barrier = threading.Barrier(6)
+    made: list[str] = []
+    refused: list[str] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            with ServiceDB(db_url) as d:
+                store = KeyStore(d)
+                store.count_active()  # connect first, so the creations start together
+                barrier.wait(10)
+                made.append(store.create("shared")[1])
+        except KeyExists as e:
+            refused.append(str(e))
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == [] and len(made) == 1 and len(refused) == 5
+    with ServiceDB(db_url) as d:
+        store = KeyStore(d)
+        assert [(k.name, k.revoked) for k in store.list()] == [("shared", False)]
+        assert store.verify(made[0]) is not None
+
+
+def test_services_start_together_on_a_new_database(db_url):
+    """Six engines open one new database at once, as replicas starting together would: each creates the
+    tables if missing. The old code failed: 'database is locked' (SQLite) or a duplicate pg_type row
+    (PostgreSQL, two CREATE TABLE at once)."""
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            barrier.wait(10)
+            with ServiceDB(db_url) as d:
+                KeyStore(d).count_active()
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    with ServiceDB(db_url) as d, d.engine.connect() as c:
+        assert set(d.engine.dialect.get_table_names(c)) == {"api_keys", "review_items", "predictions"}

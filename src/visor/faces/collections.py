@@ -4,6 +4,7 @@ Like Amazon Rekognition's collections: create a collection, enroll people from o
 photos each (every photo must show exactly one face), then identify the faces in any image
 against it. Only embeddings are stored (128 float32 per photo), never the photos. The
 database is an ordinary SQLite file: re-open it with a new :class:`FaceStore` after a restart.
+Replicas of the service share one PostgreSQL database instead: pass its URL (``postgresql://...``).
 
 Default location (:func:`default_db_path`): ``$VISOR_HOME/faces.db`` when ``VISOR_HOME`` is
 set, otherwise ``~/.local/share/visor/faces.db``.
@@ -25,6 +26,7 @@ from visor.config import suggest
 from visor.errors import InvalidInput, VisorError
 from visor.faces.detector import DEFAULT_THRESHOLD, EMBEDDING_SIZE, FaceAnalyzer, as_embedding
 from visor.io import ImageSource, describe_source
+from visor.io.files import SQLITE_SIDE_FILES, data_home, make_private, private_dir, private_sqlite
 from visor.types.faces import Faces
 
 UNKNOWN = "unknown"
@@ -54,9 +56,22 @@ class PersonNotFound(VisorError, LookupError):
 
 def default_db_path() -> Path:
     """``$VISOR_HOME/faces.db``, or ``~/.local/share/visor/faces.db`` when VISOR_HOME is unset."""
-    home = os.environ.get("VISOR_HOME")
-    base = Path(home) if home else Path.home() / ".local" / "share" / "visor"
-    return base / "faces.db"
+    return data_home() / "faces.db"
+
+
+def check_person_name(person: object) -> str:
+    if not isinstance(person, str) or not person.strip() or len(person) > 255:
+        raise InvalidInput(f"invalid person name {person!r}")
+    if person.strip().casefold() == UNKNOWN:
+        raise InvalidInput(f"the person name {person!r} is reserved: identify names every face that matches "
+                           f"nobody {UNKNOWN!r}; choose another name")
+    return person
+
+
+def check_collection_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidInput(f"invalid collection name {name!r}: use 1-255 of A-Z a-z 0-9 _ . -")
+    return name
 
 
 @dataclass(frozen=True)
@@ -106,7 +121,9 @@ def _schema() -> _Schema:
 
 
 class FaceStore:
-    """Face collections in one SQLite file (created with its folder if missing).
+    """Face collections in one SQLite file, or a database server's URL (``postgresql://...``)
+    (a file is created ``0o600`` with its folder ``0o700`` if missing;
+    visor's data folder is made ``0o700`` even if it exists).
 
     ``analyzer`` detects and embeds faces (a default :class:`FaceAnalyzer` otherwise);
     ``detect_kwargs`` go to its ``detect`` for enrolment and identification (e.g. ``model="cnn"``).
@@ -115,20 +132,30 @@ class FaceStore:
 
     def __init__(self, path: str | os.PathLike | None = None, *, analyzer: FaceAnalyzer | None = None,
                  **detect_kwargs: Any) -> None:
-        from sqlalchemy import create_engine, event
+        from sqlalchemy import create_engine, event, text
         from sqlalchemy.engine import URL
 
-        self.path = Path(path) if path is not None else default_db_path()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InvalidInput(f"cannot create {self.path.parent}: {e.strerror or e}") from None
+        server = _server_url(path)  # postgresql://...: one database every replica shares, no file
+        self.path = None if server is not None else Path(path) if path is not None else default_db_path()
+        if self.path is not None:
+            try:
+                if not self.path.parent.exists() or self.path.parent.absolute() == data_home().absolute():
+                    private_dir(self.path.parent)
+                private_sqlite(self.path)  # face embeddings are personal data; SQLite's journal takes this mode too
+            except OSError as e:
+                raise InvalidInput(f"cannot create {self.path}: {e.strerror or e}") from None
         self.analyzer = analyzer or FaceAnalyzer()
         self.detect_kwargs = detect_kwargs
         self._s = _schema()
-        self._engine = create_engine(URL.create("sqlite", database=os.fspath(self.path)))
-        event.listen(self._engine, "connect", _enable_foreign_keys)
-        self._s.base.metadata.create_all(self._engine)
+        if server is None:
+            self._engine = create_engine(URL.create("sqlite", database=os.fspath(self.path)))
+            event.listen(self._engine, "connect", _enable_foreign_keys)
+        else:
+            self._engine = create_engine(server)
+        with self._engine.begin() as conn:
+            if self._engine.dialect.name == "postgresql":  # replicas starting together take turns
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            self._s.base.metadata.create_all(conn)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -159,8 +186,7 @@ class FaceStore:
         """Create an empty collection; names are 1-255 of ``A-Z a-z 0-9 _ . -``."""
         from sqlalchemy import select
 
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidInput(f"invalid collection name {name!r}: use 1-255 of A-Z a-z 0-9 _ . -")
+        check_collection_name(name)
         with self._session() as s, s.begin():
             if s.scalar(select(self._s.collection).where(self._s.collection.name == name)) is not None:
                 raise CollectionExists(f"collection {name!r} already exists")
@@ -179,28 +205,55 @@ class FaceStore:
 
     # ------------------------------------------------------------------ people
 
-    def enroll(self, collection: str, person: str, images: ImageSource | Sequence[ImageSource]) -> int:
+    def enroll(self, collection: str, person: str, images: ImageSource | Sequence[ImageSource], *,
+               create: bool = False, names: Sequence[str] | None = None) -> int:
         """Add one or more photos of ``person``; returns how many faces were stored.
 
         Every photo must show exactly one face: otherwise :class:`NoFaceFound` or
-        :class:`MultipleFaces` naming the photo is raised and nothing is enrolled.
+        :class:`MultipleFaces` naming the photo is raised and nothing is enrolled. ``names``
+        name the photos in errors and in the record (uploads' file names; by default a path
+        names itself). ``create`` creates a missing collection (only once every photo worked);
+        otherwise a missing one raises :class:`CollectionNotFound`. ``unknown`` is reserved
+        (it is what :meth:`identify` calls a face that matches nobody).
         """
         from visor.models.batching import is_batch
 
         sources = list(images) if is_batch(images) else [images]  # type: ignore[arg-type]
         if not sources:
             raise InvalidInput("enroll needs at least one photo")
-        self._check_exists(collection)
-        embeddings = [self.analyzer.embed_one(src, **self.detect_kwargs) for src in sources]
-        return self.add_embeddings(collection, person, embeddings, [describe_source(s) for s in sources])
+        labels = [describe_source(s) for s in sources] if names is None else [str(n) for n in names]
+        if len(labels) != len(sources):
+            raise InvalidInput(f"{len(sources)} photos but {len(labels)} names")
+        check_person_name(person)
+        if create:
+            check_collection_name(collection)
+        else:
+            self.require_collection(collection)
+        embeddings = [self._embed(src, label) for src, label in zip(sources, labels, strict=True)]
+        return self.add_embeddings(collection, person, embeddings, labels, create=create)
+
+    def _embed(self, source: ImageSource, label: str) -> np.ndarray:
+        """The photo's only face's embedding; an error names the photo ``label``."""
+        try:
+            return self.analyzer.embed_one(source, **self.detect_kwargs)
+        except VisorError as e:
+            message = str(e).removeprefix(f"{describe_source(source)}: ")
+            if message.startswith(f"{label}: "):
+                raise
+            renamed = type(e)(f"{label}: {message}")
+            raise renamed from None
 
     def add_embeddings(self, collection: str, person: str, embeddings: Iterable[Any],
-                       sources: Sequence[str] | None = None) -> int:
-        """Store precomputed 128-d embeddings for ``person`` (``sources`` names each, for the record)."""
+                       sources: Sequence[str] | None = None, *, create: bool = False) -> int:
+        """Store precomputed 128-d embeddings for ``person`` (``sources`` names each, for the record).
+
+        ``create`` creates the collection if it is missing, in the same transaction.
+        """
         from sqlalchemy import select
 
-        if not isinstance(person, str) or not person.strip() or len(person) > 255:
-            raise InvalidInput(f"invalid person name {person!r}")
+        check_person_name(person)
+        if create:
+            check_collection_name(collection)
         vectors = []
         for e in embeddings:
             v = as_embedding(e)
@@ -213,8 +266,12 @@ class FaceStore:
         now = datetime.now(UTC)
         P = self._s.person
         with self._session() as s, s.begin():
-            col = self._collection(s, collection)
-            row = s.scalar(select(P).where(P.collection_id == col.id, P.name == person))
+            C = self._s.collection
+            col = s.scalar(select(C).where(C.name == collection)) if create else self._collection(s, collection)
+            if col is None:
+                col = C(name=collection, created_at=now)
+                s.add(col)
+            row = s.scalar(select(P).where(P.collection_id == col.id, P.name == person)) if col.id else None
             if row is None:
                 row = P(name=person, collection=col)
                 s.add(row)
@@ -243,9 +300,16 @@ class FaceStore:
                 raise PersonNotFound(f"no person {person!r} in collection {collection!r}.{suggest(person, names)}")
             s.delete(row)
 
-    def _check_exists(self, collection: str) -> None:
+    def require_collection(self, collection: str) -> None:
+        """Raise :class:`CollectionNotFound` (with the ways to create it) unless ``collection`` exists."""
         with self._session() as s:
-            self._collection(s, collection)
+            try:
+                self._collection(s, collection)
+            except CollectionNotFound as e:
+                raise CollectionNotFound(
+                    f"{e} Create it first ('visor faces collections create {collection}', POST /v1/collections "
+                    f"or FaceStore.create_collection), or enroll with create=True"
+                ) from None
 
     def _embeddings(self, collection: str) -> tuple[list[str], np.ndarray]:
         from sqlalchemy import select
@@ -293,7 +357,23 @@ class FaceStore:
                                matches=obj)
 
 
+#: pg_advisory_xact_lock key under which a FaceStore creates its tables (any fixed 64-bit number).
+_SCHEMA_LOCK = 0x76697330_66616365
+
+
+def _server_url(path: str | os.PathLike | None) -> Any:
+    """``path`` as an SQLAlchemy URL when it names a database server (``postgresql://...``), else None."""
+    if not isinstance(path, str) or "://" not in path or path.startswith("sqlite"):
+        return None
+    from visor.serve.db import _parse_url  # the service's URL rules: ConfigError, psycopg 3 when installed
+
+    return _parse_url(path)
+
+
 def _enable_foreign_keys(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    path = next((r[2] for r in cursor.execute("PRAGMA database_list").fetchall() if r[1] == "main"), "")
     cursor.close()
+    for suffix in ("", *SQLITE_SIDE_FILES) if path else ():
+        make_private(path + suffix)  # fixes files an older visor created world-readable

@@ -29,6 +29,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     event,
+    text,
 )
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,6 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, deferred, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from visor.errors import ConfigError, InvalidInput
+from visor.io.files import SQLITE_SIDE_FILES, data_home, make_private, private_dir, private_sqlite
 
 __all__ = ["ApiKeyRow", "PredictionRow", "ReviewItemRow", "ServiceDB", "default_db_url", "utcnow"]
 
@@ -49,23 +51,31 @@ def utcnow() -> datetime:
 
 def default_db_path() -> Path:
     """``$VISOR_HOME/serve.db``, or ``~/.local/share/visor/serve.db`` when VISOR_HOME is unset."""
-    home = os.environ.get("VISOR_HOME")
-    base = Path(home) if home else Path.home() / ".local" / "share" / "visor"
-    return base / DB_FILE
+    return data_home() / DB_FILE
 
 
 def default_db_url() -> str:
-    """``sqlite:///`` + :func:`default_db_path`; its folder is created."""
+    """``sqlite:///`` + :func:`default_db_path`; its folder is created ``0o700``."""
     path = default_db_path()
     _make_parent(path)
     return URL.create("sqlite", database=os.fspath(path.absolute())).render_as_string()
 
 
 def _make_parent(path: Path) -> None:
+    """Create the database's folder ``0o700``; visor's data folder is made ``0o700`` even if it exists,
+    any other existing folder is left as it is."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists() or path.parent.absolute() == data_home().absolute():
+            private_dir(path.parent)
     except OSError as e:
         raise InvalidInput(f"cannot create {path.parent}: {e.strerror or e}") from None
+
+
+def _private_file(path: Path) -> None:
+    try:
+        private_sqlite(path)
+    except OSError as e:
+        raise InvalidInput(f"cannot create {path}: {e.strerror or e}") from None
 
 
 # --------------------------------------------------------------------------- schema
@@ -149,9 +159,15 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
+        cursor.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL waits for other openers too
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # SQLite gives the -wal and -shm files the database's mode (0o600, see ServiceDB); files an
+        # older visor left world-readable are fixed on each connection
+        path = next((r[2] for r in cursor.execute("PRAGMA database_list").fetchall() if r[1] == "main"), "")
+        if path:  # "" for an in-memory database
+            for suffix in ("", *SQLITE_SIDE_FILES):
+                make_private(path + suffix)
     finally:
         cursor.close()
 
@@ -177,6 +193,19 @@ def _parse_url(url: str) -> URL:
     return parsed
 
 
+#: pg_advisory_xact_lock key under which a ServiceDB creates the tables (any fixed 64-bit number).
+_SCHEMA_LOCK = 0x76697330_73636865
+
+
+def _create_tables(engine: Engine) -> None:
+    """The missing tables, created in one transaction that concurrent openers (replicas starting together
+    on a new database) take in turn: the SQLite write lock, or a PostgreSQL advisory lock."""
+    with engine.execution_options(**{_IMMEDIATE: True}).begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        Base.metadata.create_all(conn)
+
+
 class ServiceDB:
     """The service's database at ``url`` (default :func:`default_db_url`; a bare path is an SQLite file).
 
@@ -186,14 +215,18 @@ class ServiceDB:
     def __init__(self, url: str | None = None) -> None:
         parsed = _parse_url(url or default_db_url())
         self.url = parsed.render_as_string(hide_password=True)
+        self.path: Path | None = None
+        """The SQLite file (None for an in-memory or server database)."""
         kwargs: dict[str, Any] = {}
         sqlite = parsed.get_backend_name() == "sqlite"
         if sqlite:
             kwargs["connect_args"] = {"check_same_thread": False}
             if parsed.database in (None, "", ":memory:"):
                 kwargs["poolclass"] = StaticPool  # one shared in-memory database
-            else:
-                _make_parent(Path(parsed.database))
+            elif not parsed.query.get("uri"):  # a plain file name, not an SQLite "file:" URI
+                self.path = Path(parsed.database).absolute()
+                _make_parent(self.path)
+                _private_file(self.path)  # SQLite then creates the -wal and -shm files 0o600 too
         try:
             self.engine: Engine = create_engine(parsed, **kwargs)
         except (ArgumentError, ImportError) as e:  # unknown dialect or driver not installed
@@ -201,7 +234,7 @@ class ServiceDB:
         if sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
-        Base.metadata.create_all(self.engine)
+        _create_tables(self.engine)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.engine.execution_options(**{_IMMEDIATE: True}), expire_on_commit=False)
 

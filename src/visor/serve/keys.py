@@ -91,7 +91,8 @@ class KeyStore:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         try:
             with self.db.session() as s:
-                old = s.scalar(select(ApiKeyRow).where(ApiKeyRow.name == name))
+                # FOR UPDATE (PostgreSQL): a concurrent create of this name waits, then finds the old row gone
+                old = s.scalar(select(ApiKeyRow).where(ApiKeyRow.name == name).with_for_update())
                 if old is not None:
                     if old.revoked_at is None:
                         raise KeyExists(f"a key named {name!r} already exists; revoke it first or pick another name")

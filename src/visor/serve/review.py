@@ -36,7 +36,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import undefer
 
 from visor.config import suggest
-from visor.errors import ConfigError, InvalidInput, VisorError
+from visor.errors import ConfigError, InvalidInput, OutputConflict, VisorError
+from visor.io.files import PRIVATE, atomic_write
+from visor.io.outputs import OutputWriteError
 from visor.serve.db import ReviewItemRow, ServiceDB, utcnow
 
 __all__ = [
@@ -291,20 +293,31 @@ class ExportSummary:
                 "skipped": self.skipped}
 
 
-def _safe_name(text: str, fallback: str = "_") -> str:
-    """``text`` as one path component: separators, control and odd characters become ``_``; no leading dot."""
+#: The longest exported name part, in UTF-8 bytes (file systems allow 255 bytes per name, not characters).
+_MAX_NAME_BYTES = 150
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` UTF-8 bytes, never inside a character."""
+    return text.encode("utf-8")[:max(0, max_bytes)].decode("utf-8", "ignore")
+
+
+def _safe_name(text: str, fallback: str = "_", max_bytes: int = _MAX_NAME_BYTES) -> str:
+    """``text`` as one path component of at most ``max_bytes`` UTF-8 bytes: separators, control
+    and odd characters become ``_``; no leading dot."""
     name = re.sub(r"[^\w.\- ,'()&+]", "_", text).strip().lstrip(".")
-    return name[:150] or fallback
+    return _cut(name, max_bytes).rstrip() or fallback
 
 
 def _export_filename(item: ReviewItem) -> str:
+    """``<id>_<name><ext>``: the upload's name cut to 150 bytes, keeping an image extension."""
     from visor.io import IMAGE_EXTENSIONS
 
-    name = _safe_name(Path(item.filename.replace("\\", "/")).name, "image")
+    name = _safe_name(Path(item.filename.replace("\\", "/")).name, "image", max_bytes=len(item.filename.encode()))
     stem, ext = os.path.splitext(name)
     if ext.lower() not in IMAGE_EXTENSIONS or not stem:
-        name += _EXTENSIONS.get(item.media_type, ".jpg")
-    return f"{item.id}_{name}"
+        stem, ext = name, _EXTENSIONS.get(item.media_type, ".jpg")
+    return f"{item.id}_{_cut(stem, _MAX_NAME_BYTES - len(ext.encode()))}{ext}"
 
 
 def _image_size(data: bytes) -> tuple[int, int]:
@@ -332,12 +345,21 @@ def _jsonl_row(item: ReviewItem, rel: str, label: str) -> dict[str, str]:
     return row
 
 
-def _prepare_out(out: Path, overwrite: bool) -> Path:
-    """A fresh temporary folder beside ``out``, after checking ``out`` may be (re)written."""
-    if out.exists() and not out.is_dir():
-        raise InvalidInput(f"{out} exists and is not a folder")
+def _prepare_out(out: Path, overwrite: bool, db_path: Path | None) -> Path:
+    """A fresh temporary folder beside ``out``, after checking ``out`` may be (re)written.
+
+    ``out`` may not be, contain or be inside visor's data folder, nor be or contain the
+    database file: replacing it would delete the queue, the keys and the face collections.
+    """
+    from visor.io.files import SQLITE_SIDE_FILES, data_home
+    from visor.io.outputs import check_output_folder
+
+    protected = {data_home(): "visor's data folder"}
+    if db_path is not None:
+        protected.update({f"{db_path}{side}": "the database" for side in ("", *SQLITE_SIDE_FILES)})
+    check_output_folder(out, protected=protected, what="export folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise InvalidInput(f"{out} is not empty; choose another folder or overwrite it")
+        raise OutputConflict(f"{out} is not empty; choose another folder or overwrite it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
@@ -425,10 +447,14 @@ class ReviewQueue:
         with self.db.session(write=False) as s:
             return [_item(r) for r in s.scalars(query)]
 
-    def _row(self, s: Any, item_id: int, *, image: bool = False) -> ReviewItemRow:
+    def _row(self, s: Any, item_id: int, *, image: bool = False, lock: bool = False) -> ReviewItemRow:
+        """The item's row; ``lock``: SELECT ... FOR UPDATE, so a concurrent decision waits for this one
+        (PostgreSQL; SQLite's write sessions already hold the database's write lock)."""
         if isinstance(item_id, bool) or not isinstance(item_id, int) or not 1 <= item_id <= _MAX_ID:
             raise ReviewItemNotFound(f"no review item {item_id!r}")
         query = select(ReviewItemRow).where(ReviewItemRow.id == item_id)
+        if lock:
+            query = query.with_for_update()
         if image:
             query = query.options(undefer(ReviewItemRow.image))
         row = s.scalar(query)
@@ -484,7 +510,7 @@ class ReviewQueue:
             raise InvalidInput(f"'{action}' takes no boxes; use 'correct' to change them")
         checked = None if boxes is None else _check_boxes(boxes)
         with self.db.session() as s:
-            row = self._row(s, item_id)
+            row = self._row(s, item_id, lock=True)  # read-modify-write: each decision applies whole
             if checked is not None and row.task != "detect":
                 raise InvalidInput(f"review item {item_id} is a {row.task} item; boxes are for detect items")
             if action == "accept" and label is not None and label != row.predicted_label:
@@ -527,10 +553,13 @@ class ReviewQueue:
             )
         out = Path(out)
         items = self._reviewed_with_images()
-        tmp = _prepare_out(out, overwrite)
+        tmp = _prepare_out(out, overwrite, self.db.path)
         try:
             writer = self._write_imagefolder if format == "imagefolder" else self._write_coco
-            labels, written, skipped = writer(tmp, items)
+            try:
+                labels, written, skipped = writer(tmp, items)
+            except OSError as e:
+                raise OutputWriteError(f"cannot write the export {out}: {e.strerror or e}") from None
             if not written:
                 raise InvalidInput(
                     f"nothing to export as {format}: {len(items)} accepted or corrected item(s), "
@@ -552,11 +581,10 @@ class ReviewQueue:
                 continue
             folder = _safe_name(item.label)
             rel = f"{folder}/{_export_filename(item)}"
-            (tmp / folder).mkdir(exist_ok=True)
-            (tmp / rel).write_bytes(data)
+            atomic_write(tmp / rel, data, permissions=PRIVATE)
             rows.append(json.dumps(_jsonl_row(item, rel, item.label), ensure_ascii=False))
             labels[item.label] += 1
-        (tmp / "manifest.jsonl").write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+        atomic_write(tmp / "manifest.jsonl", "".join(r + "\n" for r in rows), permissions=PRIVATE)
         return labels, len(rows), skipped
 
     @staticmethod
@@ -576,10 +604,9 @@ class ReviewQueue:
         names = sorted({b["label"] for *_, boxes in entries for b in boxes})
         category = {name: i for i, name in enumerate(names, 1)}
         images, annotations, labels = [], [], Counter()
-        (tmp / "images").mkdir()
         for item, data, width, height, boxes in entries:
             file_name = _export_filename(item)
-            (tmp / "images" / file_name).write_bytes(data)
+            atomic_write(tmp / "images" / file_name, data, permissions=PRIVATE)
             images.append({"id": item.id, "file_name": file_name, "width": width, "height": height,
                            "visor_review": {"status": item.status, "model": item.model, "image": item.filename}})
             for b in boxes:
@@ -599,5 +626,5 @@ class ReviewQueue:
         }
         from visor.data.formats.coco import COCO_FILE
 
-        (tmp / COCO_FILE).write_text(json.dumps(coco, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write(tmp / COCO_FILE, json.dumps(coco, ensure_ascii=False) + "\n", permissions=PRIVATE)
         return labels, len(entries), skipped
