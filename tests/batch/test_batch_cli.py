@@ -43,7 +43,7 @@ def test_cli_jsonl_summary_resume_and_refusal(tmp_path, image_folder, reference,
 def test_cli_ray_missing(monkeypatch, tmp_path, dev60, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     assert visor_batch(str(dev60[0]), "--out", str(tmp_path / "r.parquet"), "--engine", "ray") == 2
-    assert "pip install 'visor[ray]'" in capsys.readouterr().err
+    assert "pip install 'visor-vision[ray]'" in capsys.readouterr().err
 
 
 def test_cli_usage_errors(tmp_path, dev60, capsys):

@@ -8,7 +8,9 @@ from batch_helpers import LIMIT_PIXELS
 from visor.batch import iter_results, read_params, run_batch
 from visor.io import ImageLimits
 
-pytest.importorskip("ray.data", reason="Ray is not installed (pip install 'visor[ray]'); the ray engine is not tested")
+pytest.importorskip(
+    "ray.data", reason="Ray is not installed (pip install 'visor-vision[ray]'); the ray engine is not tested"
+)
 
 
 @pytest.fixture(scope="module")

@@ -208,7 +208,7 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch, dev60, tmp_path
     from visor.batch import MissingDependency
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    with pytest.raises(MissingDependency, match=r"pip install 'visor\[ray\]'"):
+    with pytest.raises(MissingDependency, match=r"pip install 'visor-vision\[ray\]'"):
         run_batch(dev60[:1], out=tmp_path / "r.parquet", engine="ray")
     assert not (tmp_path / "r.parquet").exists()  # refused before anything was written
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zlib
@@ -144,3 +145,90 @@ def test_python_dash_m_exit_codes(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"visor: error: {bad}: UnsupportedFormat: not a supported image " \
         "(allowed: JPEG, PNG, WebP, BMP, GIF, TIFF)"
+
+
+# --------------------------------------------------------------------------- rough edges: one line, never a traceback
+
+
+def _constant_detector(path: Path) -> Path:
+    """A tiny imported-ONNX "YOLOv8" detector (3 classes, 64x64) whose output is all zeros."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from visor.models.onnx_import import grid_cells
+
+    out = np.zeros((1, 7, grid_cells((64, 64))), np.float32)
+    nodes = [helper.make_node("Constant", [], ["value"], value=numpy_helper.from_array(out)),
+             helper.make_node("Identity", ["value"], ["output0"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out.shape))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_classify_with_a_detector_says_use_detect(capsys, tmp_path):
+    """It used to end in AttributeError: 'Detector' object has no attribute 'classify_iter'."""
+    model = _constant_detector(tmp_path / "boxes.onnx")
+    code, out, err = run(capsys, "classify", "--model", str(model), str(SAMPLE))
+    assert code == 2 and out == ""
+    assert err == (f"visor: error: ConfigError: {model} is a detection model; "
+                   f"use visor detect --model {model}\n")
+
+
+@pytest.mark.parametrize("argv", [["models", "--json"], ["classify", "DIR"], ["classify", "DIR", "--json"]])
+def test_output_to_a_closed_pipe_stops_quietly(argv, photos, classifier):
+    """``visor classify dir | head -1``: the reader is gone before visor writes (as if head had
+    exited), so every write fails with EPIPE. It used to print a BrokenPipeError traceback."""
+    argv = [str(photos) if a == "DIR" else a for a in argv]
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "visor", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (1, "")
+
+
+def test_annotate_with_no_images_says_so(capsys, tmp_path):
+    """``visor annotate empty/`` used to exit 0 printing nothing."""
+    (tmp_path / "empty").mkdir()
+    code, out, err = run(capsys, "annotate", str(tmp_path / "empty"))
+    assert (code, out, err) == (1, "", "visor: error: no images found\n")
+
+
+def test_batch_parquet_without_pyarrow_fails_before_loading_the_model(capsys, tmp_path, monkeypatch):
+    """A core install (no pyarrow) asked for Parquet: one line naming the extra and the JSON Lines
+    alternative, before the model is loaded (it used to load, and on a cold cache export, first)."""
+    from visor.batch.tasks import TaskSpec
+
+    def no_model(self):
+        raise AssertionError("the model was loaded before the missing pyarrow was reported")
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+    monkeypatch.setattr(TaskSpec, "build", no_model)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "bus.jpg").write_bytes(SAMPLE.read_bytes())
+    out_dir = tmp_path / "results.parquet"
+    code, out, err = run(capsys, "batch", str(tmp_path / "in"), "--out", str(out_dir))
+    assert (code, out) == (2, "")
+    assert err == ("visor: error: MissingDependency: Parquet output needs pyarrow: pip install 'visor-vision[batch]', "
+                   "or write JSON Lines (an output ending in .jsonl)\n")
+    assert not out_dir.exists()
+
+
+def test_annotate_with_the_wrong_kind_of_model_reports_it_in_the_slot(capsys, tmp_path, classifier):
+    """A detector as --model (labels) or a classifier as --detector (objects) used to end in an
+    AttributeError traceback; now that feature reports a ConfigError in its own slot."""
+    model = _constant_detector(tmp_path / "boxes.onnx")
+    code, out, err = run(capsys, "annotate", str(SAMPLE), "--model", str(model), "--features", "labels")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["labels"] == {"error": {"type": "ConfigError", "code": "invalid_config",
+                                                   "message": "boxes is a detection model; labels need a classifier"}}
+    code, out, err = run(capsys, "annotate", str(SAMPLE), "--detector", "efficientnet_lite0", "--features", "objects")
+    assert (code, err) == (0, "")
+    assert json.loads(out)["objects"]["error"]["message"] == (
+        "efficientnet_lite0 is a classification model; objects need a detector")

@@ -59,5 +59,5 @@ def test_flat_colour_image_is_very_unlikely() -> None:
 
 def test_missing_nudenet_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mod.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match=r"pip install 'visor\[moderation\]'"):
+    with pytest.raises(ConfigError, match=r"pip install 'visor-vision\[moderation\]'"):
         mod.Moderator()

@@ -5,8 +5,8 @@
 >>> read_results("labels.parquet").to_pandas()                               # doctest: +SKIP
 
 Run the same call again after a crash or Ctrl-C and it picks up where it stopped. Parquet output
-needs pyarrow (``pip install 'visor[batch]'``); ``engine="ray"`` needs Ray Data
-(``pip install 'visor[ray]'``). Importing this package imports neither.
+needs pyarrow (``pip install 'visor-vision[batch]'``); ``engine="ray"`` needs Ray Data
+(``pip install 'visor-vision[ray]'``). Importing this package imports neither.
 """
 
 from visor.batch.errors import BatchError, MissingDependency, OutputLocked, OutputMismatch

@@ -4,7 +4,7 @@
 actor pool: each actor builds the task's runner (loads the model) once and, per batch, decodes and
 preprocesses in a few threads, then runs one ONNX Runtime call, exactly as the local engine does.
 The driver streams the actors' output batches into the same atomic parts. Ray is optional
-(``pip install 'visor[ray]'``); this module imports it only when a run asks for it. On a cluster,
+(``pip install 'visor-vision[ray]'``); this module imports it only when a run asks for it. On a cluster,
 visor (and the model's weights, or network access to them) must be installed on every node.
 """
 
@@ -23,7 +23,7 @@ from visor.batch.errors import MissingDependency
 from visor.batch.tasks import TaskSpec, quarantine_row
 from visor.errors import VisorError
 
-RAY_HINT = "--engine ray needs Ray Data: pip install 'visor[ray]'"
+RAY_HINT = "--engine ray needs Ray Data: pip install 'visor-vision[ray]'"
 #: Columns of the actors' output tables.
 OUTPUT_COLUMNS = ("path", "status", "label", "class_id", "confidence", "count", "result", "error_type", "code",
                   "message")

@@ -11,7 +11,7 @@ from typing import Any
 
 from visor.batch.errors import BatchError
 from visor.batch.inputs import Inputs, iter_inputs
-from visor.batch.store import ResultStore, output_format
+from visor.batch.store import ResultStore, output_format, require_pyarrow
 from visor.batch.tasks import Runner, TaskSpec, default_batch_size, quarantine_row
 from visor.errors import ConfigError, VisorError
 from visor.io import DEFAULT_LIMITS, ImageLimits
@@ -171,7 +171,8 @@ def run_batch(
     spec = TaskSpec(task=task, model=model, detector=detector, features=tuple(features or ()), top_k=top_k,
                     conf=conf, iou=iou, max_det=max_det, agnostic=agnostic, max_bytes=limits.max_bytes,
                     max_pixels=limits.max_pixels, threads=threads)
-    output_format(out)
+    if output_format(out) == "parquet":
+        require_pyarrow("Parquet output")  # before loading anything
     if not isinstance(inputs, (str, os.PathLike, list, tuple)):
         inputs = list(inputs)  # listed twice (a count for the progress bar, then the run)
     if engine == "ray":

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from visor.batch.errors import BatchError, MissingDependency, OutputLocked, OutputMismatch
+from visor.io.files import PUBLIC, atomic_open
 
 PARAMS_FILE = "_visor_batch.json"
 QUARANTINE_DIR = "_quarantine"
@@ -58,7 +59,9 @@ def require_pyarrow(why: str):
     try:
         import pyarrow
     except ImportError:
-        raise MissingDependency(f"{why} needs pyarrow: pip install 'visor[batch]'") from None
+        raise MissingDependency(
+            f"{why} needs pyarrow: pip install 'visor-vision[batch]', or write JSON Lines (an output ending in .jsonl)"
+        ) from None
     return pyarrow
 
 
@@ -86,18 +89,10 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _atomic_write(target: Path, write) -> None:
-    """``write(binary file)`` into a hidden temporary file beside ``target``, fsync, rename."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    """``write(binary file)`` into a hidden temporary file beside ``target``, fsync, rename
+    (:func:`visor.io.files.atomic_open`, usual permissions), then fsync the folder."""
+    with atomic_open(target, "wb", permissions=PUBLIC, fsync=True) as f:
+        write(f)
     _fsync_dir(target.parent)
 
 

@@ -13,8 +13,11 @@ from visor.io import expand_paths
 
 def cmd_annotate(args: argparse.Namespace) -> int:
     features = check_features([f.strip() for f in args.features.split(",") if f.strip()])
-    annotator = Annotator(classifier=args.model, detector=args.detector, top_k=args.top_k)
     paths = expand_paths(args.paths)
+    if not paths:
+        err("no images found")
+        return 1
+    annotator = Annotator(classifier=args.model, detector=args.detector, top_k=args.top_k)
     failed = 0
     for path in paths:
         try:

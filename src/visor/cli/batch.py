@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--features", default=None,
                    help="annotate: comma-separated features (default: all but objects, as 'visor annotate')")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local threads, or Ray Data (needs pip install 'visor[ray]') (default local)")
+                   help="local threads, or Ray Data (needs pip install 'visor-vision[ray]') (default local)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="local: decode threads (default: CPU count, at most 8); ray: model actors (default 1)")
     p.add_argument("--batch-size", type=positive_int, default=None,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import select
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -29,14 +31,10 @@ from visor.cli import search as search_cli
 from visor.cli import serve as serve_cli
 from visor.cli import train as train_cli
 from visor.cli.common import err, positive_int
-from visor.errors import VisorError
+from visor.errors import ConfigError, VisorError
 from visor.io import ImageLimits, expand_paths
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
-
-
-
-
 
 
 # --------------------------------------------------------------------------- classify
@@ -59,6 +57,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         err("no images found")
         return EXIT_FAILED_INPUTS
     clf = visor.load(args.model, limits=limits, threads=args.threads)
+    if not isinstance(clf, visor.Classifier):
+        raise ConfigError(f"{args.model} is a {clf.card.task} model; use visor detect --model {args.model}")
     show_bar = args.progress if args.progress is not None else len(paths) > 1 and sys.stderr.isatty()
     failed = 0
     outcomes = clf.classify_iter(paths, top_k=args.top_k, batch_size=args.batch_size)
@@ -172,15 +172,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # argparse itself ignores a closed pipe for --help
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except VisorError as e:
         err(f"{type(e).__name__}: {e}")
         return EXIT_USAGE if e.http_status in (400, 404) else EXIT_FAILED_INPUTS
     except KeyboardInterrupt:
         err("interrupted")
         return 130
+    except BrokenPipeError as e:
+        if _stdout_reader_gone():  # `visor ... | head`: stop quietly, as other command-line tools do
+            return EXIT_FAILED_INPUTS
+        err(f"broken pipe: {e}")
+        return EXIT_FAILED_INPUTS
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it; if so, stdout becomes /dev/null so the
+    interpreter's final flush raises nothing (the recipe in Python's ``signal`` documentation)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced stdout (tests capturing output)
+        return False
+    if hasattr(select, "poll"):  # elsewhere (Windows), take the documented recipe's word for it
+        poller = select.poll()
+        poller.register(fd, 0)  # POLLERR is always reported: a pipe with no reader left
+        if not any(events & select.POLLERR for _, events in poller.poll(0)):
+            return False
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+    return True
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,6 +1,6 @@
 """Content moderation: a SafeSearch-like verdict from nudenet's body-part detector.
 
-nudenet is an optional dependency (``pip install 'visor[moderation]'``). Only its bundled
+nudenet is an optional dependency (``pip install 'visor-vision[moderation]'``). Only its bundled
 ``320n.onnx`` is used, and nudenet itself is never imported: the file goes through visor's
 generic importer (:func:`visor.models.onnx_import.card_from_onnx`) with nudenet's own
 preprocessing (top-left letterbox, zero padding, BGR, 0..1) and is decoded as YOLOv8 with
@@ -55,7 +55,7 @@ MODEL_LICENSE = "AGPL-3.0 (Ultralytics YOLOv8 export shipped by nudenet)"
 PREPROCESS: dict[str, Any] = {"letterbox_align": "top_left", "pad_value": 0, "channel_order": "bgr"}
 CONF, IOU = 0.25, 0.45
 
-_INSTALL_HINT = "content moderation needs the optional nudenet package: pip install 'visor[moderation]'"
+_INSTALL_HINT = "content moderation needs the optional nudenet package: pip install 'visor-vision[moderation]'"
 
 
 def likelihood_from_score(score: float) -> str:
@@ -121,7 +121,9 @@ def nudenet_model_path() -> Path:
             return path
     if not folders:
         raise ConfigError(_INSTALL_HINT)
-    raise ConfigError(f"nudenet is installed but has no {MODEL_FILE}; reinstall it: pip install 'visor[moderation]'")
+    raise ConfigError(
+        f"nudenet is installed but has no {MODEL_FILE}; reinstall it: pip install 'visor-vision[moderation]'"
+    )
 
 
 class Moderator:
