@@ -152,9 +152,11 @@ class FaceStore:
             event.listen(self._engine, "connect", _enable_foreign_keys)
         else:
             self._engine = create_engine(server)
-        with self._engine.begin() as conn:
-            if self._engine.dialect.name == "postgresql":  # replicas starting together take turns
+        with self._engine.begin() as conn:  # stores opening one new database together take turns:
+            if self._engine.dialect.name == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            else:  # SQLite's write lock, taken before the tables are looked for (waits up to the busy timeout)
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             self._s.base.metadata.create_all(conn)
 
     def close(self) -> None:
