@@ -26,6 +26,7 @@ from visor.config import suggest
 from visor.errors import InvalidInput, VisorError
 from visor.faces.detector import DEFAULT_THRESHOLD, EMBEDDING_SIZE, FaceAnalyzer, as_embedding
 from visor.io import ImageSource, describe_source
+from visor.io.dburl import parse_db_url
 from visor.io.files import SQLITE_SIDE_FILES, data_home, make_private, private_dir, private_sqlite
 from visor.types.faces import Faces
 
@@ -367,9 +368,7 @@ def _server_url(path: str | os.PathLike | None) -> Any:
     """``path`` as an SQLAlchemy URL when it names a database server (``postgresql://...``), else None."""
     if not isinstance(path, str) or "://" not in path or path.startswith("sqlite"):
         return None
-    from visor.serve.db import _parse_url  # the service's URL rules: ConfigError, psycopg 3 when installed
-
-    return _parse_url(path)
+    return parse_db_url(path)  # the service's URL rules: ConfigError, psycopg 3 when installed
 
 
 def _enable_foreign_keys(dbapi_connection: Any, _record: Any) -> None:

@@ -10,7 +10,6 @@ Nothing happens on import: no engine, no file.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,12 +30,13 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Session, deferred, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from visor.errors import ConfigError, InvalidInput
+from visor.io.dburl import parse_db_url
 from visor.io.files import SQLITE_SIDE_FILES, data_home, make_private, private_dir, private_sqlite
 
 __all__ = ["ApiKeyRow", "PredictionRow", "ReviewItemRow", "ServiceDB", "default_db_url", "utcnow"]
@@ -179,20 +179,6 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _parse_url(url: str) -> URL:
-    if "://" not in url:  # a bare path means an SQLite file
-        return URL.create("sqlite", database=os.fspath(Path(url).expanduser().absolute()))
-    try:
-        parsed = make_url(url)
-    except (ArgumentError, ValueError) as e:
-        raise ConfigError(f"not a database URL: {url!r} ({e})") from None
-    # SQLAlchemy's default PostgreSQL driver is psycopg2; use psycopg 3 when only that one is installed
-    if (parsed.drivername in ("postgresql", "postgres") and importlib.util.find_spec("psycopg2") is None
-            and importlib.util.find_spec("psycopg") is not None):
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
 #: pg_advisory_xact_lock key under which a ServiceDB creates the tables (any fixed 64-bit number).
 _SCHEMA_LOCK = 0x76697330_73636865
 
@@ -213,7 +199,7 @@ class ServiceDB:
     """
 
     def __init__(self, url: str | None = None) -> None:
-        parsed = _parse_url(url or default_db_url())
+        parsed = parse_db_url(url or default_db_url())
         self.url = parsed.render_as_string(hide_password=True)
         self.path: Path | None = None
         """The SQLite file (None for an in-memory or server database)."""
