@@ -23,7 +23,7 @@ from typing import Any
 
 from visor.config import suggest
 from visor.errors import ConfigError, VisorError
-from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, describe_source, open_image
+from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, bounded_copy, describe_source, open_image
 
 FEATURES: tuple[str, ...] = ("labels", "objects", "faces", "text", "moderation", "properties", "crop_hints")
 #: Aspect ratios (width / height) crop hints are made for.
@@ -115,9 +115,7 @@ class Annotator:
             with self._locks[feature]:
                 return self._run_serial(feature, model, image, results)
         if feature == "labels":
-            from visor.features.properties import bounded_copy
-
-            return self._model("labels").classify(bounded_copy(image, LABELS_SIDE), top_k=self.top_k).to_dict()
+            return self._model("labels").classify(bounded_copy(image, max_side=LABELS_SIDE), top_k=self.top_k).to_dict()
         if feature == "objects":
             return self._model("objects").detect(image).to_dict()
         if feature == "properties":

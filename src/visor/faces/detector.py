@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from visor.errors import ConfigError, InvalidInput, WeightsError
-from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, describe_source, open_image
+from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, bounded_copy, describe_source, open_image
 from visor.types.faces import Faces
 
 #: Euclidean distance under which two dlib embeddings are the same person (99.38% on LFW).
@@ -136,10 +136,7 @@ class FaceAnalyzer:
             raise ConfigError(f"upsample must be 0 or more, got {upsample}")
         img = self.decode(image)
         w, h = img.size
-        if self.max_pixels is not None and w * h > self.max_pixels:
-            scale = (self.max_pixels / (w * h)) ** 0.5
-            img = img.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.Resampling.BOX)
-        arr = np.ascontiguousarray(np.asarray(img))
+        arr = np.ascontiguousarray(np.asarray(bounded_copy(img, max_pixels=self.max_pixels)))
         sx, sy = w / arr.shape[1], h / arr.shape[0]  # detector pixels -> original pixels
         if model == "hog":
             rects, scores, _ = self._model("hog").run(arr, int(upsample), float(threshold))

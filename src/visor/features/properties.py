@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from visor.errors import InvalidInput
-from visor.io import ImageLimits, ImageSource, open_image
+from visor.io import ImageLimits, ImageSource, bounded_copy, open_image
 from visor.io.image import DEFAULT_LIMITS
 
 ANALYSIS_SIDE = 256
@@ -91,13 +91,6 @@ class DominantColor:
         return {"rgb": list(self.rgb), "hex": self.hex, "fraction": round(self.fraction, 6)}
 
 
-def _analysis_copy(image: Image.Image) -> Image.Image:
-    scale = ANALYSIS_SIDE / max(image.size)
-    if scale >= 1:
-        return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.BOX)
-
 
 def dominant_colors(
     image: ImageSource, k: int = 5, *, seed: int = 0, sample: int = 5000, merge_delta_e: float = 6.0,
@@ -106,7 +99,7 @@ def dominant_colors(
     """The image's main colours, largest pixel fraction first (fractions sum to 1)."""
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
-    rgb = np.asarray(_analysis_copy(open_image(image, limits=limits))).reshape(-1, 3)
+    rgb = np.asarray(bounded_copy(open_image(image, limits=limits), max_side=ANALYSIS_SIDE)).reshape(-1, 3)
     lab = srgb_to_lab(rgb)
     rng = np.random.default_rng(seed)
     fit = lab if len(lab) <= sample else lab[rng.choice(len(lab), sample, replace=False)]
@@ -154,7 +147,7 @@ def sobel_magnitude(gray: np.ndarray) -> np.ndarray:
 
 def _gray_at_analysis_size(image: Image.Image) -> np.ndarray:
     """0..1 grayscale, box-downscaled to :data:`ANALYSIS_SIDE` on the long side (smaller images as they are)."""
-    return luma(np.asarray(_analysis_copy(image))) / 255.0
+    return luma(np.asarray(bounded_copy(image, max_side=ANALYSIS_SIDE))) / 255.0
 
 
 def sharpness(image: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS) -> float:
@@ -279,15 +272,6 @@ class ImageProperties:
         return json.dumps(self.to_dict(), **kwargs)
 
 
-def bounded_copy(image: Image.Image, max_side: int) -> Image.Image:
-    """``image`` itself when its long side is at most ``max_side``, else a box-downscaled copy that fits."""
-    scale = max_side / max(image.size)
-    if scale >= 1:
-        return image
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                        Image.Resampling.BOX)
-
-
 def image_properties(image: ImageSource, *, colors: int = 5, seed: int = 0,
                      limits: ImageLimits = DEFAULT_LIMITS) -> ImageProperties:
     """Dominant colours, brightness, sharpness and exposure of one image (decoded once).
@@ -297,7 +281,7 @@ def image_properties(image: ImageSource, *, colors: int = 5, seed: int = 0,
     within a fraction of a percent of the full image's, at a bounded cost for huge images.
     """
     img = open_image(image, limits=limits)
-    small = bounded_copy(img, PROPERTIES_SIDE)
+    small = bounded_copy(img, max_side=PROPERTIES_SIDE)
     bright, exposure = brightness_exposure(small, limits=limits)
     return ImageProperties(img.width, img.height, dominant_colors(small, colors, seed=seed, limits=limits), bright,
                            sharpness(small, limits=limits), exposure)

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from visor.errors import ConfigError
-from visor.io import ImageLimits, ImageSource, open_image
+from visor.io import ImageLimits, ImageSource, bounded_copy, open_image
 from visor.io.image import DEFAULT_LIMITS
 from visor.types.text import TextLines
 
@@ -77,10 +76,7 @@ class TextReader:
         """Find and read the text in one image."""
         img = open_image(image, limits=self.limits)
         w, h = img.size
-        if self.max_side is not None and max(w, h) > self.max_side:
-            s = self.max_side / max(w, h)
-            img = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.BOX)
-        rgb = np.asarray(img)
+        rgb = np.asarray(bounded_copy(img, max_side=self.max_side))
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         result, _ = self._engine(bgr)
         lines = lines_from_rapidocr(result)

@@ -14,6 +14,7 @@ Every image that enters visor goes through :func:`open_image` (a PIL image) or
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import stat
@@ -306,6 +307,20 @@ def open_image(
             raise _bomb(e, limits) from None
         except _DECODE_ERRORS as e:
             raise CorruptImage(f"cannot decode the image: {e}") from None
+
+
+def bounded_copy(image: Image.Image, *, max_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
+    """``image`` itself when it fits, else a box-downscaled copy that does: its long side at most
+    ``max_side`` and its area at most ``max_pixels``, aspect kept. The one way visor shrinks an
+    image before work whose cost grows with its pixels (labels, faces, text, properties)."""
+    w, h = image.size
+    by_side = max_side / max(w, h) if max_side is not None else math.inf
+    by_pixels = math.sqrt(max_pixels / (w * h)) if max_pixels is not None else math.inf
+    scale = min(by_side, by_pixels)
+    if scale >= 1:
+        return image
+    fit = math.floor if by_pixels <= by_side else round  # rounded down, a pixel budget is never exceeded
+    return image.resize((max(1, fit(w * scale)), max(1, fit(h * scale))), Image.Resampling.BOX)
 
 
 def load_image(source: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:

@@ -11,14 +11,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from visor.config import MAX_JSON_DEPTH
 from visor.errors import InvalidInput, VisorError
 
 #: Magic numbers of the formats visor decodes, for the media type of stored review images.
 _SIGNATURES = ((b"\xff\xd8\xff", "image/jpeg"), (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF8", "image/gif"),
                (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
 
-#: Bounds on a JSON request body: nesting of arrays and objects, and the characters of one number.
-MAX_JSON_DEPTH = 64
+#: Bounds on a JSON request body: nesting of arrays and objects (visor's one bound on user JSON,
+#: :data:`visor.config.MAX_JSON_DEPTH`), and the characters of one number.
 MAX_INT_DIGITS = 20  # 2**64 has 20 digits; JSON numbers past that are never a valid option
 MAX_NUMBER_CHARS = 64
 #: Bodies at least this big are parsed off the event loop (:func:`read_json`).

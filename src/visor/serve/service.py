@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import random
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -318,18 +317,17 @@ class VisorService:
             index = VectorIndex.open(self.settings.index)
             classifier = self.manager.classifier
             model = classifier if classifier.name == index.info.model else index.info.model
-            self._index = (index, Embedder(model, limits=self.settings.limits), threading.Lock())
+            # the index guards its own SQLite connection and faiss index with one lock, so searches
+            # embed their queries concurrently
+            self._index = (index, Embedder(model, limits=self.settings.limits))
         return self._index
 
     async def search(self, images: Sequence[ImageInput], *, k: int, deadline: float) -> BatchAnswer:
-        index, embedder, lock = await run_in_threadpool(self._search_index)
+        index, embedder = await run_in_threadpool(self._search_index)
 
         def run(data: bytes) -> list[dict[str, Any]]:
-            from visor.retrieval import search
-
-            with lock:  # sqlite3 connections and usearch reads are used from one thread at a time
-                check_deadline(deadline)  # not after waiting past it for the lock
-                return [h.to_dict() for h in search(index, data, k, embedder=embedder)]
+            check_deadline(deadline)  # not after waiting past it for a decoder
+            return [h.to_dict() for h in index.search(data, k, embedder=embedder)]
 
         async def one(img: ImageInput) -> dict[str, Any]:
             check_deadline(deadline)
