@@ -111,12 +111,16 @@ def _queue_for_review(server, name: str, data: bytes) -> dict:
 
 
 def _goto_item(ui: Page, item_id: int, pending: int) -> None:
-    """Move with ``j`` until the review panel shows ``item_id``."""
+    """Move with ``j`` until the review panel shows ``item_id``, one item at a time: each press waits
+    for the panel to show the next item (a press while the list is still loading would be lost)."""
     item = ui.page.locator("#review-item")
+    ui.expect(item).to_have_attribute("data-item-id", re.compile(r"\d+"))  # the pending list is shown
     for _ in range(pending):
-        if item.get_attribute("data-item-id") == str(item_id):
+        shown = item.get_attribute("data-item-id")
+        if shown == str(item_id):
             break
         ui.page.keyboard.press("j")
+        ui.expect(item).not_to_have_attribute("data-item-id", shown)
     ui.expect(item).to_have_attribute("data-item-id", str(item_id))
     ui.page.wait_for_function(
         "() => { const i = document.querySelector('#review-image');"
