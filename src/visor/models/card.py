@@ -17,12 +17,13 @@ from visor.config import from_mapping, parse_json, suggest
 from visor.errors import ConfigError, ModelNotFound
 from visor.io.files import atomic_write
 
-Task = Literal["classification", "detection"]
+Task = Literal["classification", "detection", "face_detection", "segmentation"]
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
 ResizePolicy = Literal["center_crop", "squash", "letterbox"]
 LetterboxAlign = Literal["center", "top_left"]
 ChannelOrder = Literal["rgb", "bgr"]
-OutputFormat = Literal["logits", "yolov5", "yolov8", "yolox"]
+OutputFormat = Literal["logits", "yolov5", "yolov8", "yolox", "yunet", "segmentation_logits"]
+Layout = Literal["nchw", "nhwc"]
 WeightsKind = Literal["package", "path", "url"]
 WeightsFormat = Literal["torch", "safetensors", "onnx"]
 
@@ -59,6 +60,8 @@ class Preprocess:
     pad_value: int = 114
     channel_order: ChannelOrder = "rgb"
     """Channel order the model expects (some exports, such as YOLOX and nudenet, take BGR)."""
+    layout: Layout = "nchw"
+    """Tensor layout of the model input (TensorFlow exports such as DeepLab take NHWC)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "input_size", tuple(int(v) for v in self.input_size))
@@ -74,6 +77,7 @@ class Preprocess:
         _choice(self.interpolation, Interpolation.__args__, "interpolation")
         _choice(self.letterbox_align, LetterboxAlign.__args__, "letterbox_align")
         _choice(self.channel_order, ChannelOrder.__args__, "channel_order")
+        _choice(self.layout, Layout.__args__, "layout")
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,21 @@ from visor.errors import ConfigError, ModelNotFound
 from visor.models.card import ModelCard, Preprocess, WeightsSource
 
 DEFAULT_CLASSIFIER = "efficientnet_lite0"
+DEFAULT_DETECTOR = "yolox_nano"
+DEFAULT_FACE_DETECTOR = "yunet"
+DEFAULT_SEGMENTER = "deeplabv3_voc"
 
 
 @functools.cache
+def packaged_labels(name: str) -> tuple[str, ...]:
+    """Class names shipped with visor (``visor/models/labels/<name>.json``), index = class id."""
+    text = importlib.resources.files("visor.models.labels").joinpath(f"{name}.json").read_text()
+    return tuple(json.loads(text)["names"])
+
+
 def imagenet1k_labels() -> tuple[str, ...]:
     """Human-readable ImageNet-1k class names, index = class id."""
-    text = importlib.resources.files("visor.models.labels").joinpath("imagenet1k.json").read_text()
-    return tuple(json.loads(text)["names"])
+    return packaged_labels("imagenet1k")
 
 
 def _efficientnet_lite0() -> ModelCard:
@@ -54,7 +62,105 @@ def _efficientnet_lite0() -> ModelCard:
     )
 
 
-_BUILTIN = (_efficientnet_lite0,)
+def _yolox_nano() -> ModelCard:
+    return ModelCard(
+        name="yolox_nano",
+        task="detection",
+        architecture="yolox_nano",
+        weights=WeightsSource(
+            kind="url",
+            location="https://github.com/Kazuhito00/YOLOX-ONNX-TFLite-Sample/raw/"
+            "3d4f1119d0694200671c08069ecb847aa0d8495a/model/yolox_nano.onnx",
+            sha256="695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14",
+            format="onnx",
+        ),
+        labels=packaged_labels("coco80"),
+        # Megvii's YOLOX preprocessing: BGR 0-255, no normalisation, letterboxed to the top-left with 114.
+        preprocess=Preprocess(
+            input_size=(416, 416),
+            resize="letterbox",
+            interpolation="bilinear",
+            mean=(0.0, 0.0, 0.0),
+            std=(1 / 255,) * 3,
+            letterbox_align="top_left",
+            pad_value=114,
+            channel_order="bgr",
+        ),
+        output_format="yolox",
+        license="Apache-2.0",
+        description="YOLOX-Nano COCO object detector (80 classes, 0.91M parameters, 416x416).",
+        source="Megvii YOLOX (github.com/Megvii-BaseDetection/YOLOX) weights, ONNX export by Kazuhito00 "
+        "(YOLOX-ONNX-TFLite-Sample at commit 3d4f111)",
+        metrics={"coco_val2017_ap": 25.8},
+    )
+
+
+def _yunet() -> ModelCard:
+    return ModelCard(
+        name="yunet",
+        task="face_detection",
+        architecture="yunet_n",
+        weights=WeightsSource(
+            kind="url",
+            location="https://github.com/ShiqiYu/libfacedetection.train/raw/"
+            "0047ac24afb1a50a0c6105001c89d1b5b805dbf1/onnx/yunet_n_dynamic.onnx",
+            sha256="104ee26c71d5c270ce79a6b3dced91c91013260d29a6bf18f9296c5b8c4c2b12",
+            format="onnx",
+        ),
+        labels=("face",),
+        # OpenCV FaceDetectorYN's input: BGR 0-255, no normalisation; any size (multiples of 32 padded).
+        preprocess=Preprocess(
+            input_size=(640, 640),
+            resize="letterbox",
+            interpolation="bilinear",
+            mean=(0.0, 0.0, 0.0),
+            std=(1 / 255,) * 3,
+            letterbox_align="top_left",
+            pad_value=0,
+            channel_order="bgr",
+        ),
+        output_format="yunet",
+        license="Apache-2.0",
+        description="YuNet-n face detector (box, 5 landmarks, score; 75k parameters; any input size).",
+        source="libfacedetection.train (github.com/ShiqiYu/libfacedetection.train) at commit 0047ac2",
+        metrics={"wider_face_val_easy_ap": 0.892, "wider_face_val_medium_ap": 0.883,
+                 "wider_face_val_hard_ap": 0.811},
+    )
+
+
+def _deeplabv3_voc() -> ModelCard:
+    return ModelCard(
+        name="deeplabv3_voc",
+        task="segmentation",
+        architecture="deeplabv3_mobilenetv2",
+        weights=WeightsSource(
+            kind="url",
+            location="https://github.com/Kazuhito00/Image-Processing-Node-Editor/raw/"
+            "46979d5b8eacb181abe970e4dd18e8f4cf0e750b/node/deep_learning_node/semantic_segmentation/"
+            "deeplab_v3/model/deeplab_v3_1_default_1.onnx",
+            sha256="48a46b346ca7e2e96760b8a10a302046a3b5a9ce55e59d4c659c36d9cbd44118",
+            format="onnx",
+        ),
+        labels=packaged_labels("voc21"),
+        # TensorFlow DeepLab: RGB, x / 127.5 - 1, 257x257 NHWC input, logits out.
+        preprocess=Preprocess(
+            input_size=(257, 257),
+            resize="squash",
+            interpolation="bilinear",
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            layout="nhwc",
+        ),
+        output_format="segmentation_logits",
+        license="Apache-2.0",
+        description="DeepLabV3 + MobileNetV2 semantic segmentation, Pascal VOC 21 classes, 257x257.",
+        source="TensorFlow DeepLab TF-Lite model, ONNX export by Kazuhito00 (Image-Processing-Node-Editor at "
+        "commit 46979d5)",
+        metrics={"note": "DeepLab model zoo: MobileNetV2 on VOC val about 70-75 mIoU at 513 px; lower at 257 px"},
+    )
+
+
+_BUILTIN = (_efficientnet_lite0, _yolox_nano, _yunet, _deeplabv3_voc)
 
 
 class Registry:
