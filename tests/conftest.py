@@ -30,13 +30,92 @@ def shared_data():
     return require_data
 
 
+# ------------------------------------------------------------------------------ the model cache, offline
+
+SHARED_MODELS = Path(os.environ.get("VISOR_SHARED_MODELS", REPO.parent / "shared" / "models"))
+#: The zoo's weights in ../shared/models by registry name: byte-identical to the files at the cards' URLs.
+ZOO_FILES = {
+    "yolox_nano": "detection/yolox_nano.onnx",
+    "yunet": "faces/yunet_n_dynamic.onnx",
+    "deeplabv3_voc": "segmentation/deeplabv3_mnv2_voc_257.onnx",
+}
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def require_models(*names: str) -> dict[str, Path]:
+    """The ../shared/models files of the zoo models ``names`` (default: all of ZOO_FILES), by name.
+    Missing: a failure in CI, a skip elsewhere."""
+    files = {n: SHARED_MODELS / ZOO_FILES[n] for n in names or ZOO_FILES}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        msg = (f"shared model files missing: {', '.join(missing)} (set VISOR_SHARED_MODELS or check out ../shared; "
+               "tests never download weights)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return files
+
+
+class NetworkRefused(RuntimeError):
+    """A test tried to reach a host other than this machine."""
+
+
+def _loopback_only(urlopen):
+    """``urllib.request.urlopen`` that refuses every host but this machine's (loopback test servers stay usable)."""
+    import urllib.parse
+
+    def guarded(url, *args, **kwargs):
+        full = url if isinstance(url, str) else url.full_url
+        if urllib.parse.urlsplit(full).hostname not in _LOOPBACK:
+            raise NetworkRefused(f"tests never touch the network: urlopen({full!r}) refused")
+        return urlopen(url, *args, **kwargs)
+
+    return guarded
+
+
 @pytest.fixture(scope="session", autouse=True)
 def visor_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Every test session exports models into its own cache, never the user's."""
+    """Every test session exports models into its own cache, never the user's, and downloads nothing:
+    ``VISOR_OFFLINE=1`` (subprocesses inherit it with ``VISOR_CACHE``) and urllib refuses any host but
+    loopback. The zoo's weights found in ../shared/models are imported into the cache with
+    ``weights.import_file`` (sha256 checked), so ``visor.load("yolox_nano")`` works here and in subprocesses;
+    tests that need them ask for ``zoo_cache`` (which fails in CI, and skips elsewhere, when they are missing)."""
+    import urllib.request
+
+    from visor.models import weights
+    from visor.models.registry import builtin
+
     cache = tmp_path_factory.mktemp("visor-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("VISOR_CACHE", str(cache))
+        mp.setenv(weights.OFFLINE_ENV, "1")
+        mp.setattr(urllib.request, "urlopen", _loopback_only(urllib.request.urlopen))
+        registry = builtin()
+        for name, rel in ZOO_FILES.items():
+            if (SHARED_MODELS / rel).is_file():
+                weights.import_file(registry.get(name), SHARED_MODELS / rel, cache)
         yield cache
+
+
+@pytest.fixture(scope="session")
+def zoo_cache(visor_cache) -> Path:
+    """The session's cache holding the zoo's weights (yolox_nano, yunet, deeplabv3_voc) imported from
+    ../shared/models; fails in CI (skips elsewhere) when they are missing."""
+    from visor.models import weights
+    from visor.models.registry import builtin
+
+    require_models()
+    registry = builtin()
+    assert all(weights.is_present(registry.get(n).weights, cache=visor_cache) for n in ZOO_FILES)
+    return visor_cache
+
+
+@pytest.fixture(scope="session")
+def yolox_nano(zoo_cache):
+    """The pretrained YOLOX-Nano COCO detector, loaded once per session."""
+    import visor
+
+    return visor.load("yolox_nano")
 
 
 @pytest.fixture(scope="session")

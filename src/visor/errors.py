@@ -75,6 +75,12 @@ class WeightsError(VisorError):
     code = "weights_error"
 
 
+class WeightsNotCached(WeightsError):
+    """URL weights are not in the cache and could not be downloaded (offline, or the download failed)."""
+
+    code = "weights_not_cached"
+
+
 class WeightsIntegrityError(WeightsError):
     """Downloaded or local weights do not match the sha256 in their model card."""
 

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import threading
+import urllib.error
 import urllib.request
 from functools import partial
 
@@ -19,7 +20,7 @@ import visor
 from visor.errors import ConfigError, WeightsError, WeightsIntegrityError
 from visor.models import ModelCard, WeightsSource, get_card
 from visor.models import weights as weights_mod
-from visor.models.weights import cache_dir, download, resolve, sha256_file
+from visor.models.weights import WeightsNotCached, cache_dir, cached_path, download, resolve, sha256_file
 
 PAYLOAD = b"pretend these are weights\n" * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -40,7 +41,7 @@ HOST = "https://weights.test"
 @pytest.fixture
 def http_root(tmp_path, monkeypatch):
     """A loopback server serving tmp_path/www at ``https://weights.test`` (urlopen is pointed at it, so the
-    real download code runs without a TLS certificate), stopped after the test."""
+    real download code runs without a TLS certificate), stopped after the test. Downloads are allowed."""
     root = tmp_path / "www"
     root.mkdir()
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
@@ -50,11 +51,13 @@ def http_root(tmp_path, monkeypatch):
     thread.start()
     real_urlopen, loopback = urllib.request.urlopen, f"http://127.0.0.1:{server.server_address[1]}"
 
-    def urlopen(url, *args, **kwargs):
-        assert url.startswith(HOST + "/")
-        return real_urlopen(loopback + url[len(HOST):], *args, **kwargs)
+    def urlopen(request, *args, **kwargs):
+        assert request.full_url.startswith(HOST + "/")
+        request.full_url = loopback + request.full_url[len(HOST):]
+        return real_urlopen(request, *args, **kwargs)
 
     monkeypatch.setattr(weights_mod.urllib.request, "urlopen", urlopen)
+    monkeypatch.delenv(weights_mod.OFFLINE_ENV)
     yield root, HOST
     server.shutdown()
     server.server_close()
@@ -192,8 +195,8 @@ def test_https_url_is_downloaded_once_into_the_cache(http_root, tmp_path):
     cache = tmp_path / "cache"
     src = WeightsSource(kind="url", location=f"{base}/w.pth", sha256=SHA)
     path = resolve(src, cache=cache, progress=False)
-    assert path == cache / "weights" / SHA / "w.pth"
-    assert path.read_bytes() == PAYLOAD
+    assert path == cache / "weights" / SHA / "w.pth" == cached_path(src, cache)
+    assert path.read_bytes() == PAYLOAD and sorted(p.name for p in path.parent.iterdir()) == ["w.pth"]
     (root / "w.pth").unlink()  # the cached copy is used from now on
     assert resolve(src, cache=cache, progress=False) == path
 
@@ -218,13 +221,105 @@ def test_tampered_cache_file_is_refused(http_root, tmp_path):
     src = WeightsSource(kind="url", location=f"{base}/w.pth", sha256=SHA)
     path = resolve(src, cache=cache, progress=False)
     path.write_bytes(b"tampered")
-    with pytest.raises(WeightsIntegrityError):
+    with pytest.raises(WeightsIntegrityError, match=r"refusing to use it$"):
         resolve(src, cache=cache, progress=False)
 
 
 def test_download_errors_are_typed(http_root, tmp_path):
+    """An HTTP error is still a WeightsError saying "cannot download" with the status; resolve's message also
+    says the weights are missing from the cache (there is no registry name to suggest for this URL)."""
     _, base = http_root
-    with pytest.raises(WeightsError, match="cannot download"):
-        resolve(WeightsSource(kind="url", location=f"{base}/absent.bin", sha256=SHA), cache=tmp_path)
+    src = WeightsSource(kind="url", location=f"{base}/absent.bin", sha256=SHA)
+    with pytest.raises(WeightsNotCached) as exc:
+        resolve(src, cache=tmp_path)
+    assert str(exc.value) == (
+        f"the weights {base}/absent.bin are not in the cache ({tmp_path / 'weights' / SHA / 'absent.bin'}) and "
+        f"downloading them failed (cannot download {base}/absent.bin: HTTP Error 404: File not found): download "
+        f"that file on a machine with internet and put it at that path (its sha256 must be {SHA})"
+    )
+    assert isinstance(exc.value, WeightsError) and exc.value.http_status == 500
+    with pytest.raises(WeightsError, match=r"^cannot download .*HTTP Error 404"):
+        download(src.location, SHA, tmp_path / "weights", progress=False)
+    assert list((tmp_path / "weights" / SHA).iterdir()) == []  # no empty .part left
     with pytest.raises(ConfigError, match="https"):
         resolve(WeightsSource(kind="url", location="ftp://127.0.0.1/w.bin", sha256=SHA), cache=tmp_path)
+
+
+def test_a_server_without_ranges_restarts_the_download(http_root, tmp_path):
+    """http.server ignores Range: the part (here the wrong first bytes) is dropped and the file fetched whole."""
+    root, base = http_root
+    (root / "w.pth").write_bytes(PAYLOAD)
+    part = tmp_path / SHA / "w.pth.part"
+    part.parent.mkdir()
+    part.write_bytes(b"X" * 500)
+    path = download(f"{base}/w.pth", SHA, tmp_path, progress=False)
+    assert path.read_bytes() == PAYLOAD and not part.exists()
+
+
+# --------------------------------------------------------------------------- missing weights: one message
+
+
+def _zoo(name):
+    card = get_card(name)
+    return card, cached_path(card.weights)
+
+
+def test_a_missing_zoo_model_names_both_commands(tmp_path, monkeypatch):
+    """Offline (the tests' VISOR_OFFLINE=1), a model whose weights are not in the cache gives one message naming
+    `visor models pull` and `visor models import`, without trying the network."""
+    monkeypatch.setenv("VISOR_CACHE", str(tmp_path))
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("no download when offline"))
+    card, target = _zoo("yolox_nano")
+    expected = (f"yolox_nano's weights are not in the cache ({target}) and downloads are off (VISOR_OFFLINE is "
+                "set): run `visor models pull yolox_nano`, or on a machine without internet "
+                "`visor models import yolox_nano FILE`")
+    with pytest.raises(WeightsNotCached) as exc:
+        resolve(card.weights)
+    assert str(exc.value) == expected
+    with pytest.raises(WeightsNotCached) as exc:
+        visor.load("yolox_nano")
+    assert str(exc.value) == expected
+    assert not target.parent.exists()
+
+
+def test_first_use_downloads_when_online_and_a_dead_network_names_both_commands(tmp_path, monkeypatch):
+    """Online, resolve downloads on first use (URL and sha256 as in the card); when the host cannot be reached
+    the message names both commands and the reason."""
+    monkeypatch.delenv(weights_mod.OFFLINE_ENV)
+    monkeypatch.setenv("VISOR_CACHE", str(tmp_path))
+    card, target = _zoo("yunet")
+    asked = []
+
+    def unreachable(request, timeout):
+        asked.append((request.full_url, timeout))
+        raise urllib.error.URLError(OSError(101, "Network is unreachable"))
+
+    monkeypatch.setattr(urllib.request, "urlopen", unreachable)
+    with pytest.raises(WeightsNotCached) as exc:
+        resolve(card.weights, progress=False)
+    assert asked == [(card.weights.location, weights_mod.DOWNLOAD_TIMEOUT_S)]
+    assert str(exc.value) == (
+        f"yunet's weights are not in the cache ({target}) and downloading them failed (cannot download "
+        f"{card.weights.location}: [Errno 101] Network is unreachable): run `visor models pull yunet`, or on a "
+        "machine without internet `visor models import yunet FILE`"
+    )
+    assert not target.exists() and list(target.parent.iterdir()) == []
+    with pytest.raises(WeightsNotCached, match="downloads are off"):
+        resolve(card.weights, allow_download=False)
+
+
+def test_the_test_session_never_touches_the_network():
+    """conftest: VISOR_OFFLINE for this process and its subprocesses, and urllib refuses hosts but loopback."""
+    assert os.environ[weights_mod.OFFLINE_ENV] == "1" and weights_mod.offline()
+    with pytest.raises(RuntimeError, match="tests never touch the network"):
+        urllib.request.urlopen("https://example.org/", timeout=1)
+    with pytest.raises(RuntimeError, match="tests never touch the network"):
+        urllib.request.urlopen(urllib.request.Request("http://pypi.org/simple/"), timeout=1)
+
+
+def test_offline_is_read_from_the_environment(monkeypatch):
+    for value, off in (("1", True), ("yes", True), ("true", True), ("0", False), ("", False), ("false", False)):
+        monkeypatch.setenv(weights_mod.OFFLINE_ENV, value)
+        assert weights_mod.offline() is off
+    monkeypatch.delenv(weights_mod.OFFLINE_ENV)
+    assert weights_mod.offline() is False

@@ -25,6 +25,7 @@ from visor.cli import evaluate as evaluate_cli
 from visor.cli import export as export_cli
 from visor.cli import faces as faces_cli
 from visor.cli import keys as keys_cli
+from visor.cli import models as models_cli
 from visor.cli import recognition as recognition_cli
 from visor.cli import review as review_cli
 from visor.cli import search as search_cli
@@ -82,33 +83,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# --------------------------------------------------------------------------- models
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from visor import models
-
-    cards = [models.get_card(n) for n in models.list()]
-    if args.json:
-        print(json.dumps([_card_summary(c) for c in cards], indent=2))
-        return EXIT_OK
-    rows = [("NAME", "TASK", "ARCHITECTURE", "INPUT", "CLASSES", "LICENSE", "REFERENCE")]
-    for c in cards:
-        h, w = c.preprocess.input_size
-        ref = ", ".join(f"{k}={v:g}" for k, v in c.metrics.items() if isinstance(v, int | float))
-        rows.append((c.name, c.task, c.architecture, f"{h}x{w}", str(c.num_classes), c.license, ref))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:-1])) + "  " + r[-1])
-    return EXIT_OK
-
-
-def _card_summary(card) -> dict:
-    d = card.to_dict()
-    d["labels"] = len(card.labels)
-    return d
-
-
 # --------------------------------------------------------------------------- parser
 
 
@@ -149,10 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
     p.set_defaults(func=cmd_classify)
 
-    p = sub.add_parser("models", help="list the built-in models", description="List the model registry.")
-    p.add_argument("--json", action="store_true", help="print the model cards as JSON (labels counted)")
-    p.set_defaults(func=cmd_models)
-
+    models_cli.register(sub)
     data_cli.register(sub)
     train_cli.register(sub)
     evaluate_cli.register(sub)
