@@ -37,7 +37,7 @@ def test_validation_and_empty() -> None:
         TextLines(np.zeros((2, 4, 2)), ["a"], [1.0, 1.0])
     empty = TextLines.empty()
     assert len(empty) == 0 and empty.full_text == "" and empty.xyxy.shape == (0, 4)
-    assert empty.to_dict() == {"type": "text", "full_text": "", "lines": []}
+    assert empty.to_dict() == {"type": "text", "model": "", "full_text": "", "lines": []}
 
 
 def test_json_round_trip_and_indexing() -> None:

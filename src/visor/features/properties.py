@@ -17,10 +17,7 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -28,6 +25,7 @@ from PIL import Image
 from visor.errors import InvalidInput
 from visor.io import ImageLimits, ImageSource, bounded_copy, open_image
 from visor.io.image import DEFAULT_LIMITS
+from visor.types.properties import DominantColor, Exposure, ImageProperties
 
 ANALYSIS_SIDE = 256
 #: The long side :func:`image_properties` measures at (larger images are box-downscaled to it).
@@ -76,20 +74,6 @@ def kmeans(points: np.ndarray, k: int, *, seed: int = 0, iterations: int = 20) -
             break
         c = new
     return c
-
-
-@dataclass(frozen=True)
-class DominantColor:
-    rgb: tuple[int, int, int]
-    fraction: float
-
-    @property
-    def hex(self) -> str:
-        return "#{:02x}{:02x}{:02x}".format(*self.rgb)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"rgb": list(self.rgb), "hex": self.hex, "fraction": round(self.fraction, 6)}
-
 
 
 def dominant_colors(
@@ -153,21 +137,6 @@ def _gray_at_analysis_size(image: Image.Image) -> np.ndarray:
 def sharpness(image: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS) -> float:
     """Variance of the Laplacian (0..1 grayscale, long side box-downscaled to 256 px): higher is sharper."""
     return float(laplacian(_gray_at_analysis_size(open_image(image, limits=limits))).var())
-
-
-@dataclass(frozen=True)
-class Exposure:
-    dark_fraction: float
-    bright_fraction: float
-
-    @property
-    def score(self) -> float:
-        """1 when nothing is clipped, falling to 0 when half the pixels are."""
-        return float(np.clip(1 - 2 * (self.dark_fraction + self.bright_fraction), 0, 1))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"dark_fraction": round(self.dark_fraction, 6), "bright_fraction": round(self.bright_fraction, 6),
-                "score": round(self.score, 6)}
 
 
 def brightness_exposure(image: ImageSource, *, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[float, Exposure]:
@@ -246,30 +215,6 @@ def crop_hints(
 
 
 # --------------------------------------------------------------------------- all together
-
-
-@dataclass(frozen=True)
-class ImageProperties:
-    width: int
-    height: int
-    dominant_colors: tuple[DominantColor, ...]
-    brightness: float
-    sharpness: float
-    exposure: Exposure
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": "properties",
-            "width": self.width,
-            "height": self.height,
-            "dominant_colors": [c.to_dict() for c in self.dominant_colors],
-            "brightness": round(self.brightness, 6),
-            "sharpness": round(self.sharpness, 6),
-            "exposure": self.exposure.to_dict(),
-        }
-
-    def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
 
 
 def image_properties(image: ImageSource, *, colors: int = 5, seed: int = 0,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 
-from visor.types.classifications import _jsonable
+from visor.types.base import Columns, Field
 
 
-@dataclass(frozen=True)
-class Detections:
+@dataclass(frozen=True, eq=False)
+class Detections(Columns):
     """N detections in one image.
 
     ``xyxy`` is ``(N, 4)`` float32 in pixels of the original image (x1, y1, x2, y2);
@@ -22,34 +21,21 @@ class Detections:
     Indexing with an int, slice, index array or boolean mask returns a new Detections.
     """
 
+    TYPE: ClassVar[str] = "detections"
+    ITEMS: ClassVar[str] = "detections"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("xyxy", np.float32, (4,), decimals=3), Field("confidence", np.float32, decimals=6),
+        Field("class_id", np.int64))
+
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
     data: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        xyxy = np.asarray(self.xyxy, dtype=np.float32).reshape(-1, 4)
-        n = len(xyxy)
-        conf = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
-        cid = np.asarray(self.class_id, dtype=np.int64).reshape(-1)
-        if len(conf) != n or len(cid) != n:
-            raise ValueError(f"xyxy has {n} rows but confidence {len(conf)} and class_id {len(cid)}")
-        data = {k: np.asarray(v) for k, v in self.data.items()}
-        for k, v in data.items():
-            if len(v) != n:
-                raise ValueError(f"data[{k!r}] has length {len(v)}, expected {n}")
-        object.__setattr__(self, "xyxy", xyxy)
-        object.__setattr__(self, "confidence", conf)
-        object.__setattr__(self, "class_id", cid)
-        object.__setattr__(self, "data", data)
-
-    @classmethod
-    def empty(cls) -> Detections:
-        return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    model: str = field(default="", kw_only=True)
 
     @classmethod
     def merge(cls, items: Sequence[Detections]) -> Detections:
-        """Concatenate detections; every item must carry the same ``data`` keys."""
+        """Concatenate detections (``model`` from the first); every item must carry the same ``data`` keys."""
         items = [d for d in items if len(d)] or list(items[:1])
         if not items:
             return cls.empty()
@@ -60,56 +46,11 @@ class Detections:
             np.concatenate([d.xyxy for d in items]),
             np.concatenate([d.confidence for d in items]),
             np.concatenate([d.class_id for d in items]),
-            {k: np.concatenate([d.data[k] for d in items]) for k in keys},
-        )
-
-    def __len__(self) -> int:
-        return len(self.xyxy)
-
-    def __getitem__(self, index: int | slice | np.ndarray | Sequence[int]) -> Detections:
-        if isinstance(index, (int, np.integer)):
-            index = [int(index)]
-        return Detections(
-            self.xyxy[index],
-            self.confidence[index],
-            self.class_id[index],
-            {k: v[index] for k, v in self.data.items()},
+            {k: np.concatenate([d.data[k] for d in items]) for k in items[0].data},
+            model=items[0].model,
         )
 
     @property
     def area(self) -> np.ndarray:
         wh = np.clip(self.xyxy[:, 2:] - self.xyxy[:, :2], 0, None)
         return wh[:, 0] * wh[:, 1]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form used everywhere (API, CLI, service)."""
-        return {
-            "type": "detections",
-            "detections": [
-                {
-                    "xyxy": [round(float(c), 3) for c in self.xyxy[i]],
-                    "confidence": round(float(self.confidence[i]), 6),
-                    "class_id": int(self.class_id[i]),
-                    **{k: _jsonable(v[i]) for k, v in self.data.items()},
-                }
-                for i in range(len(self))
-            ],
-        }
-
-    def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Detections:
-        if d.get("type", "detections") != "detections":
-            raise ValueError(f"not a detections object: type={d.get('type')!r}")
-        rows = d.get("detections", [])
-        if not rows:
-            return cls.empty()
-        extra = sorted({k for r in rows for k in r} - {"xyxy", "confidence", "class_id"})
-        return cls(
-            np.array([r["xyxy"] for r in rows], dtype=np.float32),
-            np.array([r["confidence"] for r in rows], dtype=np.float32),
-            np.array([r["class_id"] for r in rows], dtype=np.int64),
-            {k: np.array([r.get(k) for r in rows]) for k in extra},
-        )

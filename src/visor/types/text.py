@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
+
+from visor.types.base import Columns, Field
 
 
 def skew_angle(polygons: np.ndarray) -> float:
@@ -54,44 +55,26 @@ def reading_order(polygons: np.ndarray) -> list[list[int]]:
     return sorted(lines, key=lambda line: float(np.mean(centre[line])))
 
 
-@dataclass(frozen=True)
-class TextLines:
+@dataclass(frozen=True, eq=False)
+class TextLines(Columns):
     """N pieces of text in one image.
 
     ``polygons`` is ``(N, 4, 2)`` float32: the corners (x, y) of each text box in pixels of
     the original image, clockwise from the top left; ``text`` is ``(N,)`` object (str);
-    ``confidence`` is ``(N,)`` float32.
+    ``confidence`` is ``(N,)`` float32. JSON adds ``full_text`` (all text in reading order).
     """
+
+    TYPE: ClassVar[str] = "text"
+    ITEMS: ClassVar[str] = "lines"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("polygons", np.float32, (4, 2), key="polygon", decimals=2), Field("text", str),
+        Field("confidence", np.float32, decimals=6))
 
     polygons: np.ndarray
     text: np.ndarray
     confidence: np.ndarray
-
-    def __post_init__(self) -> None:
-        polys = np.asarray(self.polygons, dtype=np.float32).reshape(-1, 4, 2)
-        n = len(polys)
-        text = np.empty(n, dtype=object)
-        raw = list(self.text) if not isinstance(self.text, str) else [self.text]
-        conf = np.asarray(self.confidence, dtype=np.float32).reshape(-1)
-        if len(raw) != n or len(conf) != n:
-            raise ValueError(f"polygons has {n} boxes but text {len(raw)} and confidence {len(conf)}")
-        for i, t in enumerate(raw):
-            text[i] = str(t)
-        object.__setattr__(self, "polygons", polys)
-        object.__setattr__(self, "text", text)
-        object.__setattr__(self, "confidence", conf)
-
-    @classmethod
-    def empty(cls) -> TextLines:
-        return cls(np.zeros((0, 4, 2), np.float32), np.empty(0, object), np.zeros(0, np.float32))
-
-    def __len__(self) -> int:
-        return len(self.polygons)
-
-    def __getitem__(self, index: int | slice | np.ndarray | list[int]) -> TextLines:
-        if isinstance(index, (int, np.integer)):
-            index = [int(index)]
-        return TextLines(self.polygons[index], self.text[index], self.confidence[index])
+    data: dict[str, np.ndarray] = field(default_factory=dict)
+    model: str = field(default="", kw_only=True)
 
     @property
     def xyxy(self) -> np.ndarray:
@@ -109,33 +92,5 @@ class TextLines:
         """All text in reading order: lines top to bottom, left to right within a line."""
         return "\n".join(self.lines())
 
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON form used everywhere (API, CLI, service)."""
-        return {
-            "type": "text",
-            "full_text": self.full_text,
-            "lines": [
-                {
-                    "polygon": [[round(float(x), 2), round(float(y), 2)] for x, y in self.polygons[i]],
-                    "text": str(self.text[i]),
-                    "confidence": round(float(self.confidence[i]), 6),
-                }
-                for i in range(len(self))
-            ],
-        }
-
-    def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TextLines:
-        if d.get("type", "text") != "text":
-            raise ValueError(f"not a text object: type={d.get('type')!r}")
-        rows = d.get("lines", [])
-        if not rows:
-            return cls.empty()
-        return cls(
-            np.array([r["polygon"] for r in rows], dtype=np.float32),
-            [r["text"] for r in rows],
-            np.array([r["confidence"] for r in rows], dtype=np.float32),
-        )
+    def _header(self) -> dict[str, Any]:
+        return {"full_text": self.full_text}
