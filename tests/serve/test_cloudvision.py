@@ -7,9 +7,9 @@ import dataclasses
 import io
 import json
 import math
-import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 from google.api_core import exceptions as core_exceptions
@@ -18,7 +18,6 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 from PIL import Image, ImageDraw, ImageFont
 
-import visor
 from visor.annotate import CROP_ASPECT_RATIOS, Annotator
 from visor.errors import CorruptImage, VisorError
 from visor.serve import cloudvision as cv
@@ -117,6 +116,7 @@ def test_enum_tables_match_google_cloud_vision():
     assert dict(code_pb2.Code.items()) == cv.RPC_CODES
     assert set(cv.SUPPORTED_FEATURES) <= set(cv.FEATURE_TYPES)
     assert set(cv.LANDMARK_POINTS) <= set(cv.LANDMARK_TYPES)
+    assert set(cv.YUNET_LANDMARKS) <= set(cv.LANDMARK_TYPES)
     assert set(cv.HTTP_STATUS_NAMES.values()) <= set(cv.RPC_CODES)
     from visor.features.moderation import LIKELIHOODS as visor_likelihoods
 
@@ -198,23 +198,57 @@ def test_68_point_landmarks_map_to_every_listed_type(annotator, faces_jpg):
 # --------------------------------------------------------------------------- features vs native
 
 
-def test_labels_equal_native_top_k(annotator):
+def test_labels_are_generic_labels_and_classifier_names(annotator):
+    """LABEL_DETECTION: the generic labels (summed ImageNet probabilities over the WordNet table) merged with the
+    classifier's own names, capitalised, best first; the ImageNet sums use the full distribution."""
+    from visor.features.labels import hypernym_table
+
     data = BUS.read_bytes()
     body = {"requests": [request(data, "LABEL_DETECTION", max_results=5), request(data, "LABEL_DETECTION")]}
     five, default = annotate(annotator, body)["responses"]
-    native = dataclasses.replace(annotator, top_k=10).annotate(data, ["labels"])["labels"]["predictions"]
-    assert [(x["description"], x["score"]) for x in default["labelAnnotations"]] == \
-        [(p["label"], p["confidence"]) for p in native]
+    native = dataclasses.replace(annotator, top_k=1000).annotate(data, ["labels"])["labels"]["predictions"]
+    assert len(native) == 1000
+    table = hypernym_table()
+    probs = np.zeros(1000)
+    for p in native:
+        probs[p["class_id"]] = p["confidence"]
+    generic = {name: min(1.0, float(row @ probs)) for name, row in zip(table.names, table.imagenet, strict=True)}
+    labels = five["labelAnnotations"]
+    assert [x["description"] for x in labels] == ["Vehicle", "Motor vehicle", "Bus", "School bus", "Railroad car"]
+    for x in labels[:3]:
+        assert x["score"] == x["topicality"] == pytest.approx(generic[x["description"]], abs=1e-6)
+    assert labels[3]["score"] == native[0]["confidence"] and native[0]["label"] == "school bus"
+    assert labels[4]["score"] == native[1]["confidence"] and native[1]["label"] == "railroad car"
+    assert [x["mid"] for x in labels[:4]] == ["/wordnet/n04524313", "/wordnet/n03791235", "/wordnet/n02924116",
+                                              "/wordnet/n04146614"]
+    assert labels[4]["mid"] == "/wordnet/" + table.imagenet_wnids[native[1]["class_id"]]
     assert len(default["labelAnnotations"]) == cv.DEFAULT_MAX_RESULTS
-    assert [(x["description"], x["score"], x["topicality"]) for x in five["labelAnnotations"]] == \
-        [(p["label"], p["confidence"], p["confidence"]) for p in native[:5]]
-    assert five["labelAnnotations"][0]["description"] == "school bus"
-    assert all(x["mid"] == "" for x in five["labelAnnotations"])
+    assert default["labelAnnotations"][:5] == labels
+    scores = [x["score"] for x in default["labelAnnotations"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_generic_labels_from_the_document_are_used_and_merged_by_description():
+    doc = {"image": "x", "width": 4, "height": 4,
+           "labels": {"type": "classifications", "model": "efficientnet_lite0", "predictions": [
+               {"class_id": 879, "label": "umbrella", "confidence": 0.4},
+               {"class_id": 779, "label": "school bus", "confidence": 0.1}]},
+           "generic_labels": {"labels": [{"name": "Umbrella", "score": 0.9}, {"name": "Person", "score": 0.7}]}}
+    body = {"requests": [request(b"x", "LABEL_DETECTION")]}
+    out = cv.annotate_images(body, lambda *a: doc, int_enums=False, has_detector=False)
+    parse(out)
+    labels = out["responses"][0]["labelAnnotations"]
+    assert [(x["description"], x["score"], x["mid"]) for x in labels] == [
+        ("Umbrella", 0.9, "/wordnet/n04507155"), ("Person", 0.7, "/wordnet/n00007846"),
+        ("School bus", 0.1, "/wordnet/n04146614")]
 
 
 def test_faces_equal_native(annotator, faces_jpg):
+    """YuNet's faces (annotate's default): its 5 points as eye centres, nose tip and mouth corners."""
     out = annotate(annotator, {"requests": [request(faces_jpg, "FACE_DETECTION")]})
-    native = annotator.annotate(faces_jpg, ["faces"])["faces"]["faces"]
+    doc = annotator.annotate(faces_jpg, ["faces"])["faces"]
+    assert doc["model"] == "yunet"
+    native = doc["faces"]
     faces = out["responses"][0]["faceAnnotations"]
     assert len(faces) == len(native) >= 2
     for face, nat in zip(faces, native, strict=True):
@@ -223,20 +257,43 @@ def test_faces_equal_native(annotator, faces_jpg):
         assert [(v["x"], v["y"]) for v in face["boundingPoly"]["vertices"]] == box
         assert [(v["x"], v["y"]) for v in face["fdBoundingPoly"]["vertices"]] == box
         marks = {m["type"]: (m["position"]["x"], m["position"]["y"]) for m in face["landmarks"]}
-        p = nat["landmarks"]  # dlib's 5 points: 68-point indices 45, 42, 36, 39, 33
-        assert marks["RIGHT_EYE_RIGHT_CORNER"] == tuple(p[0]) and marks["LEFT_EYE_LEFT_CORNER"] == tuple(p[2])
-        assert marks["NOSE_BOTTOM_CENTER"] == tuple(p[4])
-        assert marks["LEFT_EYE"] == pytest.approx(((p[2][0] + p[3][0]) / 2, (p[2][1] + p[3][1]) / 2))
-        roll = math.degrees(math.atan2(marks["RIGHT_EYE"][1] - marks["LEFT_EYE"][1],
-                                       marks["RIGHT_EYE"][0] - marks["LEFT_EYE"][0]))
+        p = [tuple(xy) for xy in nat["landmarks"]]  # YuNet: right eye, left eye, nose tip, right/left mouth corner
+        assert list(marks) == ["LEFT_EYE", "RIGHT_EYE", "MIDPOINT_BETWEEN_EYES", "NOSE_TIP", "MOUTH_LEFT",
+                               "MOUTH_RIGHT"]
+        assert (marks["LEFT_EYE"], marks["RIGHT_EYE"], marks["NOSE_TIP"]) == (p[0], p[1], p[2])
+        assert (marks["MOUTH_LEFT"], marks["MOUTH_RIGHT"]) == (p[3], p[4])
+        assert marks["MIDPOINT_BETWEEN_EYES"] == pytest.approx(((p[0][0] + p[1][0]) / 2, (p[0][1] + p[1][1]) / 2))
+        assert marks["LEFT_EYE"][0] < marks["RIGHT_EYE"][0]  # the viewer's left and right
+        roll = math.degrees(math.atan2(p[1][1] - p[0][1], p[1][0] - p[0][0]))
         assert face["rollAngle"] == pytest.approx(roll, abs=1e-3)
         assert face["panAngle"] == face["tiltAngle"] == 0.0
-        assert face["detectionConfidence"] == pytest.approx(1 / (1 + math.exp(-nat["confidence"])), abs=1e-6)
-        assert 0.5 < face["detectionConfidence"] < 1
+        assert face["detectionConfidence"] == face["landmarkingConfidence"] == pytest.approx(nat["confidence"],
+                                                                                           abs=1e-6)
+        assert 0.7 <= face["detectionConfidence"] <= 1  # YuNet's threshold
         assert face["joyLikelihood"] == face["headwearLikelihood"] == "UNKNOWN"
     # maxResults caps the faces
     one = annotate(annotator, {"requests": [request(faces_jpg, "FACE_DETECTION", max_results=1)]})
     assert one["responses"][0]["faceAnnotations"] == faces[:1]
+
+
+def test_dlib_hog_faces_keep_dlibs_5_point_mapping(faces_jpg):
+    from visor.faces import FaceAnalyzer
+
+    faces = FaceAnalyzer(detector="hog").detect(faces_jpg, embeddings=False)
+    doc = {"image": "x", "width": 10, "height": 10, "faces": faces.to_dict(embeddings=False)}
+    assert doc["faces"]["model"] == "hog" and len(faces) >= 2
+    out = cv.annotate_images({"requests": [request(b"x", "FACE_DETECTION")]}, lambda *a: doc, int_enums=False,
+                             has_detector=False)
+    parse(out)
+    for face, nat in zip(out["responses"][0]["faceAnnotations"], doc["faces"]["faces"], strict=True):
+        marks = {m["type"]: (m["position"]["x"], m["position"]["y"]) for m in face["landmarks"]}
+        p = nat["landmarks"]  # dlib's 5 points: 68-point indices 45, 42, 36, 39, 33
+        assert marks["RIGHT_EYE_RIGHT_CORNER"] == tuple(p[0]) and marks["LEFT_EYE_LEFT_CORNER"] == tuple(p[2])
+        assert marks["NOSE_BOTTOM_CENTER"] == tuple(p[4])
+        assert marks["LEFT_EYE"] == pytest.approx(((p[2][0] + p[3][0]) / 2, (p[2][1] + p[3][1]) / 2))
+        assert "NOSE_TIP" not in marks and "MOUTH_LEFT" not in marks
+        assert face["detectionConfidence"] == pytest.approx(1 / (1 + math.exp(-nat["confidence"])), abs=1e-6)
+        assert 0.5 < face["detectionConfidence"] < 1
 
 
 def test_text_and_document_text_equal_native(annotator, text_png):
@@ -318,7 +375,7 @@ def test_crop_hint_aspect_ratios_are_honoured(annotator):
     assert (v[2]["x"] - v[0]["x"]) / (v[2]["y"] - v[0]["y"]) == pytest.approx(1.5, abs=0.01)
 
 
-def test_object_localization_needs_a_detector(annotator, shared_data):
+def test_object_localization_needs_a_detector(annotator):
     data = BUS.read_bytes()
     out = annotate(annotator, {"requests": [request(data, "OBJECT_LOCALIZATION"),
                                             request(data, "OBJECT_LOCALIZATION", "LABEL_DETECTION")]})
@@ -328,24 +385,33 @@ def test_object_localization_needs_a_detector(annotator, shared_data):
     # the supported feature still runs; the error sits beside it, as Cloud Vision does
     assert mixed["labelAnnotations"] and mixed["error"]["code"] == code_pb2.UNIMPLEMENTED
 
-    import nudenet
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        detector = visor.load(Path(nudenet.__file__).parent / "320n.onnx")
-    with_detector = Annotator(detector=detector)
-    data = (shared_data("faces") / "unknown" / "two_people.jpg").read_bytes()  # nudenet finds 4 faces
-    out = annotate(with_detector, {"requests": [request(data, "OBJECT_LOCALIZATION", max_results=3)]},
+def test_object_localization_with_yolox_nano(annotator, yolox_nano):
+    with_detector = dataclasses.replace(annotator, detector=yolox_nano)
+    data = BUS.read_bytes()
+    out = annotate(with_detector, {"requests": [request(data, "OBJECT_LOCALIZATION", max_results=1),
+                                                request(data, "OBJECT_LOCALIZATION", "LABEL_DETECTION")]},
                    has_detector=True)
     doc = with_detector.annotate(data, ["objects"])
-    native = sorted(doc["objects"]["detections"], key=lambda d: -d["confidence"])[:3]
-    objects = out["responses"][0].get("localizedObjectAnnotations", [])
-    assert len(objects) == len(native) == 3 < len(doc["objects"]["detections"])
-    for obj, nat in zip(objects, native, strict=True):
-        assert obj["name"] == nat["class_name"] and obj["score"] == nat["confidence"]
-        v = obj["boundingPoly"]["normalizedVertices"]
-        assert v[0]["x"] == pytest.approx(max(0, nat["xyxy"][0]) / doc["width"])
-        assert v[2]["y"] == pytest.approx(min(doc["height"], nat["xyxy"][3]) / doc["height"])
+    native = sorted(doc["objects"]["detections"], key=lambda d: -d["confidence"])
+    assert [d["class_name"] for d in native] == ["bus", "car"]
+    one, both = out["responses"]
+    assert len(one["localizedObjectAnnotations"]) == 1
+    for objects in (one["localizedObjectAnnotations"], both["localizedObjectAnnotations"]):
+        for obj, nat in zip(objects, native, strict=False):
+            assert obj["name"] == nat["class_name"].capitalize() and obj["score"] == nat["confidence"]
+            assert obj["languageCode"] == "en"
+            v = obj["boundingPoly"]["normalizedVertices"]
+            assert v[0]["x"] == pytest.approx(max(0, nat["xyxy"][0]) / doc["width"])
+            assert v[0]["y"] == pytest.approx(max(0, nat["xyxy"][1]) / doc["height"])
+            assert v[2]["x"] == pytest.approx(min(doc["width"], nat["xyxy"][2]) / doc["width"])
+            assert v[2]["y"] == pytest.approx(min(doc["height"], nat["xyxy"][3]) / doc["height"])
+    bus = one["localizedObjectAnnotations"][0]
+    assert (bus["name"], bus["mid"], round(bus["score"], 3)) == ("Bus", "/wordnet/n02924116", 0.962)
+    assert [o["name"] for o in both["localizedObjectAnnotations"]] == ["Bus", "Car"]
+    # with a detector, LABEL_DETECTION counts the detector's classes too (max of the two per label)
+    labels = {x["description"]: x["score"] for x in both["labelAnnotations"]}
+    assert labels["Bus"] >= native[0]["confidence"] and "Car" not in labels  # the car's 0.25 is under 0.5
 
 
 # --------------------------------------------------------------------------- enum encodings
@@ -398,8 +464,13 @@ def test_run_gets_each_visor_feature_once_with_its_options():
          "features": [{"type": "FACE_DETECTION"}]},
     ], "parent": "projects/x"}
     out = cv.annotate_images(body, run, int_enums=False, has_detector=False)
-    assert calls == [(b"img", ("labels", "text", "crop_hints"), {"top_k": 7, "crop_aspect_ratios": (0.5, 2.0)}),
+    # LABEL_DETECTION asks for every class (the generic labels sum them) and returns maxResults of them
+    assert calls == [(b"img", ("labels", "text", "crop_hints"), {"top_k": 1000, "crop_aspect_ratios": (0.5, 2.0)}),
                      (b"\xfb\xff", ("faces",), {"top_k": 10})]
+    # with a detector, LABEL_DETECTION also asks for objects (the detector's classes are labels too)
+    calls.clear()
+    cv.annotate_images(body, run, int_enums=False, has_detector=True)
+    assert [c[1] for c in calls] == [("labels", "objects", "text", "crop_hints"), ("faces",)]
     # a slot the document lacks is reported, not a crash
     assert out["responses"][0]["error"]["code"] == code_pb2.INTERNAL
 
@@ -436,7 +507,7 @@ def test_per_image_errors(annotator):
     assert "never fetches" in bad[2]["error"]["message"] and "never fetches" in bad[3]["error"]["message"]
     assert "base64" in bad[4]["error"]["message"]
     assert "LOGO_DETECTION" in bad[8]["error"]["message"] and "WEB_DETECTION" in bad[8]["error"]["message"]
-    assert ok["labelAnnotations"][0]["description"] == "school bus" and len(ok["labelAnnotations"]) == 1
+    assert ok["labelAnnotations"][0]["description"] == "Vehicle" and len(ok["labelAnnotations"]) == 1
 
 
 def test_feature_failures_are_reported_beside_the_other_results():
@@ -449,7 +520,7 @@ def test_feature_failures_are_reported_beside_the_other_results():
 
     body = {"requests": [request(b"x", "LABEL_DETECTION", "SAFE_SEARCH_DETECTION")]}
     response = cv.annotate_images(body, run, int_enums=False, has_detector=False)["responses"][0]
-    assert response["labelAnnotations"][0]["description"] == "cat"
+    assert response["labelAnnotations"] == [{"mid": "", "description": "Cat", "score": 0.9, "topicality": 0.9}]
     assert response["error"]["code"] == code_pb2.FAILED_PRECONDITION
     assert response["error"]["message"].startswith("SAFE_SEARCH_DETECTION: content moderation")
 

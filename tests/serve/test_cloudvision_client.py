@@ -1,7 +1,7 @@
 """The official google-cloud-vision client, unchanged, against a live visor server on loopback.
 
-Each value the client returns is checked against visor's native ``/v1/annotate`` route on the
-same image.
+The server runs the default models plus the ``yolox_nano`` detector (named explicitly). Each value
+the client returns is checked against visor's native ``/v1/annotate`` route on the same image.
 """
 
 from __future__ import annotations
@@ -25,6 +25,23 @@ TEXT_LINES = ("HELLO WORLD", "visor reads text")
 def make_client(server, key: str | None = None) -> vision.ImageAnnotatorClient:
     options = ClientOptions(api_endpoint=server.url, api_key=key or server.key)
     return vision.ImageAnnotatorClient(transport="rest", client_options=options)
+
+
+@pytest.fixture(scope="module")
+def detector_server(tmp_path_factory: pytest.TempPathFactory, zoo_cache):
+    """A server with the COCO detector (the weights imported into the test cache from ../shared/models)."""
+    from conftest import start_server  # tests/serve/conftest.py
+
+    server = start_server(tmp_path_factory.mktemp("serve-detector"), detector="yolox_nano",
+                          preload=("classifier", "detector"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(detector_server):
+    """This module's server: the one with a detector."""
+    return detector_server
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +85,43 @@ def box(poly) -> list[int]:
 
 
 def test_labels(client, live_server):
+    """Generic labels (ImageNet sums and the detector's classes) merged with the classifier's names."""
     data = BUS.read_bytes()
     response = client.label_detection(image=vision.Image(content=data), max_results=5)
     assert not response.error.message
-    expected = native(live_server, data, ["labels"], top_k=5)["labels"]["predictions"]
-    assert [x.description for x in response.label_annotations] == [p["label"] for p in expected]
-    assert [x.score for x in response.label_annotations] == pytest.approx([p["confidence"] for p in expected],
-                                                                          abs=1e-6)
-    assert response.label_annotations[0].description == "school bus"
+    native_doc = native(live_server, data, ["labels", "objects"], top_k=1000)
+    predictions = native_doc["labels"]["predictions"]
+    labels = response.label_annotations
+    assert [x.description for x in labels] == ["Vehicle", "Motor vehicle", "Bus", "School bus", "Railroad car"]
+    assert [x.mid for x in labels[:3]] == ["/wordnet/n04524313", "/wordnet/n03791235", "/wordnet/n02924116"]
+    assert labels[3].score == pytest.approx(predictions[0]["confidence"], abs=1e-6)
+    assert predictions[0]["label"] == "school bus"
+    assert labels[2].score >= max(predictions[0]["confidence"],
+                                  max(d["confidence"] for d in native_doc["objects"]["detections"]
+                                      if d["class_name"] == "bus")) - 1e-6
+    assert [round(x.score, 3) for x in labels[:3]] == [0.988, 0.984, 0.983]
+    assert all(x.topicality == x.score for x in labels)
+
+
+def test_object_localization(client, live_server):
+    """Acceptance: the official client's object_localization finds the bus."""
+    data = BUS.read_bytes()
+    response = client.object_localization(image=vision.Image(content=data))
+    assert not response.error.message
+    doc = native(live_server, data, ["objects"])
+    expected = sorted(doc["objects"]["detections"], key=lambda d: -d["confidence"])
+    objects = response.localized_object_annotations
+    assert [o.name for o in objects] == [d["class_name"].capitalize() for d in expected] == ["Bus", "Car"]
+    bus = objects[0]
+    assert bus.score == pytest.approx(expected[0]["confidence"], abs=1e-6) and bus.score > 0.9
+    assert bus.mid == "/wordnet/n02924116"
+    v = bus.bounding_poly.normalized_vertices
+    x1, y1, x2, y2 = expected[0]["xyxy"]
+    w, h = doc["width"], doc["height"]
+    left, top, right, bottom = max(0, x1) / w, max(0, y1) / h, min(w, x2) / w, min(h, y2) / h
+    assert [c for p in v for c in (p.x, p.y)] == pytest.approx([left, top, right, top, right, bottom, left, bottom],
+                                                               abs=1e-6)
+    assert (v[2].x - v[0].x) * (v[2].y - v[0].y) > 0.3  # the bus fills much of the photo
 
 
 def test_faces(client, live_server, faces_jpg):
@@ -86,13 +132,14 @@ def test_faces(client, live_server, faces_jpg):
     for face, nat in zip(response.face_annotations, expected, strict=True):
         assert box(face.bounding_poly) == box(face.fd_bounding_poly) == [round(c) for c in nat["xyxy"]]
         marks = {m.type_: m.position for m in face.landmarks}
-        left_eye = marks[vision.FaceAnnotation.Landmark.Type.LEFT_EYE_LEFT_CORNER]
-        # dlib's 5-point: 36; Cloud Vision positions are float32, and landmarks found on a downscaled copy are
-        # fractional in original pixels, so they match to float32 precision
-        assert (left_eye.x, left_eye.y) == pytest.approx(tuple(nat["landmarks"][2]), rel=1e-6)
-        assert vision.FaceAnnotation.Landmark.Type.LEFT_EYE in marks
-        assert vision.FaceAnnotation.Landmark.Type.NOSE_BOTTOM_CENTER in marks
-        assert 0.5 < face.detection_confidence < 1
+        kinds = vision.FaceAnnotation.Landmark.Type
+        # YuNet's 5 points (right eye, left eye, nose tip, right and left mouth corner: the person's); Cloud
+        # Vision positions are float32, so they match to float32 precision
+        for kind, i in ((kinds.LEFT_EYE, 0), (kinds.RIGHT_EYE, 1), (kinds.NOSE_TIP, 2), (kinds.MOUTH_LEFT, 3),
+                        (kinds.MOUTH_RIGHT, 4)):
+            assert (marks[kind].x, marks[kind].y) == pytest.approx(tuple(nat["landmarks"][i]), rel=1e-6)
+        assert face.detection_confidence == pytest.approx(nat["confidence"], abs=1e-6)
+        assert 0.7 <= face.detection_confidence <= 1
         assert face.joy_likelihood == vision.Likelihood.UNKNOWN
 
 
@@ -144,8 +191,7 @@ def test_batch_with_per_image_errors(client, live_server):
                                     features=[vision.Feature(type_=vision.Feature.Type.LOGO_DETECTION)]),
     ])
     ok, corrupt, url, logo = response.responses
-    assert [x.description for x in ok.label_annotations] == \
-        [p["label"] for p in native(live_server, data, ["labels"], top_k=3)["labels"]["predictions"]]
+    assert [x.description for x in ok.label_annotations] == ["Vehicle", "Motor vehicle", "Bus"]
     assert corrupt.error.code == url.error.code == 3  # INVALID_ARGUMENT
     assert "never fetches" in url.error.message
     assert logo.error.code == 12 and "LOGO_DETECTION" in logo.error.message  # UNIMPLEMENTED

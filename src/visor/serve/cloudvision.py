@@ -8,28 +8,44 @@ constants, checked against the installed ``google-cloud-vision`` by the tests.
 
 Supported feature types and how they map onto visor:
 
-* ``LABEL_DETECTION`` -> ``labels`` (``mid`` is empty; ``score`` and ``topicality`` are the
-  classifier's probability; ``maxResults`` is the top k, default 10);
-* ``FACE_DETECTION`` -> ``faces``: ``boundingPoly`` and ``fdBoundingPoly`` are both dlib's box;
-  dlib's 5 or 68 landmarks become the Cloud Vision landmark types they clearly correspond to
-  (:data:`LANDMARK_POINTS`); ``rollAngle`` is the slope of the eye line in degrees (positive
-  when the face is turned clockwise on screen), ``panAngle`` comes from where the nose tip sits
-  between the jaw ends (68 points only; positive when the nose is towards the image's right),
-  ``tiltAngle`` is 0; ``detectionConfidence`` is the logistic of dlib's detector score (0.5 at
-  the detector's threshold) and ``landmarkingConfidence`` the same (dlib gives no landmark
-  score); every emotion and attribute likelihood is ``UNKNOWN``;
+* ``LABEL_DETECTION`` -> ``labels`` (and ``objects`` when the server has a detector): the generic
+  labels of :func:`visor.features.labels.generic_labels` ("Bus", "Motor vehicle", "Vehicle", "Person";
+  ImageNet classes rolled up WordNet, the detector's classes, each label's score the max of the summed
+  ImageNet probabilities and the best detection, labels under 0.5 dropped) merged with the classifier's
+  own class names, capitalised as Cloud Vision writes descriptions ("School bus"). A description that
+  comes from both keeps the higher score. ``score`` = ``topicality``; best first, ``maxResults`` of
+  them (default 10). ``mid`` is ``/wordnet/<wnid>``, the label's WordNet 3.0 synset (a stable id: the
+  ImageNet class's own for its names, the generic label's for generic ones), or empty for the classes of
+  a non-ImageNet classifier. The document's ``generic_labels`` (``{"labels": [{"name", "score"}]}``) is
+  used when annotate provides it; otherwise they are computed here from the document's ``labels``
+  (``run`` is asked for all classes, ``top_k`` :data:`LABELS_TOP_K`, so the ImageNet sums are exact)
+  and ``objects``;
+* ``FACE_DETECTION`` -> ``faces``: ``boundingPoly`` and ``fdBoundingPoly`` are both the detector's box;
+  landmarks become the Cloud Vision landmark types they clearly correspond to: YuNet's 5 points
+  (:data:`YUNET_LANDMARKS`: eye centres, nose tip, mouth corners) when the faces come from a
+  face-detection model (``model`` "yunet"), dlib's 5 or 68 points otherwise (:data:`LANDMARK_POINTS`;
+  ``model`` "hog", "cnn" or none, and the 68 points dlib adds to YuNet's boxes); ``rollAngle`` is the slope of the eye
+  line in degrees (positive when the face is turned clockwise on screen), ``panAngle`` comes from
+  where the nose tip sits between the jaw ends (dlib's 68 points only; positive when the nose is
+  towards the image's right), ``tiltAngle`` is 0; ``detectionConfidence`` is YuNet's score, or the
+  logistic of dlib's detector score (0.5 at the detector's threshold), and ``landmarkingConfidence``
+  the same (neither model scores its landmarks); every emotion and attribute likelihood is ``UNKNOWN``;
 * ``TEXT_DETECTION`` / ``DOCUMENT_TEXT_DETECTION`` -> ``text``: ``textAnnotations`` is the full
   text (``locale`` "", a box around everything) then one entry per text line in reading order;
   ``DOCUMENT_TEXT_DETECTION`` adds ``fullTextAnnotation`` with one page, one block (and one
   paragraph) per line, words split on spaces and symbols per character, their boxes dividing
   the line's quadrilateral in proportion to character counts;
-* ``SAFE_SEARCH_DETECTION`` -> ``moderation``: ``adult`` and ``racy``; ``spoof``, ``medical``
-  and ``violence`` are ``UNKNOWN``;
+* ``SAFE_SEARCH_DETECTION`` -> ``moderation`` (open_nsfw, plus nudenet's parts when installed; see
+  :mod:`visor.features.moderation`): ``adult`` and ``racy``; ``spoof``, ``medical`` and ``violence``
+  are ``UNKNOWN``;
 * ``IMAGE_PROPERTIES`` -> ``properties``: the dominant colours, ``score`` = ``pixelFraction``;
 * ``CROP_HINTS`` -> ``crop_hints``, honouring ``imageContext.cropHintsParams.aspectRatios``
   (visor's default ratios otherwise); ``confidence`` is 1 (visor does not score crops) and
   ``importanceFraction`` the crop's share of the image area;
-* ``OBJECT_LOCALIZATION`` -> ``objects``, only when the server has a detector.
+* ``OBJECT_LOCALIZATION`` -> ``objects``, only when the server has a detector: ``localizedObjectAnnotations``,
+  best first, ``maxResults`` of them, ``name`` as Cloud Vision writes it ("Person", "Car", "Mobile phone":
+  :func:`visor.features.labels.display_name`), ``mid`` the class's WordNet id as for labels (COCO classes),
+  ``boundingPoly.normalizedVertices`` the box divided by the image size, clipped to 0..1.
 
 Errors: a body that is not a Cloud Vision request raises :class:`CloudVisionRequestError`
 (answer it with HTTP 400 and :func:`error_body`). Problems with one image (undecodable bytes,
@@ -61,6 +77,7 @@ __all__ = [
     "MAX_IMAGES",
     "RPC_CODES",
     "SUPPORTED_FEATURES",
+    "YUNET_LANDMARKS",
     "CloudVisionRequestError",
     "annotate_images",
     "error_body",
@@ -68,6 +85,9 @@ __all__ = [
     "load_body",
 ]
 
+#: ``top_k`` asked of ``run`` for LABEL_DETECTION: all of ImageNet-1k's classes, so that the generic labels'
+#: sums are exact (the classifier's names returned are still the best ``maxResults``).
+LABELS_TOP_K = 1000
 #: Cloud Vision's limit of images per ``images:annotate`` request.
 MAX_IMAGES = 16
 #: ``maxResults`` when a feature does not give one (as Cloud Vision).
@@ -152,6 +172,12 @@ LANDMARK_POINTS: dict[str, tuple[int, ...]] = {
     "RIGHT_EYE_LEFT_CORNER": (42,),
     "LEFT_EYEBROW_UPPER_MIDPOINT": (19,), "RIGHT_EYEBROW_UPPER_MIDPOINT": (24,),
     "CHIN_GNATHION": (8,),
+}
+#: Cloud Vision landmark -> the indices of YuNet's 5 points (right eye, left eye, nose tip, right and left mouth
+#: corner: the person's) whose mean it is; the person's right eye is on the viewer's left (LEFT_EYE), as above.
+YUNET_LANDMARKS: dict[str, tuple[int, ...]] = {
+    "LEFT_EYE": (0,), "RIGHT_EYE": (1,), "MIDPOINT_BETWEEN_EYES": (0, 1), "NOSE_TIP": (2,),
+    "MOUTH_LEFT": (3,), "MOUTH_RIGHT": (4,),
 }
 #: dlib's 5-point model as 68-point indices: outer and inner corner of the viewer's right eye,
 #: outer and inner corner of the viewer's left eye, bottom of the nose.
@@ -269,10 +295,11 @@ class _Plan:
     max_results: dict[str, int] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     errors: list[dict[str, Any]] = field(default_factory=list)  # unsupported features
+    extra: set[str] = field(default_factory=set)  # visor features that only feed another one
 
     @property
     def visor_features(self) -> tuple[str, ...]:
-        wanted = {SUPPORTED_FEATURES[t] for t in self.types}
+        wanted = {SUPPORTED_FEATURES[t] for t in self.types} | self.extra
         return tuple(f for f in _VISOR_ORDER if f in wanted)
 
 
@@ -332,7 +359,12 @@ def _plan(request: dict[str, Any], has_detector: bool) -> _Plan:
         if not all(math.isfinite(r) and r > 0 for r in ratios):
             raise _ImageError("INVALID_ARGUMENT", f"crop hint aspect ratios must be positive, got {ratios}")
         plan.options["crop_aspect_ratios"] = tuple(float(r) for r in ratios)
-    plan.options["top_k"] = plan.max_results.get("LABEL_DETECTION", DEFAULT_MAX_RESULTS)
+    if "LABEL_DETECTION" in plan.types:
+        plan.options["top_k"] = max(plan.max_results["LABEL_DETECTION"], LABELS_TOP_K)
+        if has_detector:  # the detector's classes are labels too
+            plan.extra.add("objects")
+    else:
+        plan.options["top_k"] = DEFAULT_MAX_RESULTS
 
     image = request.get("image") or {}
     content = image.get("content")
@@ -385,9 +417,44 @@ class _Encoder:
         return table[name] if self.int_enums else name
 
 
-def _labels(doc: dict[str, Any], max_results: int) -> list[dict[str, Any]]:
-    return [{"mid": "", "description": str(p["label"]), "score": float(p["confidence"]),
-             "topicality": float(p["confidence"])} for p in doc["predictions"][:max_results]]
+def _mid(wnid: str) -> str:
+    return f"/wordnet/{wnid}" if wnid else ""
+
+
+def _description(label: str) -> str:
+    """Cloud Vision's descriptions start with a capital ("School bus")."""
+    return label[:1].upper() + label[1:]
+
+
+def _labels(result: dict[str, Any], doc: dict[str, Any], max_results: int) -> list[dict[str, Any]]:
+    """Generic labels and the classifier's class names, merged by description (higher score kept), best first."""
+    from visor.features.labels import generic_labels, imagenet_wnid, label_wnid
+
+    given = doc.get("generic_labels")
+    if isinstance(given, dict) and isinstance(given.get("labels"), list):
+        generic = [(str(g["name"]), float(g["score"])) for g in given["labels"]]
+    else:
+        objects = doc.get("objects")
+        usable = isinstance(objects, dict) and "error" not in objects and "detections" in objects
+        generic = [(g.name, g.score) for g in generic_labels(result, objects if usable else None)]
+    found: dict[str, tuple[float, str, str]] = {}  # lower-cased description -> (score, description, mid)
+
+    def add(description: str, score: float, mid: str) -> None:
+        key = description.lower()
+        old = found.get(key)
+        if old is None:
+            found[key] = (score, description, mid)
+        else:
+            best = (score, description) if score > old[0] else (old[0], old[1])
+            found[key] = (*best, old[2] or mid)
+
+    for name, score in generic:
+        add(name, score, _mid(label_wnid(name)))
+    for p in result["predictions"]:
+        add(_description(str(p["label"])), float(p["confidence"]), _mid(imagenet_wnid(p["class_id"], p["label"])))
+    ranked = sorted(found.values(), key=lambda x: -x[0])[:max_results]  # stable: generic labels first on ties
+    return [{"mid": mid, "description": description, "score": score, "topicality": score}
+            for score, description, mid in ranked]
 
 
 def _landmarks(points: Sequence[Sequence[float]]) -> dict[int, tuple[float, float]]:
@@ -429,11 +496,35 @@ def face_angles(marks: Mapping[int, tuple[float, float]]) -> tuple[float, float,
     return round(math.degrees(roll_rad), 3), round(pan, 3), 0.0
 
 
-def _confidence(score: float | None) -> float:
-    """dlib's detector score (an SVM margin, 0 at its threshold) squashed onto 0..1 by the logistic."""
-    if score is None:
+def _confidence(score: float | None, yunet: bool = False) -> float:
+    """YuNet's score as it is (a probability); dlib's detector score (an SVM margin, 0 at its threshold)
+    squashed onto 0..1 by the logistic."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
         return 0.0
+    if yunet:
+        return round(min(1.0, max(0.0, float(score))), 6)
     return round(1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, float(score))))), 6)
+
+
+#: The ``model`` of faces found by dlib's detectors ("" for documents that name no model): their 5 points are
+#: dlib's (eye corners, bottom of the nose). Any other face model is a face-detection card (YuNet's layout).
+DLIB_FACE_MODELS = frozenset({"hog", "cnn", ""})
+
+
+def _is_yunet(model: str) -> bool:
+    """Whether faces come from a YuNet face-detection card (5 points: eyes, nose tip, mouth corners)."""
+    return str(model) not in DLIB_FACE_MODELS
+
+
+def _named_landmarks(points: Sequence[Sequence[float]], yunet: bool) -> dict[str, tuple[float, float]]:
+    """Cloud Vision landmark type -> position, from YuNet's 5 points (``yunet``) or dlib's 5 or 68."""
+    if yunet:
+        marks = {i: (float(x), float(y)) for i, (x, y) in enumerate(points)}
+        table: Mapping[str, tuple[int, ...]] = YUNET_LANDMARKS
+    else:
+        marks = _landmarks(points)
+        table = LANDMARK_POINTS
+    return {name: _mean(marks, idx) for name, idx in table.items() if all(i in marks for i in idx)}
 
 
 _FACE_LIKELIHOODS = ("joyLikelihood", "sorrowLikelihood", "angerLikelihood", "surpriseLikelihood",
@@ -442,14 +533,23 @@ _FACE_LIKELIHOODS = ("joyLikelihood", "sorrowLikelihood", "angerLikelihood", "su
 
 def _faces(doc: dict[str, Any], max_results: int, enc: _Encoder) -> list[dict[str, Any]]:
     out = []
+    yunet = _is_yunet(doc.get("model", ""))
     for face in doc["faces"][:max_results]:
         poly = _poly_xyxy(face["xyxy"])
-        marks = _landmarks(face.get("landmarks") or [])
-        landmarks = [{"type": enc(LANDMARK_TYPES, name), "position": dict(zip(("x", "y", "z"), (*_mean(marks, idx),
-                                                                                               0.0), strict=True))}
-                     for name, idx in LANDMARK_POINTS.items() if all(i in marks for i in idx)]
-        roll, pan, tilt = face_angles(marks)
-        confidence = _confidence(face.get("confidence"))
+        points = face.get("landmarks") or []
+        five = yunet and len(points) == 5  # YuNet's own points (dlib's 68 may come with YuNet's boxes)
+        named = _named_landmarks(points, five)
+        landmarks = [{"type": enc(LANDMARK_TYPES, name), "position": {"x": x, "y": y, "z": 0.0}}
+                     for name, (x, y) in named.items()]
+        if five:  # no jaw: roll from the eye centres only
+            roll = 0.0
+            if "LEFT_EYE" in named and "RIGHT_EYE" in named:
+                (lx, ly), (rx, ry) = named["LEFT_EYE"], named["RIGHT_EYE"]
+                roll = round(math.degrees(math.atan2(ry - ly, rx - lx)), 3)
+            pan = tilt = 0.0
+        else:
+            roll, pan, tilt = face_angles(_landmarks(points))
+        confidence = _confidence(face.get("confidence"), yunet)
         annotation: dict[str, Any] = {
             "boundingPoly": poly, "fdBoundingPoly": {"vertices": [dict(v) for v in poly["vertices"]]},
             "landmarks": landmarks, "rollAngle": roll, "panAngle": pan, "tiltAngle": tilt,
@@ -536,13 +636,16 @@ def _crop_hints(doc: dict[str, Any], width: int, height: int) -> dict[str, Any]:
 
 
 def _objects(doc: dict[str, Any], max_results: int, width: int, height: int) -> list[dict[str, Any]]:
+    from visor.features.labels import display_name, label_wnid
+
     rows = sorted(doc["detections"], key=lambda d: -float(d["confidence"]))[:max_results]
     out = []
     for d in rows:
         x1, y1, x2, y2 = d["xyxy"]
         nx1, nx2 = (min(1.0, max(0.0, x / width)) for x in (x1, x2))
         ny1, ny2 = (min(1.0, max(0.0, y / height)) for y in (y1, y2))
-        out.append({"mid": "", "languageCode": "en", "name": str(d.get("class_name", d["class_id"])),
+        name = display_name(str(d.get("class_name", d["class_id"])))
+        out.append({"mid": _mid(label_wnid(name)), "languageCode": "en", "name": name,
                     "score": float(d["confidence"]),
                     "boundingPoly": {"normalizedVertices": [{"x": nx1, "y": ny1}, {"x": nx2, "y": ny1},
                                                             {"x": nx2, "y": ny2}, {"x": nx1, "y": ny2}]}})
@@ -578,7 +681,7 @@ def _response(plan: _Plan, doc: dict[str, Any], enc: _Encoder) -> dict[str, Any]
             continue
         limit = plan.max_results[cv_type]
         if cv_type == "LABEL_DETECTION":
-            out["labelAnnotations"] = _labels(result, limit)
+            out["labelAnnotations"] = _labels(result, doc, limit)
         elif cv_type == "FACE_DETECTION":
             out["faceAnnotations"] = _faces(result, limit, enc)
         elif cv_type in ("TEXT_DETECTION", "DOCUMENT_TEXT_DETECTION"):
