@@ -527,6 +527,10 @@ def _torch_model(model: str | os.PathLike, card, cache_dir):
         return None, "no PyTorch weights (the model is ONNX only)"
     if card.architecture not in architectures.names():
         return None, f"no PyTorch architecture {card.architecture!r} in visor"
+    try:
+        architectures.require_torch("the torch benchmark backend")
+    except ConfigError as e:  # a core install: the backend is skipped with the message
+        return None, str(e)
     path = weights_mod.resolve(card.weights, base_dir=_model_base_dir(model), cache=cache_dir)
     return architectures.load(card.architecture, path, num_classes=card.num_classes, fmt=card.weights.format), ""
 

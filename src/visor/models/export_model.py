@@ -185,9 +185,9 @@ def _pytorch_parity(clf: Classifier, base: Path | None, images: Sequence[ImageSo
     if card.weights.format == "onnx":
         return {"skipped": "the model's weights are ONNX (imported or already exported): no PyTorch model to "
                            "compare with", "passed": True}
-    import torch
-
     from visor.models import architectures
+
+    torch = architectures.require_torch(f"checking the export of {card.name} against its PyTorch weights")
 
     path = weights_mod.resolve(card.weights, base_dir=base)
     net = architectures.load(card.architecture, path, num_classes=card.num_classes, fmt=card.weights.format).eval()
@@ -373,9 +373,9 @@ def export_model(
     ``checks["quantization"]``. Raises :class:`ExportCheckFailed` when a check fails,
     writing nothing, with a hint of what to try.
     """
-    from visor import __version__
     from visor.models import load
     from visor.models.registry import builtin
+    from visor.version import __version__
 
     _check_thresholds(max_abs_diff, min_top1_agreement, max_accuracy_drop)
     out = Path(out)

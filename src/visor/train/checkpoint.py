@@ -12,12 +12,14 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from visor.errors import WeightsError
 from visor.io.files import PUBLIC, atomic_path
+from visor.models.architectures import require_torch
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = 1
 _META_KEY = "visor"
@@ -35,6 +37,7 @@ class Checkpoint:
 
 
 def _flatten(ckpt: Checkpoint) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    torch = require_torch("saving a training checkpoint")
     tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in ckpt.model.items()}
     state = dict(ckpt.state)
     if ckpt.optimizer is not None:
@@ -54,6 +57,7 @@ def _flatten(ckpt: Checkpoint) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     """Write ``ckpt`` atomically to ``path`` (a ``.safetensors`` file)."""
+    require_torch("saving a training checkpoint")
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -66,7 +70,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`."""
+    """Read a checkpoint written by :func:`save_checkpoint` (as PyTorch tensors: needs the ``train`` extra)."""
+    require_torch("reading a training checkpoint")
     from safetensors import safe_open
 
     path = Path(path)

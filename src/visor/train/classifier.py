@@ -129,9 +129,10 @@ def train_classifier(
     ``data`` is a folder (``root/<class>/...`` or ``root/<split>/<class>/...``), a CSV/JSONL
     manifest, or a :class:`ClassificationDataset`. With ``resume=True`` the run in ``out``
     continues from its last checkpoint, with its saved configuration (and data, when
-    ``data`` is None). The run folder is itself a model: ``visor.load(out)``.
+    ``data`` is None). The run folder is itself a model: ``visor.load(out)``. Needs the ``train``
+    extra (PyTorch, albumentations): without it, a :class:`~visor.errors.ConfigError` says so.
     """
-    import torch
+    torch = architectures.require_torch("training", augment=True)
     from tqdm import tqdm
 
     from visor.evaluate import classification_report

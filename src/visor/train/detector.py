@@ -154,8 +154,11 @@ def train_detector(
     progress: bool = True,
     threads: int | None = None,
 ) -> DetectTrainResult:
-    """Train an FCOS detector on ``data`` (COCO json, YOLO data.yaml, VOC folder, or a DetectionDataset)."""
-    import torch
+    """Train an FCOS detector on ``data`` (COCO json, YOLO data.yaml, VOC folder, or a DetectionDataset).
+
+    Needs the ``train`` extra (PyTorch, albumentations): without it, a :class:`~visor.errors.ConfigError` says so.
+    """
+    torch = architectures.require_torch("training", augment=True)
     from tqdm import tqdm
 
     from visor.data.detection import DetectionDataset

@@ -5,27 +5,37 @@ swish, and a fixed-width stem (32) and head (1280). Convolutions use TensorFlow'
 "SAME" padding, which pads more on the bottom/right for stride-2 layers, because
 the published weights were trained in TensorFlow.
 
-File layout (as in timm): layers, model, checkpoint filter, builder, configs.
+The architecture itself (variants, stage table, block list, padding, checkpoint key mapping)
+lives in ``efficientnet_lite_spec.py``, shared with the ONNX builder that needs no PyTorch.
+
+File layout (as in timm): layers, model, builder.
 """
 
 from __future__ import annotations
-
-import math
-import re
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from visor.models.architectures.efficientnet_lite_spec import (
+    BASE_STAGES,
+    BN_EPS,
+    HEAD_CHANNELS,
+    STEM_CHANNELS,
+    VARIANTS,
+    StageArgs,
+    block_specs,
+    checkpoint_filter,
+    round_channels,
+    same_padding,
+    variant_specs,
+)
+
+__all__ = ["BASE_STAGES", "ConvBnAct", "EfficientNetLite", "MBConv", "StageArgs", "build", "checkpoint_filter",
+           "round_channels", "same_padding"]
+_VARIANTS = VARIANTS
+
 # --------------------------------------------------------------------------- layers
-
-
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'SAME' padding (before, after) for one spatial dimension."""
-    out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 class ConvBnAct(nn.Module):
@@ -39,7 +49,7 @@ class ConvBnAct(nn.Module):
         stride: int = 1,
         groups: int = 1,
         act: bool = True,
-        bn_eps: float = 1e-3,
+        bn_eps: float = BN_EPS,
         bn_momentum: float = 0.01,
     ) -> None:
         super().__init__()
@@ -93,38 +103,6 @@ class MBConv(nn.Module):
 # --------------------------------------------------------------------------- model
 
 
-@dataclass(frozen=True)
-class StageArgs:
-    repeats: int
-    kernel: int
-    stride: int
-    expand_ratio: int
-    in_ch: int
-    out_ch: int
-
-
-# The EfficientNet-B0 stage table, shared by all Lite variants (before scaling).
-BASE_STAGES: tuple[StageArgs, ...] = (
-    StageArgs(1, 3, 1, 1, 32, 16),
-    StageArgs(2, 3, 2, 6, 16, 24),
-    StageArgs(2, 5, 2, 6, 24, 40),
-    StageArgs(3, 3, 2, 6, 40, 80),
-    StageArgs(3, 5, 1, 6, 80, 112),
-    StageArgs(4, 5, 2, 6, 112, 192),
-    StageArgs(1, 3, 1, 6, 192, 320),
-)
-
-
-def round_channels(ch: int, width: float, divisor: int = 8) -> int:
-    if width == 1.0:
-        return ch
-    scaled = ch * width
-    new = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
-    if new < 0.9 * scaled:
-        new += divisor
-    return int(new)
-
-
 class EfficientNetLite(nn.Module):
     """EfficientNet-Lite classifier.
 
@@ -139,36 +117,15 @@ class EfficientNetLite(nn.Module):
         depth: float = 1.0,
         dropout: float = 0.2,
         drop_path: float = 0.2,
-        stem_ch: int = 32,
-        head_ch: int = 1280,
+        stem_ch: int = STEM_CHANNELS,
+        head_ch: int = HEAD_CHANNELS,
     ) -> None:
         super().__init__()
         self.num_features = head_ch
         self.dropout_rate = dropout
         self.stem = ConvBnAct(3, stem_ch, 3, 2)
-        blocks: list[nn.Module] = []
-        stages = list(BASE_STAGES)
-        # Lite keeps the first and last stages' depth fixed.
-        repeats = [
-            s.repeats if i in (0, len(stages) - 1) else math.ceil(s.repeats * depth)
-            for i, s in enumerate(stages)
-        ]
-        total = sum(repeats)
-        for i, s in enumerate(stages):
-            in_ch = stem_ch if i == 0 else round_channels(s.in_ch, width)
-            out_ch = round_channels(s.out_ch, width)
-            for r in range(repeats[i]):
-                rate = drop_path * len(blocks) / total
-                blocks.append(
-                    MBConv(
-                        in_ch if r == 0 else out_ch,
-                        out_ch,
-                        s.kernel,
-                        s.stride if r == 0 else 1,
-                        s.expand_ratio,
-                        rate,
-                    )
-                )
+        blocks = [MBConv(b.in_ch, b.out_ch, b.kernel, b.stride, b.expand_ratio, b.drop_path)
+                  for b in block_specs(width, depth, drop_path, stem_ch)]
         self.blocks = nn.Sequential(*blocks)
         self.head = ConvBnAct(round_channels(BASE_STAGES[-1].out_ch, width), head_ch)
         self.dropout = nn.Dropout(dropout)
@@ -212,50 +169,11 @@ class EfficientNetLite(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-# --------------------------------------------------------------------------- checkpoint filter
-
-_LUKEMELAS_BLOCK = {"_expand_conv": "expand.conv", "_bn0": "expand.bn", "_depthwise_conv": "dw.conv",
-                    "_bn1": "dw.bn", "_project_conv": "project.conv", "_bn2": "project.bn"}
-_LUKEMELAS_TOP = {"_conv_stem": "stem.conv", "_bn0": "stem.bn", "_conv_head": "head.conv",
-                  "_bn1": "head.bn", "_fc": "classifier"}
-
-
-def checkpoint_filter(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map a lukemelas-style state dict (``_conv_stem``, ``_blocks.N._depthwise_conv``,
-    ...) to this module's names. A state dict already in visor's names passes through."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if m:
-            idx, layer, param = m.groups()
-            if layer not in _LUKEMELAS_BLOCK:
-                raise KeyError(f"unexpected block layer in checkpoint: {key}")
-            out[f"blocks.{idx}.{_LUKEMELAS_BLOCK[layer]}.{param}"] = value
-            continue
-        layer, _, param = key.partition(".")
-        if layer in _LUKEMELAS_TOP:
-            out[f"{_LUKEMELAS_TOP[layer]}.{param}"] = value
-        else:
-            out[key] = value
-    return out
-
-
-# --------------------------------------------------------------------------- builder and configs
-
-_VARIANTS = {
-    # name: (width, depth, dropout)
-    "efficientnet_lite0": (1.0, 1.0, 0.2),
-    "efficientnet_lite1": (1.0, 1.1, 0.2),
-    "efficientnet_lite2": (1.1, 1.2, 0.3),
-    "efficientnet_lite3": (1.2, 1.4, 0.3),
-    "efficientnet_lite4": (1.4, 1.8, 0.3),
-}
+# --------------------------------------------------------------------------- builder
 
 
 def build(variant: str, *, num_classes: int = 1000, **kwargs) -> EfficientNetLite:
     """Build an EfficientNet-Lite variant (random weights)."""
-    if variant not in _VARIANTS:
-        raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; one of {sorted(_VARIANTS)}")
-    width, depth, dropout = _VARIANTS[variant]
+    width, depth, dropout = variant_specs(variant)
     kwargs.setdefault("dropout", dropout)
     return EfficientNetLite(num_classes=num_classes, width=width, depth=depth, **kwargs)
