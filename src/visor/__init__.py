@@ -5,9 +5,9 @@
 ('school bus', 0.9...)
 """
 
-from visor import models
+from visor import faces, models
 from visor.annotate import Annotator, annotate
-from visor.api import classify
+from visor.api import classify, detect, moderate, predict, properties, read_text
 from visor.errors import (
     ConfigError,
     CorruptImage,
@@ -21,7 +21,7 @@ from visor.errors import (
     WeightsIntegrityError,
 )
 from visor.io import ImageLimits, load_image, open_image
-from visor.models import Classifier, ModelCard, load
+from visor.models import Classifier, Detector, ModelCard, Predictor, load
 from visor.retrieval import curate, embed, search
 from visor.types import Classifications, Detections
 
@@ -34,12 +34,14 @@ __all__ = [
     "ConfigError",
     "CorruptImage",
     "Detections",
+    "Detector",
     "ImageLimits",
     "ImageNotFound",
     "ImageTooLarge",
     "InvalidInput",
     "ModelCard",
     "ModelNotFound",
+    "Predictor",
     "UnsupportedFormat",
     "VisorError",
     "WeightsError",
@@ -48,10 +50,16 @@ __all__ = [
     "annotate",
     "classify",
     "curate",
+    "detect",
     "embed",
+    "faces",
     "load",
     "load_image",
     "models",
+    "moderate",
     "open_image",
+    "predict",
+    "properties",
+    "read_text",
     "search",
 ]

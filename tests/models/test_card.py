@@ -39,7 +39,9 @@ def test_round_trip_through_json(tmp_path):
     [
         ({"preprocess": {"inpt_size": [1, 1]}}, "Did you mean 'input_size'"),
         ({"preprocess": {"interpolation": "bicubc"}}, "Did you mean 'bicubic'"),
-        ({"task": "clasification"}, "Did you mean 'classification'"),
+        ({"task": "not a task"}, "task must be a non-empty identifier"),
+        ({"task": ""}, "task must be a non-empty identifier"),
+        ({"output_format": "yolo-v8"}, "output_format must be a non-empty identifier"),
         ({"labelz": ["a"]}, "Did you mean 'labels'"),
         ({"weights": {"kind": "url", "location": "https://example.invalid/w.pth"}}, "need a sha256"),
         ({"weights": {"kind": "path", "location": "w", "sha256": "123"}}, "64 hex digits"),
@@ -61,6 +63,17 @@ def test_invalid_cards_explain_themselves(change, message):
         data["weights"] = change["weights"]
     with pytest.raises(ConfigError, match=message):
         ModelCard.from_dict(data)
+
+
+def test_task_and_output_format_are_open_identifiers(tmp_path):
+    """A card may name any task and output format (the task registry decides what loads); the JSON form is
+    unchanged."""
+    card = make_card(task="tracking", output_format="bytetrack_v1")
+    assert ModelCard.load(card.save(tmp_path)) == card
+    data = json.loads((tmp_path / "card.json").read_text())
+    assert (data["task"], data["output_format"]) == ("tracking", "bytetrack_v1")
+    assert sorted(data) == ["architecture", "description", "labels", "license", "metrics", "name", "output_format",
+                            "preprocess", "source", "task", "temperature", "weights"]
 
 
 def test_missing_and_broken_card_files(tmp_path):

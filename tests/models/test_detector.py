@@ -228,7 +228,7 @@ def test_bad_options_are_config_errors(v8, options):
 
 
 def test_detector_refuses_classification_cards(classifier):
-    with pytest.raises(ConfigError, match="not a detector"):
+    with pytest.raises(ConfigError, match=r"efficientnet_lite0 is a classification model, not a detection model"):
         Detector(classifier.card, classifier.session)
 
 

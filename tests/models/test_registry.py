@@ -9,7 +9,7 @@ from visor.models.registry import imagenet1k_labels
 
 
 def test_list_and_default_card():
-    assert visor.models.list() == ["efficientnet_lite0"]
+    assert visor.models.list() == ["deeplabv3_voc", "efficientnet_lite0", "yolox_nano", "yunet"]
     card = get_card("efficientnet_lite0")
     assert card.task == "classification" and card.num_classes == 1000
     assert card.weights.kind == "package"

@@ -2,7 +2,11 @@
 
 >>> import visor
 >>> visor.models.list()
-['efficientnet_lite0']
+['deeplabv3_voc', 'efficientnet_lite0', 'yolox_nano', 'yunet']
+
+:func:`load` reads a card (registry name, folder, card file, weights file or bare ``.onnx``), looks
+its task up in the task registry (:mod:`visor.models.tasks`) and builds that task's
+:class:`~visor.models.predictor.Predictor`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ import builtins
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from visor.config import suggest
 from visor.errors import ConfigError, ModelNotFound
 from visor.io import DEFAULT_LIMITS, ImageLimits
 from visor.models.batching import Outcome
@@ -19,7 +25,16 @@ from visor.models.card import CARD_FILENAME, ModelCard, OutputFormat, Preprocess
 from visor.models.classifier import Classifier
 from visor.models.detector import DetectionOutcome, Detector
 from visor.models.onnx_import import LicenseWarning, card_from_onnx, labels_tuple, warn_if_agpl
-from visor.models.registry import DEFAULT_CLASSIFIER, Registry, builtin
+from visor.models.predictor import Predictor
+from visor.models.registry import (
+    DEFAULT_CLASSIFIER,
+    DEFAULT_DETECTOR,
+    DEFAULT_FACE_DETECTOR,
+    DEFAULT_SEGMENTER,
+    Registry,
+    builtin,
+)
+from visor.models.tasks import TaskRegistry, TaskSpec, builtin_tasks
 
 
 def list() -> builtins.list[str]:  # noqa: A001 - the documented name is visor.models.list()
@@ -93,6 +108,21 @@ def _with_overrides(
     return card.replace(**changes) if changes else card
 
 
+def predictor_spec(card: ModelCard, tasks: TaskRegistry | None = None) -> TaskSpec:
+    """The task registry's entry for ``card``: its task must be known (:class:`ConfigError` naming the tasks
+    this visor knows otherwise), have a predictor built from cards, and read the card's output format."""
+    table = tasks if tasks is not None else builtin_tasks()
+    if card.task not in table:
+        raise ConfigError(f"{card.name}: unknown task {card.task!r}.{suggest(card.task, table.names())} "
+                          f"Tasks this visor knows: {', '.join(table.names())}")
+    spec = table.get(card.task)
+    if spec.predictor is None or not hasattr(spec.predictor_class(), "from_card"):
+        raise ConfigError(f"{card.name}: the {card.task} task does not run model cards (it has no predictor "
+                          "with from_card)")
+    spec.check_output_format(card.name, card.output_format)
+    return spec
+
+
 def load(
     name_or_path: str | os.PathLike = DEFAULT_CLASSIFIER,
     *,
@@ -102,13 +132,18 @@ def load(
     limits: ImageLimits = DEFAULT_LIMITS,
     threads: int | None = None,
     registry: Registry | None = None,
+    tasks: TaskRegistry | None = None,
     spin: bool = True,
-) -> Classifier | Detector:
+) -> Any:
     """Load a model by registry name, or from a folder / card file / weights file on disk.
 
     Weights are verified against the card's sha256; PyTorch weights are exported to
     ONNX once and cached under ``cache_dir`` (default ``$VISOR_CACHE`` or ``~/.cache/visor``).
-    Classification cards give a :class:`Classifier`, detection cards a :class:`Detector`.
+    The card's task is looked up in the task registry (``tasks``, default
+    :func:`~visor.models.tasks.builtin_tasks`), which names the :class:`Predictor` built:
+    classification cards give a :class:`Classifier`, detection cards a :class:`Detector`...
+    A task the registry does not know, or an ``output_format`` its predictor does not read,
+    raises :class:`ConfigError`.
 
     An ``.onnx`` file without a ``card.json`` for it beside it is imported as a detector
     (YOLOv5, YOLOv8/YOLO11 or YOLOX layout; see :mod:`visor.models.onnx_import`).
@@ -135,30 +170,35 @@ def load(
     else:
         card, base = reg.get(text), None  # raises ModelNotFound with a suggestion
     card = _with_overrides(card, labels, output_format)
-    if card.task == "detection":
-        warn_if_agpl(card)  # here, so the warning names the caller's line
-        return Detector.from_card(card, base_dir=base, cache=cache_dir, limits=limits, threads=threads,
-                                  warn_license=False, spin=spin)
-    if card.task != "classification":
-        raise ConfigError(f"{card.name}: {card.task} models are not supported by this version of visor")
-    return Classifier.from_card(card, base_dir=base, cache=cache_dir, limits=limits, threads=threads, spin=spin)
+    spec = predictor_spec(card, tasks)
+    warn_if_agpl(card)  # here, so the warning names the caller's line
+    return spec.predictor_class().from_card(card, base_dir=base, cache=cache_dir, limits=limits, threads=threads,
+                                            warn_license=False, spin=spin)
 
 
 __all__ = [
     "CARD_FILENAME",
     "DEFAULT_CLASSIFIER",
+    "DEFAULT_DETECTOR",
+    "DEFAULT_FACE_DETECTOR",
+    "DEFAULT_SEGMENTER",
     "Classifier",
     "DetectionOutcome",
     "Detector",
     "LicenseWarning",
     "ModelCard",
     "Outcome",
+    "Predictor",
     "Preprocess",
     "Registry",
+    "TaskRegistry",
+    "TaskSpec",
     "WeightsSource",
     "builtin",
+    "builtin_tasks",
     "card_from_onnx",
     "get_card",
     "list",
     "load",
+    "predictor_spec",
 ]

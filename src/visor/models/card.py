@@ -17,12 +17,17 @@ from visor.config import from_mapping, parse_json, suggest
 from visor.errors import ConfigError, ModelNotFound
 from visor.io.files import atomic_write
 
-Task = Literal["classification", "detection", "face_detection", "segmentation"]
+Task = str
+"""A card's task: an identifier naming an entry of the task registry (:mod:`visor.models.tasks`), such as
+``"classification"``, ``"detection"`` or ``"face_detection"``. Cards accept any identifier; :func:`visor.load`
+refuses a task the registry does not know."""
 Interpolation = Literal["nearest", "bilinear", "bicubic", "lanczos", "box", "hamming"]
 ResizePolicy = Literal["center_crop", "squash", "letterbox"]
 LetterboxAlign = Literal["center", "top_left"]
 ChannelOrder = Literal["rgb", "bgr"]
-OutputFormat = Literal["logits", "yolov5", "yolov8", "yolox", "yunet", "segmentation_logits"]
+OutputFormat = str
+"""Layout of a model's output (``"logits"``, ``"yolov8"``, ``"yolox"``, ``"yunet"``...): an identifier; each task
+lists the formats its predictor reads (``TaskSpec.output_formats``), checked by :func:`visor.load`."""
 Layout = Literal["nchw", "nhwc"]
 WeightsKind = Literal["package", "path", "url"]
 WeightsFormat = Literal["torch", "safetensors", "onnx"]
@@ -30,6 +35,11 @@ WeightsFormat = Literal["torch", "safetensors", "onnx"]
 CARD_FILENAME = "card.json"
 MAX_CARD_BYTES = 16 << 20
 """Largest card.json read (16 MiB: a card with 100,000 labels is about 3 MB)."""
+
+
+def _identifier(value: object, name: str) -> None:
+    if not isinstance(value, str) or not value.isidentifier():
+        raise ConfigError(f"{name} must be a non-empty identifier (letters, digits, _), got {value!r}")
 
 
 def _choice(value: str, options: tuple[str, ...], name: str) -> None:
@@ -135,16 +145,17 @@ class ModelCard:
     output_format: OutputFormat = "logits"
     """Layout of the ONNX output: class ``logits`` (classifiers), or a detector layout:
     ``yolov8`` ``[B, 4+nc, N]`` (cx, cy, w, h, class scores), ``yolov5`` ``[B, N, 5+nc]``
-    (cx, cy, w, h, objectness, class scores) or ``yolox`` ``[B, N, 5+nc]``."""
+    (cx, cy, w, h, objectness, class scores) or ``yolox`` ``[B, N, 5+nc]``; ``yunet`` (faces),
+    ``segmentation_logits``... Each task accepts its own (``visor.models.tasks``)."""
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ConfigError("a model card needs a name")
-        _choice(self.task, Task.__args__, "task")
+        _identifier(self.task, "task")
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
         if not self.labels:
             raise ConfigError("a model card needs its labels")
-        _choice(self.output_format, OutputFormat.__args__, "output_format")
+        _identifier(self.output_format, "output_format")
         if not float(self.temperature) > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
         object.__setattr__(self, "temperature", float(self.temperature))

@@ -18,23 +18,21 @@ letterbox into the original image's pixels and clipped to it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import os
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from PIL import Image
 
-from visor.errors import ConfigError, WeightsError
-from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, open_image
+from visor.errors import ConfigError
+from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource
 from visor.models import preprocess as pp
-from visor.models import weights as weights_mod
-from visor.models.batching import Outcome, decoded_batches, is_batch, outcomes
+from visor.models.batching import Outcome
 from visor.models.card import ModelCard
-from visor.models.onnx_import import DETECTOR_FORMATS, inspect_onnx, warn_if_agpl
+from visor.models.onnx_import import DETECTOR_FORMATS
+from visor.models.predictor import Predictor
 from visor.models.runtime import OnnxSession
 from visor.ops import batched_nms, nms
 from visor.types import Detections
@@ -46,21 +44,9 @@ MAX_NMS = 30_000
 """At most this many candidates (the highest scoring) enter NMS, as in Ultralytics."""
 
 
-@dataclass(frozen=True)
-class Letterbox:
-    """How one original image sits in the model input: input = original * scale + pad."""
-
-    width: int
-    height: int
-    scale: float
-    pad_x: float
-    pad_y: float
-
-    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
-        """Boxes in input pixels to original pixels, clipped to the image."""
-        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float64)
-        out = (np.asarray(xyxy, np.float64) - pad) / self.scale
-        return np.clip(out, 0, [self.width, self.height, self.width, self.height]).astype(np.float32)
+Letterbox = pp.Geometry
+"""How one original image sits in the model input: input = original * scale + pad
+(:class:`visor.models.preprocess.Geometry`)."""
 
 
 # --------------------------------------------------------------------------- decoding (pure)
@@ -168,13 +154,17 @@ DetectionOutcome = Outcome
 # --------------------------------------------------------------------------- detector
 
 
-class Detector:
+class Detector(Predictor[Detections]):
     """An object detector: a model card (``task="detection"``) plus an ONNX Runtime session.
 
     Build one with :func:`visor.load` and reuse it. Boxes come back in the original image's
     pixels. ``channel_order`` overrides the card's channel order (``"bgr"`` for models fed
     BGR, such as nudenet's); ``yolox_decode`` chooses how YOLOX outputs are read.
     """
+
+    task: ClassVar[str] = "detection"
+    default_batch_size: ClassVar[int] = 8
+    jpeg_draft: ClassVar[bool] = False  # boxes map back to the image's own pixels
 
     def __init__(
         self,
@@ -186,8 +176,20 @@ class Detector:
         yolox_decode: YoloxDecode = "auto",
         max_batch: int | None = None,
     ) -> None:
-        if card.task != "detection":
-            raise ConfigError(f"{card.name} is a {card.task} model, not a detector")
+        self.check_card(card)
+        order = channel_order or card.preprocess.channel_order
+        if order not in ("rgb", "bgr"):
+            raise ConfigError(f"channel_order must be 'rgb' or 'bgr', got {order!r}")
+        if yolox_decode not in ("auto", "raw", "decoded"):
+            raise ConfigError(f"yolox_decode must be 'auto', 'raw' or 'decoded', got {yolox_decode!r}")
+        if order != card.preprocess.channel_order:  # the card says what the model is fed
+            card = card.replace(preprocess=dataclasses.replace(card.preprocess, channel_order=order))
+        super().__init__(card, session, limits=limits, max_batch=max_batch)
+        self.yolox_decode: YoloxDecode = yolox_decode
+
+    @classmethod
+    def check_card(cls, card: ModelCard) -> None:
+        super().check_card(card)
         if card.output_format not in DETECTOR_FORMATS:
             raise ConfigError(
                 f"{card.name}: a detector needs output_format in {list(DETECTOR_FORMATS)}, got {card.output_format!r}"
@@ -196,90 +198,17 @@ class Detector:
             raise ConfigError(
                 f"{card.name}: detectors need preprocess.resize='letterbox', got {card.preprocess.resize!r}"
             )
-        order = channel_order or card.preprocess.channel_order
-        if order not in ("rgb", "bgr"):
-            raise ConfigError(f"channel_order must be 'rgb' or 'bgr', got {order!r}")
-        if yolox_decode not in ("auto", "raw", "decoded"):
-            raise ConfigError(f"yolox_decode must be 'auto', 'raw' or 'decoded', got {yolox_decode!r}")
-        self.card = card
-        self.session = session
-        self.limits = limits
-        self.channel_order: ChannelOrder = order
-        self.yolox_decode: YoloxDecode = yolox_decode
-        self.max_batch = max_batch
-
-    @classmethod
-    def from_card(
-        cls,
-        card: ModelCard,
-        *,
-        base_dir: str | os.PathLike | None = None,
-        cache: str | os.PathLike | None = None,
-        limits: ImageLimits = DEFAULT_LIMITS,
-        threads: int | None = None,
-        providers: Sequence[str] | None = None,
-        channel_order: ChannelOrder | None = None,
-        yolox_decode: YoloxDecode = "auto",
-        warn_license: bool = True,
-        spin: bool = True,
-    ) -> Detector:
-        """Resolve and verify the card's weights (exporting PyTorch weights to ONNX once, cached),
-        and open an ONNX Runtime session. Warns (:class:`~visor.models.onnx_import.LicenseWarning`)
-        when the model is under the AGPL, unless ``warn_license=False``."""
-        if warn_license:
-            warn_if_agpl(card)
-        path = weights_mod.resolve(card.weights, base_dir=base_dir, cache=cache)
-        if card.weights.format != "onnx":
-            from visor.models.export import cached_onnx
-
-            sha = card.weights.sha256 or weights_mod.sha256_file(path)
-            cache_root = weights_mod.cache_dir(cache)
-            path = cached_onnx(card, path, sha, cache_root)
-            try:
-                session = OnnxSession(path, threads=threads, providers=providers, spin=spin)
-            except WeightsError:  # a damaged cached export: make it again, once
-                shutil.rmtree(path.parent, ignore_errors=True)
-                path = cached_onnx(card, weights_mod.resolve(card.weights, base_dir=base_dir, cache=cache), sha,
-                                   cache_root)
-                session = OnnxSession(path, threads=threads, providers=providers, spin=spin)
-        else:
-            session = OnnxSession(path, threads=threads, providers=providers, spin=spin)
-        batch_dim = inspect_onnx(path).input_shape[0]
-        max_batch = batch_dim if isinstance(batch_dim, int) and batch_dim > 0 else None
-        return cls(card, session, limits=limits, channel_order=channel_order, yolox_decode=yolox_decode,
-                   max_batch=max_batch)
 
     @property
-    def name(self) -> str:
-        return self.card.name
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self.card.labels
+    def channel_order(self) -> ChannelOrder:
+        return self.card.preprocess.channel_order
 
     # ------------------------------------------------------------------ steps
 
-    def decode(self, source: ImageSource) -> Image.Image:
-        """Open one image safely at full resolution (boxes map back to its pixels exactly)."""
-        return open_image(source, limits=self.limits)
-
     def preprocess(self, images: Sequence[Image.Image | np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
-        """Letterbox and normalize RGB images per the card: ``(Nx3xHxW float32, geometry per image)``."""
-        batch, params = pp.letterbox_batch(images, self.card.preprocess)
-        if self.channel_order == "bgr":
-            batch = np.ascontiguousarray(batch[:, ::-1])
-        boxes = []
-        for im, (scale, (px, py)) in zip(images, params, strict=True):
-            w, h = (im.width, im.height) if isinstance(im, Image.Image) else (im.shape[1], im.shape[0])
-            boxes.append(Letterbox(int(w), int(h), float(scale), float(px), float(py)))
-        return batch, boxes
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        """The raw ONNX output for a preprocessed batch."""
-        step = self.max_batch or len(batch) or 1
-        if len(batch) <= step:
-            return self.session.run(batch)
-        return np.concatenate([self.session.run(batch[i : i + step]) for i in range(0, len(batch), step)])
+        """Letterbox and normalize RGB images per the card: ``(input batch, geometry per image)``
+        (the same as :meth:`prepare`)."""
+        return self.prepare(images)
 
     def postprocess(
         self,
@@ -305,10 +234,16 @@ class Detector:
                 r = yolox_decode_raw(r, self.card.preprocess.input_size)
             cxcywh, scores = box_scores(r, fmt)
             xyxy, score, cls = select(cxcywh, scores, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic)
-            out.append(Detections(geo.to_original(xyxy), score, cls, {"class_name": labels[cls]}))
+            out.append(Detections(geo.to_original(xyxy), score, cls, {"class_name": labels[cls]}, model=self.name))
         return out
 
-    # ------------------------------------------------------------------ API
+    def check_options(self, **options: Any) -> dict[str, Any]:
+        options = super().check_options(**options)
+        conf, iou, max_det = _check_options(options.get("conf", 0.25), options.get("iou", 0.45),
+                                            options.get("max_det", 300))
+        return {**options, "conf": conf, "iou": iou, "max_det": max_det}
+
+    # ------------------------------------------------------------------ API (the names callers use)
 
     def detect(
         self,
@@ -326,16 +261,7 @@ class Detector:
         boxes per image; ``agnostic``: NMS across classes. The first bad image raises its typed
         error; use :meth:`detect_iter` to keep going past bad images.
         """
-        options = _check_options(conf, iou, max_det)
-        if not is_batch(images):
-            return self._run([self.decode(images)], *options, agnostic)[0]
-        out: list[Detections] = []
-        for outcome in self.detect_iter(images, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic,
-                                        batch_size=batch_size):
-            if outcome.error is not None:
-                raise outcome.error
-            out.append(outcome.result)
-        return out
+        return self.predict(images, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic, batch_size=batch_size)
 
     def detect_iter(
         self,
@@ -352,20 +278,8 @@ class Detector:
         A bad image yields its error and the rest go on. The next batch is decoded in a
         background thread while the current one is inferred.
         """
-        options = _check_options(conf, iou, max_det)
-        return outcomes(self.decode, lambda images: self._run(images, *options, agnostic), sources, batch_size)
-
-    # ------------------------------------------------------------------ internals
-
-    def decoded_batches(self, sources: Iterable[ImageSource], batch_size: int):
-        """(sources, decoded images or typed errors) per batch, decoding ahead in a thread."""
-        return decoded_batches(self.decode, sources, batch_size)
-
-    def _run(
-        self, images: Sequence[Image.Image], conf: float, iou: float, max_det: int, agnostic: bool
-    ) -> list[Detections]:
-        batch, geometry = self.preprocess(images)
-        return self.postprocess(self.infer(batch), geometry, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic)
+        return self.predict_iter(sources, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic,
+                                 batch_size=batch_size)
 
     def __repr__(self) -> str:
         return f"Detector({self.name!r}, {self.card.output_format}, session={self.session.path!r})"

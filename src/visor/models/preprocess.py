@@ -1,8 +1,15 @@
-"""Preprocessing built from a card's :class:`~visor.models.card.Preprocess`. Pure functions."""
+"""Preprocessing built from a card's :class:`~visor.models.card.Preprocess`. Pure functions.
+
+:func:`prepare_batch` is the one entry every predictor uses: resize (centre crop, squash or
+letterbox), normalise with the card's mean/std (given per RGB channel), reorder the channels
+(``channel_order``) and lay the batch out as the model takes it (``layout``: NCHW or NHWC),
+with each image's :class:`Geometry` (how its pixels map into the model input).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -48,19 +55,93 @@ def resize(image: Image.Image, cfg: Preprocess) -> np.ndarray:
 
 
 def normalize(batch: np.ndarray, cfg: Preprocess) -> np.ndarray:
-    """``NxHxWx3`` uint8 to normalized ``Nx3xHxW`` float32."""
+    """``NxHxWx3`` RGB uint8 to the normalized float32 model input.
+
+    ``(x - mean) / std`` per RGB channel (``cfg.mean``/``cfg.std`` on the 0..1 scale), then the
+    channels in ``cfg.channel_order`` and the axes in ``cfg.layout`` (``Nx3xHxW`` for ``nchw``,
+    ``NxHxWx3`` for ``nhwc``), C-contiguous.
+    """
     mean = np.asarray(cfg.mean, np.float32) * 255.0
     inv_std = 1.0 / (np.asarray(cfg.std, np.float32) * 255.0)
     x = (batch.astype(np.float32) - mean) * inv_std
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if cfg.channel_order == "bgr":
+        x = x[..., ::-1]
+    if cfg.layout == "nchw":
+        x = x.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x)
+
+
+def empty_batch(cfg: Preprocess) -> np.ndarray:
+    """A batch of no images with the model input's shape otherwise."""
+    h, w = cfg.input_size
+    return np.zeros((0, 3, h, w) if cfg.layout == "nchw" else (0, h, w, 3), np.float32)
 
 
 def preprocess(images: Sequence[Image.Image], cfg: Preprocess) -> np.ndarray:
-    """RGB PIL images to a normalized ``Nx3xHxW`` float32 batch."""
+    """RGB images to the normalized float32 batch the card describes (see :func:`prepare_batch`)."""
+    return prepare_batch(images, cfg)[0]
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How one decoded image sits in the model input: ``input = original * scale + pad`` per axis.
+
+    ``scale_y`` is None when both axes share ``scale`` (letterbox); a centre crop or a squash
+    scales them apart. :meth:`to_original` maps input pixels back to the image's pixels.
+    """
+
+    width: int
+    height: int
+    scale: float
+    pad_x: float
+    pad_y: float
+    scale_y: float | None = None
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """(x scale, y scale)."""
+        return self.scale, self.scale if self.scale_y is None else self.scale_y
+
+    def to_original(self, xyxy: np.ndarray) -> np.ndarray:
+        """Boxes ``(N, 4)`` in input pixels to original pixels, clipped to the image."""
+        sx, sy = self.scales
+        pad = np.array([self.pad_x, self.pad_y, self.pad_x, self.pad_y], np.float64)
+        scale = np.array([sx, sy, sx, sy], np.float64)
+        out = (np.asarray(xyxy, np.float64) - pad) / scale
+        return np.clip(out, 0, [self.width, self.height, self.width, self.height]).astype(np.float32)
+
+
+def geometry(width: int, height: int, cfg: Preprocess) -> Geometry:
+    """The :class:`Geometry` of a ``width`` x ``height`` image under ``cfg``."""
+    if cfg.resize == "letterbox":
+        scale, pad_x, pad_y = letterbox_params(width, height, cfg)
+        return Geometry(int(width), int(height), float(scale), float(pad_x), float(pad_y))
+    out_h, out_w = cfg.input_size
+    left, top, right, bottom = crop_box(width, height, cfg)
+    sx, sy = out_w / (right - left), out_h / (bottom - top)
+    return Geometry(int(width), int(height), float(sx), float(-left * sx), float(-top * sy), float(sy))
+
+
+def _size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    return (image.width, image.height) if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+
+
+def prepare_batch(
+    images: Sequence[Image.Image | np.ndarray], cfg: Preprocess
+) -> tuple[np.ndarray, list[Geometry]]:
+    """RGB images (PIL or ``HxWx3`` uint8) to the model's float32 input batch, built only from ``cfg``,
+    with each image's :class:`Geometry`."""
     if not images:
-        h, w = cfg.input_size
-        return np.zeros((0, 3, h, w), np.float32)
-    return normalize(np.stack([resize(im, cfg) for im in images]), cfg)
+        return empty_batch(cfg), []
+    if cfg.resize == "letterbox":
+        pixels = [letterbox(im, cfg)[0] for im in images]
+    else:
+        pixels = [resize(im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im, np.uint8)), cfg)
+                  for im in images]
+    return normalize(np.stack(pixels), cfg), [geometry(*_size(im), cfg) for im in images]
 
 
 # --------------------------------------------------------------------------- letterbox (detectors)
@@ -138,10 +219,9 @@ def letterbox(image: Image.Image | np.ndarray, cfg: Preprocess) -> tuple[np.ndar
 def letterbox_batch(
     images: Sequence[Image.Image | np.ndarray], cfg: Preprocess
 ) -> tuple[np.ndarray, list[tuple[float, tuple[float, float]]]]:
-    """Letterbox and normalize images into an ``Nx3xHxW`` float32 batch, with each image's
+    """Letterbox and normalize images into a float32 batch (see :func:`normalize`), with each image's
     ``(scale, (pad_x, pad_y))``."""
     if not images:
-        h, w = cfg.input_size
-        return np.zeros((0, 3, h, w), np.float32), []
+        return empty_batch(cfg), []
     boxed = [letterbox(im, cfg) for im in images]
     return normalize(np.stack([b[0] for b in boxed]), cfg), [(b[1], b[2]) for b in boxed]

@@ -11,8 +11,9 @@ from visor.errors import WeightsError
 
 
 class OnnxSession:
-    """A thin wrapper over ``onnxruntime.InferenceSession`` with one input and one output.
+    """A thin wrapper over ``onnxruntime.InferenceSession``: one input, one or more outputs.
 
+    :meth:`run` returns the first output; :meth:`run_outputs` any of them by name.
     ``spin=False`` stops ONNX Runtime's idle threads from busy-waiting between runs: better when
     other work shares the cores (the service decodes and serves HTTP beside inference).
     """
@@ -41,8 +42,27 @@ class OnnxSession:
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types
             raise WeightsError(f"cannot load ONNX model {path}: {e}") from None
         self.path = os.fspath(path)
-        self.input_name = self._session.get_inputs()[0].name
-        self.output_name = self._session.get_outputs()[0].name
+        inputs = self._session.get_inputs()
+        self.input_names: tuple[str, ...] = tuple(i.name for i in inputs)
+        self.output_names: tuple[str, ...] = tuple(o.name for o in self._session.get_outputs())
+        self.input_name = self.input_names[0]
+        self.output_name = self.output_names[0]
+        self.input_shape: tuple[int | str | None, ...] = tuple(inputs[0].shape)
+        """The first input's shape as the graph declares it (a name or None for a dynamic axis)."""
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the graph is fixed to (e.g. 1 for many exports), or None when it is dynamic."""
+        dim = self.input_shape[0] if self.input_shape else None
+        return dim if isinstance(dim, int) and dim > 0 else None
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        """The first output for ``batch``."""
         return self._session.run([self.output_name], {self.input_name: batch})[0]
+
+    def run_outputs(self, names: Sequence[str], batch: np.ndarray) -> list[np.ndarray]:
+        """The outputs named ``names`` (in that order) for ``batch``."""
+        return self._session.run(list(names), {self.input_name: batch})
+
+    def __repr__(self) -> str:
+        return f"OnnxSession({self.path!r}, outputs={list(self.output_names)})"

@@ -21,16 +21,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+from PIL import Image
 
-from visor.errors import ConfigError
+from visor.errors import ConfigError, WeightsError
 from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource
 from visor.io.files import PUBLIC, atomic_path
-from visor.models.batching import Outcome, is_batch, outcomes
+from visor.models import load
+from visor.models.batching import Outcome, is_batch
+from visor.models.card import ModelCard, Preprocess
+from visor.models.classifier import Classifier
+from visor.models.predictor import Predictor
+from visor.models.registry import DEFAULT_CLASSIFIER
 from visor.models.runtime import OnnxSession
 from visor.models.weights import cache_dir, sha256_file
 
@@ -84,7 +90,10 @@ def embedding_onnx(onnx_path: str | os.PathLike, *, cache: str | os.PathLike | N
     target = cache_dir(cache) / "onnx" / f"embed-{key}-v{EMBED_VERSION}" / "model.onnx"
     if target.is_file():
         return target
-    model = onnx.load(os.fspath(src))
+    try:
+        model = onnx.load(os.fspath(src))
+    except Exception as e:  # noqa: BLE001 - protobuf and onnx raise their own errors
+        raise WeightsError(f"cannot read ONNX model {src}: {e}") from None
     pooled = feature_tensor(model)
     name = spatial_tensor(model, pooled) or pooled
     model.graph.node.append(onnx.helper.make_node("Identity", [name], [FEATURES_OUTPUT], name="visor_features"))
@@ -100,81 +109,92 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), eps)
 
 
-class Embedder:
+class Embedder(Predictor[np.ndarray]):
     """Embeds images with a classifier's pre-logit features (L2-normalised float32 vectors).
 
     ``Embedder("efficientnet_lite0")``, a trained run folder, or a loaded :class:`~visor.Classifier`.
-    Images are preprocessed as the card says, except that a centre crop becomes a resize of
-    the whole image (see the module notes).
+    Images are decoded as the classifier decodes them and preprocessed as its card says, except
+    that a centre crop becomes a resize of the whole image (see the module notes). A
+    :class:`~visor.models.predictor.Predictor`: :meth:`predict` gives one ``(D,)`` vector per image.
     """
 
-    def __init__(self, model: Any = "efficientnet_lite0", *, limits: ImageLimits = DEFAULT_LIMITS,
-                 threads: int | None = None, cache: str | os.PathLike | None = None, spin: bool = True) -> None:
-        import visor
-        from visor.models.classifier import Classifier
+    task: ClassVar[str] = "embedding"
+    card_tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    default_batch_size: ClassVar[int] = 32
+    jpeg_draft: ClassVar[bool] = True
 
-        clf = model if isinstance(model, Classifier) else visor.load(model, limits=limits, threads=threads,
-                                                                      cache_dir=cache)
+    def __init__(self, model: Any = DEFAULT_CLASSIFIER, *, limits: ImageLimits = DEFAULT_LIMITS,
+                 threads: int | None = None, cache: str | os.PathLike | None = None, spin: bool = True) -> None:
+        clf = model if isinstance(model, Classifier) else load(model, limits=limits, threads=threads,
+                                                               cache_dir=cache)
         if not isinstance(clf, Classifier):
             raise ConfigError(f"{clf.card.name} is a {clf.card.task} model; embeddings need a classifier")
         self.classifier = clf
         self.path = embedding_onnx(clf.session.path, cache=cache)
-        self._session = OnnxSession(self.path, threads=threads, spin=spin)._session
-        self._input = self._session.get_inputs()[0].name
+        super().__init__(clf.card, OnnxSession(self.path, threads=threads, spin=spin), limits=clf.limits)
         pp_cfg = clf.card.preprocess
-        self.preprocess_config = (dataclasses.replace(pp_cfg, resize="squash", crop_pct=1.0)
-                                  if pp_cfg.resize == "center_crop" else pp_cfg)
+        self._preprocess_config = (dataclasses.replace(pp_cfg, resize="squash", crop_pct=1.0)
+                                   if pp_cfg.resize == "center_crop" else pp_cfg)
+
+    @classmethod
+    def from_card(cls, card: ModelCard, *, base_dir: str | os.PathLike | None = None,
+                  cache: str | os.PathLike | None = None, limits: ImageLimits = DEFAULT_LIMITS,
+                  threads: int | None = None, providers: Sequence[str] | None = None, spin: bool = True,
+                  warn_license: bool = True, **options: Any) -> Embedder:
+        """The embedder of a classification card (the classifier is loaded first, then its graph rewritten)."""
+        clf = Classifier.from_card(card, base_dir=base_dir, cache=cache, limits=limits, threads=threads,
+                                   providers=providers, spin=spin, warn_license=warn_license)
+        return cls(clf, limits=limits, threads=threads, cache=cache, spin=spin, **options)
 
     @property
-    def name(self) -> str:
-        return self.classifier.name
+    def preprocess_config(self) -> Preprocess:
+        return self._preprocess_config
 
     @property
     def dim(self) -> int:
-        return int(self.features(self.preprocess([_blank(self.classifier.card.preprocess.input_size)]))[0].shape[1])
+        return int(self.features(self.preprocess([_blank(self.card.preprocess.input_size)]))[0].shape[1])
 
-    def preprocess(self, images: list) -> np.ndarray:
-        from visor.models import preprocess as pp
+    def decode(self, source: ImageSource) -> Image.Image:
+        """Decoded as the classifier decodes (so embeddings match its features exactly)."""
+        return self.classifier.decode(source)
 
-        return pp.preprocess(images, self.preprocess_config)
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The model input batch alone (:meth:`prepare` gives the geometry too)."""
+        return self.prepare(images)[0]
 
     def features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalised features, logits) for a preprocessed batch."""
-        logits, feats = self._session.run([self.classifier.session.output_name, FEATURES_OUTPUT],
-                                          {self._input: batch})
+        logits, feats = self.session.run_outputs([self.classifier.session.output_name, FEATURES_OUTPUT], batch)
         feats = np.asarray(feats, np.float32)
         if feats.ndim == 4:
             feats = gem(feats)
         return l2_normalize(feats), np.asarray(logits, np.float32)
 
-    def _run(self, images: list) -> list[np.ndarray]:
-        feats, _ = self.features(self.preprocess(images))
-        return list(feats)
+    def infer(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(L2-normalised features, logits), as :meth:`features`."""
+        return self.features(batch)
+
+    def postprocess(self, outputs: tuple[np.ndarray, np.ndarray], metas: Sequence[Any]) -> list[np.ndarray]:
+        return list(outputs[0])
 
     def embed(self, images: ImageSource | Iterable[ImageSource], *, batch_size: int = 32) -> np.ndarray:
         """``(D,)`` for one image or ``(N, D)`` for many; the first bad image raises its typed error."""
         if not is_batch(images):
-            return self._run([self.classifier.decode(images)])[0]
-        rows = []
-        for outcome in self.embed_iter(images, batch_size=batch_size):
-            if outcome.error is not None:
-                raise outcome.error
-            rows.append(outcome.result)
+            return self.predict(images)
+        rows = self.predict(images, batch_size=batch_size)
         return np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
 
     def embed_iter(self, sources: Iterable[ImageSource], *, batch_size: int = 32) -> Iterator[Outcome]:
         """An :class:`Outcome` per image (its vector, or its typed error), in order."""
-        return outcomes(self.classifier.decode, self._run, sources, batch_size)
+        return self.predict_iter(sources, batch_size=batch_size)
 
 
-def _blank(size: tuple[int, int]):
-    from PIL import Image
-
+def _blank(size: tuple[int, int]) -> Image.Image:
     h, w = size
     return Image.new("RGB", (w, h), (128, 128, 128))
 
 
-def embed(images: ImageSource | Iterable[ImageSource], model: Any = "efficientnet_lite0", *,
+def embed(images: ImageSource | Iterable[ImageSource], model: Any = DEFAULT_CLASSIFIER, *,
           embedder: Embedder | None = None, batch_size: int = 32) -> np.ndarray:
     """L2-normalised embeddings of one image ``(D,)`` or many ``(N, D)`` (see :class:`Embedder`)."""
     return (embedder or Embedder(model)).embed(images, batch_size=batch_size)
