@@ -13,8 +13,8 @@ from visor.io import load_image
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
+def analyzer(zoo_cache) -> FaceAnalyzer:
+    return FaceAnalyzer()  # YuNet (weights imported from ../shared/models by zoo_cache) + dlib embeddings
 
 
 def _outside(boxes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -17,8 +17,8 @@ from visor.types.faces import Faces
 
 
 @pytest.fixture(scope="module")
-def analyzer() -> FaceAnalyzer:
-    return FaceAnalyzer()
+def analyzer(zoo_cache) -> FaceAnalyzer:
+    return FaceAnalyzer()  # YuNet (weights imported from ../shared/models by zoo_cache) + dlib embeddings
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_faces_type_shapes_indexing_and_json():
 
 def test_faces_type_empty_and_mismatch():
     e = Faces.empty()
-    assert len(e) == 0 and e.to_dict() == {"type": "faces", "faces": []}
+    assert len(e) == 0 and e.to_dict() == {"type": "faces", "model": "", "faces": []}
     assert len(Faces.from_dict(e.to_dict())) == 0
     with pytest.raises(ValueError, match="confidence"):
         Faces(np.zeros((2, 4)), np.zeros(3), np.zeros((2, 5, 2)), np.zeros((2, 128)))
@@ -72,27 +72,41 @@ def test_import_is_lazy():
 # --------------------------------------------------------------------------- detection
 
 
-def test_detect_one_face_per_photo(analyzer, faces_dir):
+@pytest.mark.parametrize("model", ["yunet", "hog"])
+def test_detect_one_face_per_photo(analyzer, faces_dir, model):
     # (every known photo is checked for exactly one face when test_collections enrolls it)
     for path in [faces_dir / "known" / "rose_leslie" / "img2.jpg", faces_dir / "unknown" / "obama-240p.jpg"]:
-        f = analyzer.detect(path)
-        assert len(f) == 1, path
+        f = analyzer.detect(path, model=model)
+        assert len(f) == 1 and f.model == model, path
         w, h = Image.open(path).size
         x1, y1, x2, y2 = f.xyxy[0]
         assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
         assert f.landmarks.shape == (1, 5, 2) and f.embeddings.shape == (1, 128)
-        assert f.confidence[0] > 0
-        # the 5 landmarks (eye corners, nose) lie inside the (slightly grown) box
+        assert f.confidence[0] > (0.7 if model == "yunet" else 0)
+        # the 5 landmarks (YuNet: eyes, nose tip, mouth corners; dlib: eye corners, nose) lie inside the
+        # (slightly grown) box
         assert np.all(f.landmarks[0] >= [x1 - 0.2 * (x2 - x1), y1 - 0.2 * (y2 - y1)])
         assert np.all(f.landmarks[0] <= [x2 + 0.2 * (x2 - x1), y2 + 0.2 * (y2 - y1)])
+
+
+def test_yunet_and_hog_embed_the_same_face_alike(analyzer, faces_dir):
+    """Embeddings aligned from YuNet's box and from HOG's are the same person's, within 0.1 of each other:
+    collections enrolled with either detector keep working with the other."""
+    for path in [faces_dir / "unknown" / "obama-240p.jpg", faces_dir / "known" / "biden" / "biden.jpg"]:
+        yunet, hog = analyzer.detect(path), analyzer.detect(path, model="hog")
+        assert float(np.linalg.norm(yunet.embeddings[0] - hog.embeddings[0])) < 0.1, path
 
 
 def test_detect_options(analyzer, faces_dir):
     path = faces_dir / "unknown" / "two_people.jpg"
     f = analyzer.detect(path, landmarks=68, embeddings=False)
     assert len(f) == 2 and f.landmarks.shape == (2, 68, 2) and f.embeddings.shape == (2, 0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="unknown face detector 'yolo'"):
         analyzer.detect(path, model="yolo")
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        analyzer.detect(path, threshold=1.5)
+    with pytest.raises(ConfigError):
+        FaceAnalyzer(detector="yolo")
     with pytest.raises(ConfigError):
         analyzer.detect(path, landmarks=17)
 

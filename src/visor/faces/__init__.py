@@ -1,7 +1,19 @@
-"""Faces: detection, landmarks, 128-d embeddings, comparison, collections and anonymisation (dlib).
+"""Faces: detection (YuNet, or dlib's HOG/CNN), landmarks, 128-d embeddings (dlib), comparison,
+collections and anonymisation.
 
-dlib and SQLAlchemy are imported only when a model is loaded or a store opened.
+The package is callable: ``visor.faces(image, model="yunet", ...)`` is :func:`detect_faces` (one
+image gives a :class:`Faces`, a list gives a list), while ``visor.faces.FaceStore`` and
+``import visor.faces.collections`` work as for any package. This uses Python's documented way to give
+a module behaviour: its ``__class__`` is set to a :class:`types.ModuleType` subclass (the
+"Customizing module attribute access" section of the data model reference).
+
+dlib, ONNX Runtime and SQLAlchemy are imported only when a model is loaded or a store opened.
 """
+
+import sys
+import types
+from collections.abc import Iterable
+from typing import Any
 
 from visor.faces.anonymize import anonymize, sensitive_boxes
 from visor.faces.collections import (
@@ -12,17 +24,25 @@ from visor.faces.collections import (
     default_db_path,
 )
 from visor.faces.detector import (
+    DEFAULT_DETECTOR,
     DEFAULT_THRESHOLD,
+    DETECTORS,
     FaceAnalyzer,
     MultipleFaces,
     NoFaceFound,
     compare,
     default_models_dir,
+    detect_faces,
+    load_face_detector,
 )
+from visor.faces.yunet import YuNetDetector
+from visor.io import ImageSource
 from visor.types.faces import Faces
 
 __all__ = [
+    "DEFAULT_DETECTOR",
     "DEFAULT_THRESHOLD",
+    "DETECTORS",
     "CollectionExists",
     "CollectionNotFound",
     "FaceAnalyzer",
@@ -31,9 +51,24 @@ __all__ = [
     "MultipleFaces",
     "NoFaceFound",
     "PersonNotFound",
+    "YuNetDetector",
     "anonymize",
     "compare",
     "default_db_path",
     "default_models_dir",
+    "detect_faces",
+    "load_face_detector",
     "sensitive_boxes",
 ]
+
+
+class _FacesPackage(types.ModuleType):
+    """The type of the :mod:`visor.faces` package: a module that can be called like :func:`detect_faces`."""
+
+    def __call__(self, images: ImageSource | Iterable[ImageSource], **options: Any) -> Faces | list[Faces]:
+        """``visor.faces(images, model="yunet", conf=None, landmarks=5, embeddings=False, ...)``:
+        see :func:`visor.faces.detect_faces`."""
+        return detect_faces(images, **options)
+
+
+sys.modules[__name__].__class__ = _FacesPackage

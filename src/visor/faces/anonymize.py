@@ -66,7 +66,8 @@ def anonymize(
 
 
 def sensitive_boxes(image: Image.Image, *, analyzer, text_reader=None, **detect_kwargs) -> tuple[np.ndarray, int, int]:
-    """(N, 4) boxes to hide in ``image``: every detected face, plus every text region when a
+    """(N, 4) boxes to hide in ``image``: every face ``analyzer`` finds (YuNet unless ``detect_kwargs`` pick
+    another detector), plus every text region when a
     ``text_reader`` (:class:`visor.features.text.TextReader`) is given. Returns (boxes, faces, texts)."""
     faces = analyzer.detect(image, embeddings=False, **detect_kwargs)
     boxes = [np.asarray(faces.xyxy, np.float64).reshape(-1, 4)]

@@ -126,8 +126,10 @@ class FaceStore:
     (a file is created ``0o600`` with its folder ``0o700`` if missing;
     visor's data folder is made ``0o700`` even if it exists).
 
-    ``analyzer`` detects and embeds faces (a default :class:`FaceAnalyzer` otherwise);
-    ``detect_kwargs`` go to its ``detect`` for enrolment and identification (e.g. ``model="cnn"``).
+    ``analyzer`` detects and embeds faces (a default :class:`FaceAnalyzer` otherwise: YuNet's faces,
+    dlib's 128-d embeddings); ``detect_kwargs`` go to its ``detect`` for enrolment and identification
+    (e.g. ``model="hog"`` for dlib's detector). Embeddings enrolled with one detector identify faces
+    found by another: they are dlib's either way.
     Use as a context manager, or call :meth:`close`.
     """
 
