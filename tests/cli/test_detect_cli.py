@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -178,9 +181,23 @@ def test_usage_errors_exit_2(capsys, photos):
         assert exc.value.code == 2
 
 
-def test_default_model_needs_a_builtin_detector(capsys, photos):
-    code, _, err = run(capsys, "detect", str(photos / "a" / "wide.jpg"))
-    if any(visor.models.get_card(n).task == "detection" for n in visor.models.list()):
-        assert code == 0
-    else:
-        assert code == 2 and "--model" in err
+def test_no_model_means_yolox_nano_and_it_finds_the_bus(yolox_nano):
+    """A fresh process (the session's offline cache comes through VISOR_CACHE): no --model runs the registry's
+    default detector, yolox_nano, which finds the sample photo's school bus and nothing else above 0.3."""
+    proc = subprocess.run([sys.executable, "-m", "visor", "detect", str(SAMPLE), "--json"], capture_output=True,
+                          text=True, timeout=300, env=os.environ.copy())
+    assert proc.returncode == 0 and proc.stderr == ""
+    (record,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert record["detections"] == yolox_nano.detect(SAMPLE).to_dict()
+    boxes = record["detections"]["detections"]
+    assert (boxes[0]["class_name"], round(boxes[0]["confidence"], 2)) == ("bus", 0.96)
+    np.testing.assert_allclose(boxes[0]["xyxy"], [116.3, 113.6, 578.9, 318.6], atol=2.0)
+    assert all(b["confidence"] < 0.3 for b in boxes[1:]), boxes
+
+
+def test_the_default_detector_is_named_in_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"\(default:? yolox_nano, COCO's 80 classes\)", text), text

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from visor.cli.evaluate import EXIT_ALERT
+from visor.cli.common import ExitCode
 from visor.cli.main import main
 
 
@@ -23,9 +23,9 @@ def lighting(imagenette_rows, imagenette_variant, write_manifest, tmp_path_facto
 @pytest.fixture(scope="module")
 def evaluated(lighting, tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluated")
-    argv = ["evaluate", "efficientnet_lite0", str(lighting), "--by", "lighting", "--corruptions", "brightness",
-            "--resamples", "200", "--report", str(out / "report.html"), "--profile", str(out / "p.safetensors"),
-            "--json", "--no-progress"]
+    argv = ["evaluate", "--model", "efficientnet_lite0", str(lighting), "--by", "lighting", "--corruptions",
+            "brightness", "--resamples", "200", "--report", str(out / "report.html"),
+            "--profile", str(out / "p.safetensors"), "--json", "--no-progress"]
     return main(argv), out
 
 
@@ -38,7 +38,7 @@ def test_evaluate_writes_everything(evaluated, capsys):
 
 
 def test_evaluate_json_report(lighting, capsys):
-    code = main(["evaluate", "efficientnet_lite0", str(lighting), "--by", "lighting", "--resamples", "200",
+    code = main(["evaluate", "--model", "efficientnet_lite0", str(lighting), "--by", "lighting", "--resamples", "200",
                  "--json", "--no-progress"])
     assert code == 0
     report = json.loads(capsys.readouterr().out)
@@ -69,11 +69,11 @@ def test_monitor_against_the_profile(evaluated, imagenette_rows, imagenette_vari
     code = main(["monitor", profile, val_dir, "--json", "--no-progress", "--fail-on-alert"])
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 150 and report["model"] == "efficientnet_lite0"
-    assert code == (EXIT_ALERT if report["alert"] else 0)
+    assert code == (ExitCode.ALERT if report["alert"] else 0)
     blurred = os.path.dirname(imagenette_variant("blur")[0]["path"])
     code = main(["monitor", profile, blurred, "--no-progress", "--fail-on-alert"])
     text = capsys.readouterr().out
-    assert code == EXIT_ALERT and "ALERT: " in text and "sharpness PSI" in text
+    assert code == ExitCode.ALERT and "ALERT: " in text and "sharpness PSI" in text
     assert main(["monitor", profile, blurred, "--no-progress"]) == 0  # alerts, but exit 0 without the flag
 
 
@@ -83,7 +83,7 @@ def test_monitor_against_the_profile(evaluated, imagenette_rows, imagenette_vari
     (["--split", "tset"], "no split 'tset'"),
 ])
 def test_evaluate_errors(lighting, argv, message, capsys):
-    code = main(["evaluate", "efficientnet_lite0", str(lighting), *argv, "--no-progress"])
+    code = main(["evaluate", "--model", "efficientnet_lite0", str(lighting), *argv, "--no-progress"])
     assert code == 2 and message in capsys.readouterr().err
 
 

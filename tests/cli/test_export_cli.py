@@ -16,22 +16,28 @@ BUS = REPO / "assets" / "bus.jpg"
 
 def test_unknown_format_is_a_usage_error_with_a_suggestion(capsys):
     with pytest.raises(SystemExit) as e:
-        main(["export", "efficientnet_lite0", "--format", "onx"])
+        main(["export", "--model", "efficientnet_lite0", "--format", "onx"])
     assert e.value.code == 2
     assert "unknown format 'onx'; visor exports: onnx. Did you mean 'onnx'?" in capsys.readouterr().err
 
 
 def test_int8_without_calibration_and_existing_out_are_usage_errors(tmp_path, capsys):
-    assert main(["export", "efficientnet_lite0", "--int8", "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", "--model", "efficientnet_lite0", "--int8", "--out", str(tmp_path / "x")]) == 2
     assert "--calibration" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
-    assert main(["export", "efficientnet_lite0", "--out", str(tmp_path)]) == 2
+    assert main(["export", "--model", "efficientnet_lite0", "--out", str(tmp_path)]) == 2
     assert "already exists" in capsys.readouterr().err
+    # the positional MODEL of earlier releases still works, with a warning naming --model
+    assert main(["export", "efficientnet_lite0", "--out", str(tmp_path)]) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert warning == ("visor: warning: 'visor export MODEL ...' is deprecated; name the model with --model: "
+                       "visor export --model efficientnet_lite0 ...")
+    assert error.startswith("visor: error: ConfigError: ") and "already exists" in error
 
 
 def test_fp32_export_json_then_refused_overwrite(tmp_path, capsys):
     out = tmp_path / "lite0"
-    assert main(["export", "efficientnet_lite0", "--format", "onnx", "--out", str(out), "--json"]) == 0
+    assert main(["export", "--model", "efficientnet_lite0", "--format", "onnx", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["passed"] and report["out"] == str(out)
     assert report["checks"]["fp32_vs_pytorch"]["max_abs_diff"] < 1e-3
@@ -39,7 +45,8 @@ def test_fp32_export_json_then_refused_overwrite(tmp_path, capsys):
     before = (out / "model.onnx").read_bytes()
 
     # A check that cannot pass: exit 1, the numbers on stderr, the existing export untouched.
-    assert main(["export", "efficientnet_lite0", "--out", str(out), "--overwrite", "--max-abs-diff", "1e-12"]) == 1
+    assert main(["export", "--model", "efficientnet_lite0", "--out", str(out), "--overwrite",
+                 "--max-abs-diff", "1e-12"]) == 1
     captured = capsys.readouterr()
     assert "refused: fp32 ONNX differs from PyTorch by up to" in captured.err and "nothing written" in captured.err
     assert (out / "model.onnx").read_bytes() == before
@@ -64,7 +71,7 @@ def test_int8_export_with_labelled_set(shared_data, tmp_path, capsys, monkeypatc
     label_map.write_text(json.dumps({k: v["imagenet_index"] for k, v in classes.items()}))
 
     out = tmp_path / "int8"
-    assert main(["export", "efficientnet_lite0", "--int8", "--calibration", str(calibration), "--labelled",
+    assert main(["export", "--model", "efficientnet_lite0", "--int8", "--calibration", str(calibration), "--labelled",
                 str(dev / "val"), "--label-map", str(label_map), "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"exported efficientnet_lite0-int8 (int8, opset 17) to {out}" in text

@@ -47,13 +47,14 @@ def test_run_dir_classifies_from_the_cli(run_dir, manifest, capsys):
 
 
 def test_evaluate_cli_json_table_and_files(run_dir, manifest, capsys, tmp_path):
-    code = main(["evaluate", str(run_dir), str(manifest), "--split", "val", "--json", "--out", str(tmp_path)])
+    code = main(["evaluate", "--model", str(run_dir), str(manifest), "--split", "val", "--json",
+                 "--out", str(tmp_path)])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["num_samples"] == 12 and report["split"] == "val"
     keys = {"accuracy", "macro_f1", "confusion", "ece_before_scaling", "ece_after_scaling", "temperature"}
     assert keys <= set(report)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion.png", "reliability.png", "report.json"]
-    code = main(["evaluate", str(run_dir), str(manifest)])
+    code = main(["evaluate", "--model", str(run_dir), str(manifest)])
     out = capsys.readouterr().out
     assert code == 0 and "calibration: ECE" in out
 
@@ -68,7 +69,7 @@ def test_evaluate_matches_the_api(run_dir, manifest):
 
 
 def test_evaluate_errors(run_dir, manifest, capsys, shared_data):
-    code = main(["evaluate", str(run_dir), str(manifest), "--split", "vall"])
+    code = main(["evaluate", "--model", str(run_dir), str(manifest), "--split", "vall"])
     assert code == 2 and "Did you mean 'val'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="labels not known to model"):
         evaluate_classifier(visor.load("efficientnet_lite0"), shared_data("imagenette-dev"), split="val")
@@ -109,7 +110,7 @@ def test_small_val_split_keeps_temperature_1_and_says_why(run_dir, capsys):
 
 
 def test_small_evaluation_says_too_small_and_uses_wilson(run_dir, manifest, capsys):
-    assert main(["evaluate", str(run_dir), str(manifest), "--split", "val", "--no-progress"]) == 0
+    assert main(["evaluate", "--model", str(run_dir), str(manifest), "--split", "val", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "too small to judge: 12 images (fewer than 30)" in out
     assert "95% CIs (Wilson for proportions; bootstrap, 1000 resamples, seed 0, for the others): accuracy [" in out
@@ -170,9 +171,10 @@ def test_train_needs_data_and_out(capsys):
 def test_train_detect_cli_end_to_end(tmp_path, capsys):
     """visor train detect on a tiny COCO export of the synthetic shapes, then visor detect on its run folder."""
     from synthetic_shapes import make_shapes_dataset  # tests/synthetic_shapes.py
+    from visor.data import formats
 
     ds = make_shapes_dataset(tmp_path / "shapes", n_train=16, n_val=4, size=64)
-    coco = ds.save(tmp_path / "coco", "coco")
+    coco = formats.save(ds, tmp_path / "coco", "coco")
     run = tmp_path / "run"
     code = main(["train", "detect", str(coco), "--out", str(run), "--epochs", "1", "--img-size", "64",
                  "--batch-size", "8", "--no-progress"])

@@ -11,18 +11,30 @@ import argparse
 import contextlib
 import json
 import signal
-import sys
 
-from visor.cli.common import err, fraction, positive_int
-from visor.io import ImageLimits
+from visor.cli.common import (
+    MODEL_FORMS,
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    default_model,
+    err,
+    fraction,
+    image_limits,
+    model_help,
+    positive_int,
+    show_progress,
+)
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
     from visor.batch import BatchError, run_batch
 
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
-    show_bar = args.progress if args.progress is not None else sys.stderr.isatty()
-    limits = ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    show_bar = show_progress(args)
+    limits = image_limits(args)
     try:
         with _sigterm_as_interrupt():
             summary = run_batch(
@@ -34,7 +46,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             )
     except BatchError as e:
         err(f"{type(e).__name__}: {e}")
-        return 2
+        return ExitCode.USAGE
     if args.json:
         print(json.dumps(summary.to_dict()), flush=True)
     else:
@@ -42,7 +54,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
               f"(already done) of {summary.inputs} inputs in {summary.seconds:.1f} s "
               f"({summary.images_per_second:.1f} images/s; model {summary.model}; "
               f"peak memory {summary.peak_rss_mb:.0f} MiB)")
-    return 0
+    return ExitCode.OK
 
 
 @contextlib.contextmanager
@@ -82,20 +94,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, glob, image file or manifest")
     p.add_argument("--task", choices=("classify", "detect", "annotate"), default="classify",
                    help="what to run on each image (default classify)")
-    p.add_argument("--out", required=True, help="output folder ending in .parquet or .jsonl")
-    p.add_argument("--model", default=None,
-                   help="classifier (classify, annotate) or detector (detect): registry name, model folder, "
-                        "card.json or .onnx (default: the built-in one)")
-    p.add_argument("--detector", default=None, help="annotate: the detector for the objects feature")
+    add_output_options(p, json=None, out="output folder ending in .parquet or .jsonl", out_required=True,
+                       out_metavar="OUT")
+    add_model_option(p, None, default=None,
+                     help_text=f"classifier (classify, annotate) or object detector (detect): {MODEL_FORMS} "
+                               f"(default {default_model('classification')} for classify and annotate, "
+                               f"{default_model('detection')} for detect)")
+    p.add_argument("--detector", default=None, metavar="MODEL",
+                   help=model_help("detection", default=None, role="annotate: the object detector for the objects "
+                                                                   "feature"))
     p.add_argument("--features", default=None,
                    help="annotate: comma-separated features (default: all but objects, as 'visor annotate')")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local threads, or Ray Data (needs pip install 'visor-vision[ray]') (default local)")
     p.add_argument("--workers", type=positive_int, default=None,
                    help="local: decode threads (default: CPU count, at most 8); ray: model actors (default 1)")
-    p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per inference call (default: 32 for classify, 8 for detect, divided by the "
-                        "concurrent calls; memory grows with it)")
     p.add_argument("--streams", type=positive_int, default=None,
                    help="local: concurrent inference calls (default: CPU count, at most 4; 1 for annotate)")
     p.add_argument("--ray-address", default=None,
@@ -107,17 +120,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--agnostic", action="store_true", help="detect: suppress overlapping boxes across classes too")
     p.add_argument("--chunk-size", type=positive_int, default=1024,
                    help="images per committed part (default 1024); a crash redoes at most one part")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="ONNX Runtime threads per inference call (default: CPU count / streams; ray: CPU count / "
+    add_runtime_options(
+        p, threads_help="ONNX Runtime threads per inference call (default: CPU count / streams; ray: CPU count / "
                         "actors on a local instance, 1 per actor on a cluster)")
-    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
-                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
-    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
-                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="images per inference call (default: 32 for classify, 8 for detect, divided by the "
+                        "concurrent calls; memory grows with it)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing output made with other parameters")
-    p.add_argument("--json", action="store_true", help="print the run's summary as JSON")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show a progress bar (default: when stderr is a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    add_output_options(p, json="document")
+    add_progress_options(p)
     p.set_defaults(func=cmd_batch)

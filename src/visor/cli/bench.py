@@ -13,9 +13,7 @@ import warnings
 from pathlib import Path
 
 from visor.benchmark import PEAK_SIZE
-from visor.cli.common import err, positive_int
-
-EXIT_OK, EXIT_FAILED = 0, 1
+from visor.cli.common import ExitCode, add_model_option, add_runtime_options, err, model_arg, positive_int
 
 
 def _batch_sizes(text: str) -> list[int]:
@@ -50,6 +48,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     from visor.models import LicenseWarning
 
     backends = parse_backends(args.backends)  # a typo fails before the model loads
+    model = model_arg(args, "benchmark")
 
     def progress(message: str) -> None:
         if not args.quiet:
@@ -58,7 +57,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = run_benchmark(
-            args.model, backends=backends, batch_sizes=args.batch_sizes, threads=args.threads,
+            model, backends=backends, batch_sizes=args.batch_sizes, threads=args.threads,
             seconds=args.seconds, warmup=args.warmup, int8_calibration=args.calibration,
             peak_size=args.peak_size, progress=progress,
         )
@@ -79,12 +78,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                 out.write_text(report.to_json() + "\n")
             except OSError as e:
                 err(f"cannot write {out}: {e.strerror or e}")
-                return EXIT_FAILED
+                return ExitCode.FAILED
             progress(f"wrote {out}")
     failed = [b for b in report.backends if b.status == "failed"]
     for b in failed:
         err(f"{b.backend}: {b.message}")
-    return EXIT_FAILED if failed else EXIT_OK
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "benchmark",
         help="measure a model's latency, throughput and GFLOP/s against this machine's peak",
         description=(
-            "Benchmark MODEL (registry name, model folder, card.json or .onnx) on each backend: torch (the PyTorch "
+            "Benchmark --model (registry name, model folder, card.json or .onnx) on each backend: torch (the PyTorch "
             "eager model, when the model has PyTorch weights), onnx (ONNX Runtime fp32) and onnx-int8 (ONNX Runtime "
             "on a statically quantized copy). Reports latency p50/p99 at batch 1, throughput at each batch size, the "
             "achieved GFLOP/s (2 FLOPs per multiply-add of the Conv/Gemm/MatMul nodes) and its share of this "
@@ -101,13 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
             "stderr, the table to stdout."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help="registry name, model folder, card.json or .onnx file")
+    add_model_option(p, "classification", role="model", positional=True)
     p.add_argument("--backends", default="torch,onnx,onnx-int8",
                    help="comma-separated: torch, onnx, onnx-int8 (default all three)")
     p.add_argument("--batch-sizes", type=_batch_sizes, default=[1, 8, 32], metavar="N,N,...",
                    help="batch sizes for throughput (default 1,8,32; batch 1 is always measured)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="threads for every backend and the peak measurement (default: one per physical core)")
+    add_runtime_options(p, limits=False,
+                        threads_help="threads for every backend and the peak measurement (default: one per physical "
+                                     "core)")
     p.add_argument("--seconds", type=_seconds, default=3.0,
                    help="timed seconds per backend and batch size (default 3; at least 10 runs at batch 1, 3 above)")
     p.add_argument("--warmup", type=_non_negative, default=3, help="untimed runs before each measurement (default 3)")

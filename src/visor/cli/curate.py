@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from visor.cli.common import err, fraction, positive_int
+from visor.cli.common import (
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    default_model,
+    err,
+    fraction,
+    positive_int,
+    show_progress,
+)
 from visor.errors import VisorError
-
-EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
@@ -25,8 +33,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
         ds = ClassificationDataset.load(args.data)
     except VisorError as e:
         err(f"cannot load {args.data}: {type(e).__name__}: {e}")
-        return EXIT_FAILED_INPUTS
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+        return ExitCode.FAILED
+    progress = show_progress(args)
     report = curate(ds, model=args.model, split_column=args.split_column, near_threshold=args.threshold,
                     folds=args.folds, seed=args.seed, top=args.top, batch_size=args.batch_size, progress=progress)
     js, page = report.write(args.out)
@@ -35,7 +43,7 @@ def cmd_curate(args: argparse.Namespace) -> int:
     else:
         print(report.format_text())
         print(f"wrote {js} and {page}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,22 +70,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split-column", default=None, metavar="COL",
                    help="the manifest column that holds each image's split (default: 'split', or the "
                         "folder layout)")
-    p.add_argument("--model", default="efficientnet_lite0",
-                   help="classifier whose features embed the images: registry name or trained run folder "
-                        "(default efficientnet_lite0)")
+    add_model_option(p, "embedding")
     p.add_argument("--threshold", type=fraction, default=DEFAULT_THRESHOLD,
                    help=f"cosine similarity at which two images are near-duplicates (default {DEFAULT_THRESHOLD:g}, "
-                        "measured for efficientnet_lite0)")
-    p.add_argument("--out", default="curation", metavar="DIR",
-                   help="folder for curation.json and curation.html (default ./curation)")
-    p.add_argument("--json", action="store_true", help="print the whole report as JSON instead of a summary")
+                        f"measured for {default_model('embedding')})")
+    add_output_options(p, json="document", out="folder for curation.json and curation.html (default ./curation)",
+                       out_default="curation")
     p.add_argument("--folds", type=positive_int, default=5, help="cross-validation folds, at least 2 (default 5)")
     p.add_argument("--seed", type=int, default=0, help="seed for the folds (default 0)")
     p.add_argument("--top", type=positive_int, default=50,
                    help="label mistakes, outliers and hard examples to list (default 50)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference batch (default 32)")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show a progress bar (default: when stderr is a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    add_runtime_options(p, threads=False, limits=False, batch_size=32)
+    add_progress_options(p)
     p.set_defaults(func=cmd_curate)

@@ -9,23 +9,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections import Counter
 from pathlib import Path
 
 from visor.cli import detection_data
+from visor.cli.common import ExitCode, add_output_options, add_progress_options, err, show_progress
 from visor.errors import VisorError
-
-EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 
 _DATA_HELP = (
     "a folder laid out as DATA/<class>/<images> or DATA/<split>/<class>/<images> (split = train, val, test), "
     "or a .csv / .jsonl manifest with the columns path,label[,split][,...]"
 )
-
-
-def _err(message: str) -> None:
-    print(f"visor: error: {message}", file=sys.stderr)
 
 
 def _load(data: str):
@@ -34,7 +28,7 @@ def _load(data: str):
     try:
         return ClassificationDataset.load(data)
     except VisorError as e:
-        _err(f"cannot load {data}: {type(e).__name__}: {e}")
+        err(f"cannot load {data}: {type(e).__name__}: {e}")
         return None
 
 
@@ -46,11 +40,11 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if out.exists() and not args.force:
-        _err(f"{out} exists; use --force to overwrite it")
-        return EXIT_FAILED_INPUTS
+        err(f"{out} exists; use --force to overwrite it")
+        return ExitCode.FAILED
     ds = _load(args.data)
     if ds is None:
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     names = SPLIT_NAMES[: len(args.ratios)]
     result = stratified_split(ds, ratios=args.ratios, seed=args.seed, names=names)
     result.to_manifest(out)
@@ -59,7 +53,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     print(f"wrote {len(result)} samples in {len(result.classes)} classes to {out}")
     for name in names:
         print(f"  {name.ljust(width)}  {counts.get(name, 0)}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- stats
@@ -72,11 +66,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return detection_data.cmd_stats(args)
     ds = _load(args.data)
     if ds is None:
-        return EXIT_FAILED_INPUTS
-    progress = args.progress if args.progress is not None else sys.stderr.isatty()
+        return ExitCode.FAILED
+    progress = show_progress(args)
     stats = dataset_stats(ds, check_images=args.check_images, progress=progress)
     print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.format_table())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- parser
@@ -125,13 +119,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("data", metavar="DATA", help=f"{_DATA_HELP}; or {detection_data.DETECTION_DATA_HELP}")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    add_output_options(p, json="document")
     p.add_argument("--no-check-images", dest="check_images", action="store_false",
                    help="do not decode the images (faster; duplicates are still found)")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show a progress bar (default: when stderr is a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    add_progress_options(p)
     p.set_defaults(func=cmd_stats)
 
     detection_data.register(sub)

@@ -13,26 +13,22 @@ import warnings
 from pathlib import Path
 from typing import TextIO
 
-from visor.cli.common import err, fraction, positive_int
+from visor.cli.common import (
+    MODEL_FORMS,
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    err,
+    fraction,
+    image_limits,
+    positive_int,
+    show_progress,
+)
 from visor.errors import ConfigError, VisorError
-from visor.io import ImageLimits, expand_paths
-
-EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
-
-
-
-
-
-
-
-
-def _default_model() -> str:
-    from visor import models
-
-    for name in models.list():
-        if models.get_card(name).task == "detection":
-            return name
-    raise ConfigError("no built-in detection model; pass --model (a model folder, card.json or .onnx file)")
+from visor.io import expand_paths
+from visor.models.registry import DEFAULT_DETECTOR
 
 
 def _read_labels(path: str) -> list[str]:
@@ -62,15 +58,15 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     import visor
 
-    limits = ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+    limits = image_limits(args)
     paths = expand_paths(args.paths)
     if not paths:
         err("no images found")
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     labels = _read_labels(args.labels) if args.labels else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", visor.models.LicenseWarning)
-        detector = visor.load(args.model or _default_model(), labels=labels, limits=limits, threads=args.threads)
+        detector = visor.load(args.model or DEFAULT_DETECTOR, labels=labels, limits=limits, threads=args.threads)
     for w in caught:
         if issubclass(w.category, visor.models.LicenseWarning):
             print(f"visor: warning: {w.message}", file=sys.stderr)
@@ -85,7 +81,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
         check_output_folder(args.save_annotated, [*args.paths, *paths], what="--save-annotated")
         targets = dict(zip(paths, plan_outputs(paths, args.save_annotated, overwrite=args.overwrite), strict=True))
-    show_bar = args.progress if args.progress is not None else len(paths) > 1 and sys.stderr.isatty()
+    show_bar = show_progress(args, len(paths))
     failed = 0
     outcomes = detector.detect_iter(paths, conf=args.conf, iou=args.iou, max_det=args.max_det,
                                     agnostic=args.agnostic, batch_size=args.batch_size)
@@ -112,8 +108,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if failed:
         if len(paths) > 1:
             err(f"{failed} of {len(paths)} images failed")
-        return EXIT_FAILED_INPUTS
-    return EXIT_OK
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -130,29 +126,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    p.add_argument("--model", default=None,
-                   help="registry name, model folder, card.json or .onnx file (default: the built-in detector)")
+    add_model_option(p, "detection", help_text=f"object detector: {MODEL_FORMS} (default {DEFAULT_DETECTOR}, COCO's "
+                                               "80 classes)")
     p.add_argument("--labels", default=None, metavar="FILE",
                    help="class names, one per line, replacing the model's (e.g. for an ONNX export without names)")
     p.add_argument("--conf", type=fraction, default=0.25, help="keep boxes scoring above this (default 0.25)")
     p.add_argument("--iou", type=fraction, default=0.45, help="NMS overlap threshold (default 0.45)")
     p.add_argument("--max-det", type=positive_int, default=300, help="most boxes per image (default 300)")
     p.add_argument("--agnostic", action="store_true", help="suppress overlapping boxes across classes too")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per image (JSON Lines), errors included")
+    add_output_options(p)
     p.add_argument("--save-annotated", default=None, metavar="DIR",
                    help="write copies with boxes and labels drawn into DIR, under the same relative path, name and "
                         "format; DIR may not be, contain or be inside an input")
     p.add_argument("--overwrite", action="store_true", help="replace files already in the --save-annotated folder")
-    p.add_argument("--batch-size", type=positive_int, default=8, help="images per inference batch (default 8)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="inference threads (default: one per physical core)")
-    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
-                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
-    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
-                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show a progress bar (default: when several files and a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    add_runtime_options(p, batch_size=8)
+    add_progress_options(p)
     p.set_defaults(func=cmd_detect)

@@ -13,9 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from visor.cli.common import ExitCode, err
 from visor.errors import VisorError
-
-EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
 
 _FORMATS = ("coco", "yolo", "voc")  # visor.data.detection.FORMATS, without importing the library at parse time
 _IMAGE_MODES = ("copy", "link", "symlink", "none")
@@ -23,10 +22,6 @@ DETECTION_DATA_HELP = (
     "a COCO .json file (or a folder holding instances*.json), a YOLO data.yaml (or its folder), "
     "or a Pascal VOC folder with Annotations/"
 )
-
-
-def _err(message: str) -> None:
-    print(f"visor: error: {message}", file=sys.stderr)
 
 
 def _warn(kind: str, message: str) -> None:
@@ -41,18 +36,19 @@ def is_detection_data(path: str | os.PathLike) -> bool:
 
 
 def _load(src: str, fmt: str | None, split: str | None, images_dir: str | None):
-    from visor.data.detection import DetectionDataset, detect_format
+    from visor.data import formats
+    from visor.data.detection import detect_format
     from visor.data.formats import from_coco
 
     try:
         if images_dir is not None:
             if (fmt or detect_format(src)) != "coco":
-                _err("--images-dir applies to COCO sources only")
+                err("--images-dir applies to COCO sources only")
                 return None
             return from_coco(src, images_dir, split=split)
-        return DetectionDataset.load(src, fmt, split=split)
+        return formats.load(src, fmt, split=split)
     except VisorError as e:
-        _err(f"cannot load {src}: {type(e).__name__}: {e}")
+        err(f"cannot load {src}: {type(e).__name__}: {e}")
         return None
 
 
@@ -60,36 +56,37 @@ def _load(src: str, fmt: str | None, split: str | None, images_dir: str | None):
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from visor.data import formats
     from visor.data.detection import conversion_losses, detect_format
 
     src, out = Path(args.src), Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
-        _err(f"{out} exists and is not empty; use --force to write into it")
-        return EXIT_FAILED_INPUTS
+        err(f"{out} exists and is not empty; use --force to write into it")
+        return ExitCode.FAILED
     if out.exists() and src.exists() and os.path.samefile(out, src if src.is_dir() else src.parent):
-        _err(f"{out} is the source's own folder; write the conversion somewhere else")
-        return EXIT_FAILED_INPUTS
+        err(f"{out} is the source's own folder; write the conversion somewhere else")
+        return ExitCode.FAILED
     ds = _load(args.src, args.from_format, args.split, args.images_dir)
     if ds is None:
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     fmt = args.from_format or detect_format(src)
     for p in ds.problems:
         _warn("warning", str(p))
     if ds.problems and args.strict:
-        _err(f"{len(ds.problems)} problem(s) in {src} (listed above); nothing written because of --strict")
-        return EXIT_FAILED_INPUTS
+        err(f"{len(ds.problems)} problem(s) in {src} (listed above); nothing written because of --strict")
+        return ExitCode.FAILED
     for note in conversion_losses(ds, args.to):
         _warn("note", note)
     try:
-        written = ds.save(out, args.to, images=args.images)
+        written = formats.save(ds, out, args.to, images=args.images)
     except VisorError as e:
-        _err(f"cannot write {out}: {type(e).__name__}: {e}")
-        return EXIT_FAILED_INPUTS
+        err(f"cannot write {out}: {type(e).__name__}: {e}")
+        return ExitCode.FAILED
     print(f"read {len(ds)} images, {ds.num_boxes} boxes, {len(ds.classes)} classes from {src} ({fmt})")
     print(f"wrote {args.to} to {written}")
     if ds.problems:
         print(f"{len(ds.problems)} problem(s) in the source, listed on stderr")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- stats
@@ -101,10 +98,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     ds = _load(args.data, None, None, None)
     if ds is None:
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     stats = detection_stats(ds)
     print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.format_table())
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- parser

@@ -4,15 +4,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from visor.cli.common import err, positive_int
+from visor.cli.common import (
+    MODEL_FORMS,
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    default_model,
+    err,
+    model_arg,
+    positive_int,
+    show_progress,
+)
 
-EXIT_ALERT = 3
 
+def _model(args: argparse.Namespace) -> str:
+    """--model (or the deprecated positional MODEL); by default the default classifier or detector, by DATA."""
+    from visor.cli.detection_data import is_detection_data
 
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
+    model = model_arg(args, "evaluate")
+    if model is not None:
+        return model
+    return default_model("detection" if is_detection_data(args.data) else "classification")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -26,7 +41,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         corruptions=parse_names(args.corruptions, CORRUPTIONS), report=args.report, model_card=args.model_card,
         profile=args.profile, out=args.out, batch_size=args.batch_size,
     )
-    run = run_evaluation(args.model, args.data, options, threads=args.threads, progress=_progress(args))
+    run = run_evaluation(_model(args), args.data, options, threads=args.threads, progress=show_progress(args))
     result = run.result
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -36,7 +51,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             print(f"{what.replace('_', ' ')} written to {path}")
     for path, reason in result.skipped:
         err(f"skipped unreadable {path}: {reason}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -46,7 +61,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     profile = DriftProfile.load(args.profile)
     report, got = monitor(profile, list(iter_inputs(args.inputs)), batch_size=args.batch_size,
-                          progress=_progress(args), threads=args.threads,
+                          progress=show_progress(args), threads=args.threads,
                           classifier=None if args.model is None else _load(args.model, args.threads))
     if args.json:
         print(json.dumps({**report.to_dict(), "profile": args.profile, "model": profile.model,
@@ -56,7 +71,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         print(report.format_table())
     for path, reason in got.skipped:
         err(f"skipped unreadable {path}: {reason}")
-    return EXIT_ALERT if args.fail_on_alert and report.alert else 0
+    return ExitCode.ALERT if args.fail_on_alert and report.alert else ExitCode.OK
 
 
 def _load(model: str, threads: int | None):
@@ -70,21 +85,25 @@ def register(sub) -> None:
         "evaluate",
         help="measure a model: metrics with CIs, subgroups, robustness, report",
         description=(
-            "Evaluate MODEL (a registry name, a run folder or an ONNX file) on DATA. A classifier is measured on a "
-            "folder of class folders or a CSV/JSONL manifest path,label[,split][,metadata...]; a detector on a COCO, "
-            "YOLO or VOC dataset (COCO AP, AP50 with a bootstrap interval over images, and AP50 per --by group "
-            "from --metadata). For a classifier: accuracy, top-5, macro and per-class precision/recall/F1, "
-            "the confusion matrix, and expected calibration error (15 bins) before and after the model's "
-            "temperature scaling, each headline metric with a seeded 95% bootstrap confidence interval. "
-            "--by COLUMN reports a metric per value of a manifest column, flags groups whose interval lies below "
-            "the best group's, and marks groups too small to judge. --corruptions measures accuracy under a seeded "
-            "mini ImageNet-C (8 corruptions x 5 severities). --report writes a self-contained HTML page and a "
-            "Markdown model card; --profile keeps a reference profile for 'visor monitor' and "
-            "'visor serve --drift-profile'."
+            "Evaluate --model (a registry name, a run folder or an ONNX file; by default the built-in classifier for "
+            "a classification dataset and the built-in detector for a detection dataset) on DATA. A classifier is "
+            "measured on a folder of class folders or a CSV/JSONL manifest path,label[,split][,metadata...]; a "
+            "detector on a COCO, YOLO or VOC dataset (COCO AP, AP50 with a bootstrap interval over images, and AP50 "
+            "per --by group from --metadata). For a classifier: accuracy, top-5, macro and per-class "
+            "precision/recall/F1, the confusion matrix, and expected calibration error (15 bins) before and after the"
+            " model's temperature scaling, each headline metric with a seeded 95% bootstrap confidence interval. --by"
+            " COLUMN reports a metric per value of a manifest column, flags groups whose interval lies below the best"
+            " group's, and marks groups too small to judge. --corruptions measures accuracy under a seeded mini "
+            "ImageNet-C (8 corruptions x 5 severities). --report writes a self-contained HTML page and a Markdown "
+            "model card; --profile keeps a reference profile for 'visor monitor' and 'visor serve --drift-profile'."
         ),
     )
-    p.add_argument("model", metavar="MODEL")
-    p.add_argument("data", metavar="DATA")
+    c, d = default_model("classification"), default_model("detection")
+    add_model_option(p, None, default=None, positional=True,
+                     help_text=f"the model to evaluate: {MODEL_FORMS} (default {c} for a classification dataset, "
+                               f"{d} for a detection dataset)")
+    p.add_argument("data", metavar="DATA", help="a folder of class folders, a CSV/JSONL manifest, or a COCO, YOLO or "
+                                                "VOC detection dataset")
     p.add_argument("--split", help="evaluate only this split of DATA (e.g. test)")
     p.add_argument("--by", action="append", metavar="COLUMN",
                    help="report per value of this manifest column (repeat for several columns)")
@@ -106,11 +125,9 @@ def register(sub) -> None:
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report (and model_card.md beside it)")
     p.add_argument("--model-card", metavar="MD", help="write the Markdown model card here")
     p.add_argument("--profile", metavar="FILE", help="write a drift profile of this evaluation (.safetensors)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--out", metavar="DIR", help="also write report.json, confusion.png and reliability.png here")
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_output_options(p, json="document", out="also write report.json, confusion.png and reliability.png here")
+    add_runtime_options(p, limits=False, batch_size=32)
+    add_progress_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser(
@@ -122,15 +139,16 @@ def register(sub) -> None:
             "the predicted-class mix and the images' brightness, contrast and sharpness, and an embedding-shift "
             "score (MMD² with a permutation p-value). It alerts when a PSI exceeds 0.2 and its own 99th percentile "
             "under no change for these sample sizes, or when the embedding p-value is below 0.01; fewer than 50 "
-            f"images are too few to judge. Exit code {EXIT_ALERT} on an alert with --fail-on-alert."
+            f"images are too few to judge. Exit code {ExitCode.ALERT.value} on an alert with --fail-on-alert."
         ),
     )
     p.add_argument("profile", metavar="PROFILE")
     p.add_argument("inputs", nargs="+", metavar="RECENT")
-    p.add_argument("--model", help="model to run (default: the profile's model)")
-    p.add_argument("--json", action="store_true", help="print the drift report as JSON")
-    p.add_argument("--fail-on-alert", action="store_true", help=f"exit with code {EXIT_ALERT} when it alerts")
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_model_option(p, None, default=None,
+                     help_text=f"classifier to run: {MODEL_FORMS} (default: the profile's model)")
+    add_output_options(p, json="document")
+    p.add_argument("--fail-on-alert", action="store_true",
+                   help=f"exit with code {ExitCode.ALERT.value} when it alerts")
+    add_runtime_options(p, limits=False, batch_size=32)
+    add_progress_options(p)
     p.set_defaults(func=cmd_monitor)

@@ -11,11 +11,18 @@ import argparse
 import json
 from pathlib import Path
 
-from visor.cli.common import err, fraction
+from visor.cli.common import (
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    default_model,
+    err,
+    fraction,
+    model_arg,
+)
 from visor.config import suggest
 from visor.models.export_model import MAX_ABS_DIFF, MAX_ACCURACY_DROP, MIN_TOP1_AGREEMENT, image_count
 
-EXIT_OK, EXIT_CHECK_FAILED = 0, 1
 FORMATS = ("onnx",)
 
 
@@ -63,10 +70,11 @@ def _print_checks(checks: dict) -> None:
 def cmd_export(args: argparse.Namespace) -> int:
     from visor.models.export_model import ExportCheckFailed, export_model
 
-    out = Path(args.out) if args.out else default_out(args.model, args.int8)
+    model = model_arg(args, "export")
+    out = Path(args.out) if args.out else default_out(model, args.int8)
     try:
         report = export_model(
-            args.model, out, int8=args.int8, calibration=args.calibration, labelled=args.labelled,
+            model, out, int8=args.int8, calibration=args.calibration, labelled=args.labelled,
             label_map=args.label_map, max_abs_diff=args.max_abs_diff, min_top1_agreement=args.min_top1_agreement,
             max_accuracy_drop=args.max_accuracy_drop, overwrite=args.overwrite, reduce_range=args.int8_reduce_range,
         )
@@ -76,14 +84,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         else:
             _print_checks(e.checks)
         err(f"{e} (nothing written)")
-        return EXIT_CHECK_FAILED
+        return ExitCode.FAILED
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         print(f"exported {report.card.name} ({report.checks['precision']}, opset {report.checks['opset']}) "
               f"to {report.out}")
         _print_checks(report.checks)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,14 +100,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a classifier to ONNX (fp32 or static INT8), with parity checks",
         description=(
-            "Export MODEL (registry name or model folder) as a folder with model.onnx (opset 17, dynamic batch) "
+            "Export --model (registry name or model folder) as a folder with model.onnx (opset 17, dynamic batch) "
             "and card.json, loadable with 'visor classify --model DIR'. Every export is checked: fp32 ONNX "
             "against PyTorch (max abs logit difference), and for --int8 the top-1 agreement with fp32 and, "
             "with --labelled, the top-1 accuracy change. The results go into the card; an export that fails "
             "a check is refused and nothing is written (exit status 1)."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help="registry name, model folder or card.json (see 'visor models')")
+    add_model_option(p, "classification", positional=True,
+                     help_text="classifier to export: a registry name (see 'visor models'), a model folder or a "
+                               f"card.json (default {default_model('classification')})")
     p.add_argument("--format", type=export_format, default="onnx", help="output format: onnx (default)")
     p.add_argument("--int8", action="store_true",
                    help="quantize to static INT8 (QDQ, per-channel weights), calibrated on --calibration")
@@ -111,8 +121,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-map", default=None, metavar="JSON",
                    help="JSON file mapping --labelled labels to the model's class ids or labels, "
                         'e.g. {"n01440764": 0}')
-    p.add_argument("--out", default=None, metavar="DIR",
-                   help="output folder (default ./NAME-onnx or ./NAME-int8); must not exist unless --overwrite")
+    add_output_options(p, json=None,
+                       out="output folder (default ./NAME-onnx or ./NAME-int8); must not exist unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model folder at --out")
     p.add_argument("--max-abs-diff", type=float, default=MAX_ABS_DIFF,
                    help=f"largest logit difference allowed between fp32 ONNX and PyTorch (default {MAX_ABS_DIFF:g})")
@@ -125,5 +135,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-reduce-range", action=argparse.BooleanOptionalAction, default=None,
                    help="7-bit INT8 weights, which ONNX Runtime's INT8 kernels cannot saturate on CPUs without VNNI "
                         "(default: on unless this CPU has VNNI; the choice is recorded in the card)")
-    p.add_argument("--json", action="store_true", help="print the export report as JSON")
+    add_output_options(p, json="document")
     p.set_defaults(func=cmd_export)

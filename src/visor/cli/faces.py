@@ -1,6 +1,8 @@
 """``visor faces detect|enroll|identify|collections`` and ``visor anonymize``.
 
-Thin commands over :mod:`visor.faces`. A bad file is reported on stderr (one line) and the
+Thin commands over :mod:`visor.faces`. ``--model`` (alias ``--detector``) picks the face detector:
+the registry's face-detection model by default (YuNet), a face-detection model folder, or dlib's
+``hog`` / ``cnn``. A bad file is reported on stderr (one line) and the
 rest go on; the exit status is 1 if any file failed. The collections database defaults to
 ``$VISOR_HOME/faces.db``, or ``~/.local/share/visor/faces.db`` when VISOR_HOME is unset.
 """
@@ -10,44 +12,74 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from visor.cli.common import err, positive_int
+from visor.cli.common import (
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    default_model,
+    err,
+    image_limits,
+    model_help,
+    positive_int,
+    show_progress,
+)
 from visor.errors import InvalidInput, VisorError
 from visor.io import ImageLimits, expand_paths
 
-EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
+#: dlib's detectors, chosen by name besides the face-detection models of the registry (visor.faces.DETECTORS).
+_DLIB_DETECTORS = ("hog", "cnn")
 
 
-def _each(paths: list[Path], work: Callable[[Path], Any]) -> Iterator[tuple[Path, Any]]:
-    """(path, result) for the paths that worked; each failure reported on stderr."""
-    for path in paths:
-        try:
-            yield path, work(path)
-        except VisorError as e:
-            err(f"{path}: {type(e).__name__}: {e}")
+def _each(paths: list[Path], work: Callable[[Path], Any], args: argparse.Namespace) -> Iterator[tuple[Path, Any]]:
+    """(path, result) for the paths that worked; each failure reported on stderr (and with --json as a JSON line)."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(paths), unit="img", disable=not show_progress(args, len(paths)), file=sys.stderr) as bar:
+        for path in paths:
+            bar.update(1)
+            try:
+                result = work(path)
+            except VisorError as e:
+                bar.clear()
+                err(f"{path}: {type(e).__name__}: {e}")
+                if getattr(args, "json", False):
+                    print(json.dumps({"image": os.fspath(path), "error": e.to_dict()}), flush=True)
+                continue
+            bar.clear()
+            yield path, result
 
 
 def _finish(failed: int, total: int) -> int:
     if failed:
         if total > 1:
             err(f"{failed} of {total} images failed")
-        return EXIT_FAILED_INPUTS
-    return EXIT_OK
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def _analyzer(args: argparse.Namespace) -> Any:
-    from visor.faces import FaceAnalyzer
+    """The :class:`~visor.faces.FaceAnalyzer` of --model (YuNet by default, dlib's hog / cnn, or a face-detection
+    model folder), --threads and the image limits."""
+    from visor.faces import DETECTORS, FaceAnalyzer, load_face_detector
 
-    defaults = ImageLimits()
-    return FaceAnalyzer(limits=ImageLimits(max_bytes=getattr(args, "max_bytes", defaults.max_bytes),
-                                           max_pixels=getattr(args, "max_pixels", defaults.max_pixels)))
+    limits = image_limits(args) if hasattr(args, "max_bytes") else ImageLimits()
+    threads = getattr(args, "threads", None)
+    model = getattr(args, "model", None)
+    if model is None or model in DETECTORS:
+        return FaceAnalyzer(detector=model or default_model("face_detection"), limits=limits, threads=threads)
+    return FaceAnalyzer(detector=load_face_detector(model, limits=limits, threads=threads), limits=limits,
+                        threads=threads)
 
 
 def _detect_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": args.model, "upsample": args.upsample}
+    return {"upsample": args.upsample}  # the detector is the analyzer's (--model)
 
 
 def _paths(args: argparse.Namespace) -> list[Path]:
@@ -69,11 +101,11 @@ def _box_text(face: dict) -> str:
 def cmd_detect(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if not paths:
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     analyzer = _analyzer(args)
     done = 0
     for path, faces in _each(paths, lambda p: analyzer.detect(p, landmarks=args.landmarks, embeddings=args.embeddings,
-                                                               **_detect_kwargs(args))):
+                                                               **_detect_kwargs(args)), args):
         done += 1
         d = faces.to_dict(embeddings=args.embeddings)
         if args.json:
@@ -97,7 +129,7 @@ def _store(args: argparse.Namespace, **detect_kwargs: Any) -> Any:
 def cmd_enroll(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if not paths:
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     from visor.faces.collections import check_collection_name, check_person_name
 
     check_person_name(args.person)  # a bad name or collection fails before any photo is read
@@ -106,27 +138,27 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         create = args.collection not in store.list_collections()
         if create and not args.create:
             store.require_collection(args.collection)  # CollectionNotFound, with the ways to create it
-        good = list(_each(paths, lambda p: store.analyzer.embed_one(p, **store.detect_kwargs)))
+        good = list(_each(paths, lambda p: store.analyzer.embed_one(p, **store.detect_kwargs), args))
         if len(good) < len(paths):
             err(f"{len(paths) - len(good)} of {len(paths)} photos failed; nothing enrolled")
-            return EXIT_FAILED_INPUTS
+            return ExitCode.FAILED
         n = store.add_embeddings(args.collection, args.person, [e for _, e in good], [os.fspath(p) for p, _ in good],
                                  create=create)
     if create:
         print(f"created collection {args.collection}")
     print(f"enrolled {n} photo(s) of {args.person} in {args.collection}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_identify(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if not paths:
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     done = 0
     with _store(args, **_detect_kwargs(args)) as store:
         store.list_people(args.collection)
         for path, faces in _each(paths, lambda p: store.identify(args.collection, p, threshold=args.threshold,
-                                                                  top_k=args.top_k)):
+                                                                  top_k=args.top_k), args):
             done += 1
             d = faces.to_dict(embeddings=False)
             if args.json:
@@ -151,7 +183,7 @@ def cmd_collections(args: argparse.Namespace) -> int:
         else:
             for name in store.list_collections():
                 print(f"{name}\t{len(store.list_people(name))} people")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- anonymize
@@ -163,7 +195,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 
     paths = _paths(args)
     if not paths:
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     check_output_folder(args.out, [*args.paths, *paths], what="--out")
     targets = dict(zip(paths, plan_outputs(paths, args.out, overwrite=args.overwrite), strict=True))
     analyzer = _analyzer(args)
@@ -179,7 +211,7 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         return save_image(anonymize(image, boxes, args.method, expand=args.expand), targets[path]), n_faces, n_texts
 
     done = 0
-    for path, (target, n_faces, n_texts) in _each(paths, work):
+    for path, (target, n_faces, n_texts) in _each(paths, work, args):
         done += 1
         print(f"{path} -> {target}  {n_faces} face(s)" + (f", {n_texts} text region(s)" if reader else ""))
     return _finish(len(paths) - done, len(paths))
@@ -188,22 +220,33 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def _common(p: argparse.ArgumentParser, *, detector: bool = True) -> None:
-    if detector:
-        p.add_argument("--model", choices=("hog", "cnn"), default="hog",
-                       help="face detector: hog (fast, frontal faces; default) or cnn (more poses, slow on CPU)")
-        p.add_argument("--upsample", type=int, default=1,
-                       help="times to double the image before detecting, to find small faces (default 1)")
-    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
-                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
-    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
-                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
+def _common(p: argparse.ArgumentParser) -> None:
+    default = default_model("face_detection")
+    add_model_option(p, "face_detection", aliases=("--detector",),
+                     help_text=model_help("face_detection", default=default,
+                                          extra=f"; or dlib's {' / '.join(_DLIB_DETECTORS)} (hog: fast, frontal "
+                                                "faces; cnn: more poses, slow on CPU)"))
+    p.add_argument("--upsample", type=_upsample, default=1,
+                   help="dlib's detectors: times to double the image before detecting, to find small faces "
+                        "(default 1)")
+    add_runtime_options(p)
+    add_progress_options(p)
 
 
 def _db(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, metavar="DB",
                    help="SQLite file of the collections (default $VISOR_HOME/faces.db, "
                         "else ~/.local/share/visor/faces.db)")
+
+
+def _upsample(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
 
 
 def _threshold(text: str) -> float:
@@ -219,14 +262,15 @@ def _threshold(text: str) -> float:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``visor faces ...`` and ``visor anonymize`` to the command parser."""
     faces = sub.add_parser("faces", help="detect, enroll and identify faces",
-                           description="Face detection and recognition with dlib. Run 'visor faces COMMAND --help'.")
+                           description="Face detection (YuNet by default, or dlib's HOG / CNN) and recognition "
+                                       "(dlib's 128-d embeddings). Run 'visor faces COMMAND --help'.")
     fsub = faces.add_subparsers(dest="faces_command", metavar="COMMAND", required=True)
 
     p = fsub.add_parser("detect", help="find faces: boxes, scores, landmarks",
                         description="Detect faces in image files, folders or quoted globs. Text output: one line "
                                     "per image, then SCORE X1 Y1 X2 Y2 per face (original pixels).")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    add_output_options(p)
     p.add_argument("--landmarks", type=int, choices=(5, 68), default=5, help="landmark points per face (default 5)")
     p.add_argument("--embeddings", action="store_true", help="also compute and print the 128-d embeddings")
     _common(p)
@@ -254,7 +298,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=_threshold, default=0.6,
                    help="largest euclidean embedding distance for a match (default 0.6: 99.38%% on LFW)")
     p.add_argument("--top-k", type=positive_int, default=3, help="nearest people listed per face in JSON (default 3)")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    add_output_options(p)
     _common(p)
     p.set_defaults(func=cmd_identify)
 
@@ -273,7 +317,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "input, and existing files are kept unless --overwrite.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--method", choices=("blur", "pixelate", "box"), default="blur", help="how (default blur)")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for the anonymized copies")
+    add_output_options(p, json=None, out="folder for the anonymized copies", out_required=True)
     p.add_argument("--overwrite", action="store_true", help="replace files already in --out")
     p.add_argument("--text", action="store_true", help="also hide every text region (OCR text detection)")
     p.add_argument("--expand", type=_threshold, default=0.2,

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-EXIT_OK = 0
+from visor.cli.common import ExitCode, add_output_options
 
 DB_HELP = ("service database: an SQLite file or a SQLAlchemy URL such as postgresql://user@host/visor "
            "(default $VISOR_HOME/serve.db, else ~/.local/share/visor/serve.db)")
@@ -38,7 +38,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     print(key, flush=True)
     print(f"created API key {record.name!r} ({record.prefix}...). Store it now: it cannot be shown again.",
           file=sys.stderr)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -49,17 +49,17 @@ def cmd_list(args: argparse.Namespace) -> int:
         store.db.close()
     if args.json:
         print(json.dumps([k.to_dict() for k in keys], indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     if not keys:
         print("no API keys; create one with 'visor keys create --name NAME'")
-        return EXIT_OK
+        return ExitCode.OK
     rows = [("NAME", "PREFIX", "CREATED", "STATUS")]
     rows += [(k.name, k.prefix + "...", k.created_at.strftime("%Y-%m-%d %H:%M:%SZ"),
               "revoked" if k.revoked else "active") for k in keys]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:-1])) + "  " + r[-1])
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
@@ -69,7 +69,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     finally:
         store.db.close()
     print(f"revoked {record.name} ({record.prefix}...)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = ksub.add_parser("list", help="list the keys (names and prefixes, never the keys)",
                         description="List every key: name, first characters, creation time (UTC) and status.")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
+    add_output_options(p, json="document")
     add_db_argument(p)
     p.set_defaults(func=cmd_list)
 

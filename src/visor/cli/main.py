@@ -1,7 +1,8 @@
 """``visor`` command line. Each command parses arguments, calls the library, and prints.
 
-Exit status: 0 on success, 1 when any input failed (each reported on stderr), 2 for
-usage errors, an unknown model or bad configuration.
+Exit status (:class:`visor.cli.common.ExitCode`): 0 on success, 1 when any input failed (each
+reported on stderr), 2 for usage errors, an unknown model or bad configuration, 3 for a drift alert
+(``visor monitor --fail-on-alert``), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -31,12 +32,19 @@ from visor.cli import review as review_cli
 from visor.cli import search as search_cli
 from visor.cli import serve as serve_cli
 from visor.cli import train as train_cli
-from visor.cli.common import err, positive_int
+from visor.cli.common import (
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    err,
+    image_limits,
+    positive_int,
+    show_progress,
+)
 from visor.errors import ConfigError, VisorError
-from visor.io import ImageLimits, expand_paths
-
-EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
-
+from visor.io import expand_paths
 
 # --------------------------------------------------------------------------- classify
 
@@ -52,15 +60,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
     import visor
 
-    limits = ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
     paths = expand_paths(args.paths)
     if not paths:
         err("no images found")
-        return EXIT_FAILED_INPUTS
-    clf = visor.load(args.model, limits=limits, threads=args.threads)
+        return ExitCode.FAILED
+    clf = visor.load(args.model, limits=image_limits(args), threads=args.threads)
     if not isinstance(clf, visor.Classifier):
         raise ConfigError(f"{args.model} is a {clf.card.task} model; use visor detect --model {args.model}")
-    show_bar = args.progress if args.progress is not None else len(paths) > 1 and sys.stderr.isatty()
+    show_bar = show_progress(args, len(paths))
     failed = 0
     outcomes = clf.classify_iter(paths, top_k=args.top_k, batch_size=args.batch_size)
     with tqdm(total=len(paths), unit="img", disable=not show_bar, file=sys.stderr) as bar:
@@ -79,8 +86,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if failed:
         if len(paths) > 1:
             err(f"{failed} of {len(paths)} images failed")
-        return EXIT_FAILED_INPUTS
-    return EXIT_OK
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 # --------------------------------------------------------------------------- parser
@@ -106,21 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
     p.add_argument("--top-k", type=positive_int, default=5, help="classes to report per image (default 5)")
-    p.add_argument("--model", default="efficientnet_lite0",
-                   help="registry name or model folder (default efficientnet_lite0; see 'visor models')")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON object per image (JSON Lines), errors included")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="images per inference batch (default 32)")
-    p.add_argument("--threads", type=positive_int, default=None,
-                   help="inference threads (default: one per physical core)")
-    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
-                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
-    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
-                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
-    bar = p.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show a progress bar (default: when several files and a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    add_model_option(p, "classification")
+    add_output_options(p)
+    add_runtime_options(p, batch_size=32)
+    add_progress_options(p)
     p.set_defaults(func=cmd_classify)
 
     models_cli.register(sub)
@@ -147,18 +143,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = args.func(args)
         sys.stdout.flush()
-        return code
+        return int(code)
     except VisorError as e:
         err(f"{type(e).__name__}: {e}")
-        return EXIT_USAGE if e.http_status in (400, 404) else EXIT_FAILED_INPUTS
+        return ExitCode.USAGE if e.http_status in (400, 404) else ExitCode.FAILED
     except KeyboardInterrupt:
         err("interrupted")
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError as e:
         if _stdout_reader_gone():  # `visor ... | head`: stop quietly, as other command-line tools do
-            return EXIT_FAILED_INPUTS
+            return ExitCode.FAILED
         err(f"broken pipe: {e}")
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
 
 
 def _stdout_reader_gone() -> bool:

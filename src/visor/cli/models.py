@@ -10,13 +10,11 @@ import argparse
 import json
 from pathlib import Path
 
-from visor.cli.common import err
+from visor.cli.common import ExitCode, add_output_options, add_progress_options, err
 from visor.errors import VisorError
 from visor.models.card import ModelCard
 from visor.models.registry import builtin
 from visor.models.weights import import_file, import_files, import_folder, is_present, pull
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def _weights_state(card: ModelCard) -> str:
@@ -39,7 +37,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     cards = list(builtin())
     if args.json:
         print(json.dumps([_card_summary(c) for c in cards], indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     rows = [("NAME", "TASK", "ARCHITECTURE", "INPUT", "CLASSES", "LICENSE", "WEIGHTS", "REFERENCE")]
     absent = []
     for c in cards:
@@ -55,7 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if absent:
         print(f"\nabsent weights download on first use; fetch them now with `visor models pull {' '.join(absent)}`, "
               "or without internet `visor models import NAME FILE` (or a folder of files)")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -73,7 +71,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             continue
         how = "from the package" if card.weights.kind == "package" else "in the cache"
         print(f"{card.name}: {how} at {path}", flush=True)
-    return EXIT_FAILED if failed else EXIT_OK
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -84,9 +82,9 @@ def cmd_import(args: argparse.Namespace) -> int:
             path = import_file(card, args.paths[1])
         except VisorError as e:
             err(f"{type(e).__name__}: {e}")
-            return EXIT_FAILED
+            return ExitCode.FAILED
         print(f"{card.name}: imported {args.paths[1]} -> {path}")
-        return EXIT_OK
+        return ExitCode.OK
     if len(args.paths) != 1:
         args.usage_error("give NAME FILE, or a FOLDER of weights files")
     source = Path(args.paths[0])
@@ -101,8 +99,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not report.imported:
         what = "it is not" if source.is_file() else "no file in it is"
         err(f"nothing was imported from {source}: {what} the weights of a model card")
-        return EXIT_FAILED
-    return EXIT_OK
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,12 +112,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                      "elsewhere, for machines without internet. URL weights otherwise download on first use, "
                      "unless VISOR_OFFLINE=1."),
     )
-    p.add_argument("--json", action="store_true", help="print the model cards as JSON (labels counted, present)")
+    add_output_options(p, json="document")
     p.set_defaults(func=cmd_list)
     verbs = p.add_subparsers(dest="models_command", metavar="{list,pull,import}")
 
     q = verbs.add_parser("list", help="list the models (the default)", description="List the model registry.")
-    q.add_argument("--json", action="store_true", help="print the model cards as JSON (labels counted, present)")
+    add_output_options(q, json="document")
     q.set_defaults(func=cmd_list)
 
     q = verbs.add_parser(
@@ -130,10 +128,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     q.add_argument("names", nargs="*", metavar="NAME", help="registry models (see 'visor models')")
     q.add_argument("--all", action="store_true", help="every model in the registry")
-    bar = q.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="always show a progress bar (default: on a terminal)")
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    add_progress_options(q)
     q.set_defaults(func=cmd_pull, usage_error=q.error)
 
     q = verbs.add_parser(

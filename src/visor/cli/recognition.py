@@ -3,7 +3,7 @@
 Each prints one line (or block) per image, or with ``--json`` one JSON object per image
 (JSON Lines, ``{"image": PATH, "<type>": {...}}`` or ``{"image": PATH, "error": {...}}``).
 A bad file is reported on stderr in one line and the rest go on; the exit status is 1 if
-any file failed. A missing optional dependency (nudenet) raises ConfigError, which
+any file failed. A missing optional dependency (nudenet with ``--parts``) raises ConfigError, which
 ``visor.cli.main.main`` reports with exit status 2.
 """
 
@@ -11,45 +11,56 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from visor.cli.common import err, positive_int
+from visor.cli.common import (
+    ExitCode,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    err,
+    fraction,
+    image_limits,
+    positive_int,
+    show_progress,
+)
 from visor.errors import VisorError
-from visor.io import ImageLimits, expand_paths
-
-EXIT_OK, EXIT_FAILED_INPUTS = 0, 1
+from visor.io import expand_paths
 
 
 def _run(args: argparse.Namespace, analyse: Callable[[Path], Any], fmt: Callable[[str, dict], str]) -> int:
+    from tqdm import tqdm
+
     paths = expand_paths(args.paths)
     if not paths:
         err("no images found")
-        return EXIT_FAILED_INPUTS
+        return ExitCode.FAILED
     failed = 0
-    for path in paths:
-        try:
-            body = analyse(path).to_dict()
-        except VisorError as e:
-            failed += 1
-            err(f"{path}: {type(e).__name__}: {e}")
+    with tqdm(total=len(paths), unit="img", disable=not show_progress(args, len(paths)), file=sys.stderr) as bar:
+        for path in paths:
+            bar.update(1)
+            try:
+                body = analyse(path).to_dict()
+            except VisorError as e:
+                failed += 1
+                bar.clear()
+                err(f"{path}: {type(e).__name__}: {e}")
+                if args.json:
+                    print(json.dumps({"image": str(path), "error": e.to_dict()}), flush=True)
+                continue
+            bar.clear()
             if args.json:
-                print(json.dumps({"image": str(path), "error": e.to_dict()}), flush=True)
-            continue
-        if args.json:
-            print(json.dumps({"image": str(path), body["type"]: body}), flush=True)
-        else:
-            print(fmt(str(path), body), flush=True)
+                print(json.dumps({"image": str(path), body["type"]: body}), flush=True)
+            else:
+                print(fmt(str(path), body), flush=True)
     if failed:
         if len(paths) > 1:
             err(f"{failed} of {len(paths)} images failed")
-        return EXIT_FAILED_INPUTS
-    return EXIT_OK
-
-
-def _limits(args: argparse.Namespace) -> ImageLimits:
-    return ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels)
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def _format_text(path: str, d: dict) -> str:
@@ -70,61 +81,52 @@ def _format_properties(path: str, d: dict) -> str:
 def cmd_text(args: argparse.Namespace) -> int:
     from visor.features.text import TextReader
 
-    reader = TextReader(min_confidence=args.min_confidence, limits=_limits(args), threads=args.threads)
+    reader = TextReader(min_confidence=args.min_confidence, limits=image_limits(args), threads=args.threads)
     return _run(args, reader.read, _format_text)
 
 
 def cmd_moderate(args: argparse.Namespace) -> int:
     from visor.features.moderation import Moderator
 
-    moderator = Moderator(limits=_limits(args), threads=args.threads)
+    moderator = Moderator(parts=args.parts, limits=image_limits(args), threads=args.threads)
     return _run(args, moderator.moderate, _format_moderation)
 
 
 def cmd_properties(args: argparse.Namespace) -> int:
     from visor.features.properties import image_properties
 
-    limits = _limits(args)
+    limits = image_limits(args)
     return _run(args, lambda p: image_properties(p, colors=args.colors, limits=limits), _format_properties)
 
 
 def _common(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    p.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines), errors included")
-    if threads:
-        p.add_argument("--threads", type=positive_int, default=None, help="inference threads (default: automatic)")
-    p.add_argument("--max-bytes", type=positive_int, default=ImageLimits.max_bytes,
-                   help=f"largest file accepted, in bytes (default {ImageLimits.max_bytes})")
-    p.add_argument("--max-pixels", type=positive_int, default=ImageLimits.max_pixels,
-                   help=f"largest width x height accepted (default {ImageLimits.max_pixels})")
-
-
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
+    add_output_options(p)
+    add_runtime_options(p, threads=threads)
+    add_progress_options(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``visor text``, ``visor moderate`` and ``visor properties`` to the command parser."""
-    p = sub.add_parser("text", help="read the text in images (OCR)",
+    p = sub.add_parser("text", aliases=["read-text"], help="read the text in images (OCR)",
                        description="Read text with PP-OCRv4 (RapidOCR). Text output: the path and the number "
                                    "of text boxes, then the text in reading order, one line per line. A bad "
                                    "file is reported on stderr; the exit status is 1 if any file failed.")
     _common(p)
-    p.add_argument("--min-confidence", type=_confidence, default=0.5,
+    p.add_argument("--min-confidence", type=fraction, default=0.5,
                    help="drop text boxes scoring below this (default 0.5)")
     p.set_defaults(func=cmd_text)
 
-    p = sub.add_parser("moderate", help="adult / racy likelihoods (needs visor-vision[moderation])",
+    p = sub.add_parser("moderate", help="adult / racy likelihoods (open_nsfw; nudenet's parts when installed)",
                        description="SafeSearch-like adult and racy likelihoods (VERY_UNLIKELY .. VERY_LIKELY) from "
-                                   "nudenet's detector (AGPL-3.0 weights; pip install 'visor-vision[moderation]'). "
-                                   "A bad file is reported on stderr; the exit status is 1 if any file failed.")
+                                   "Yahoo's open_nsfw classifier (BSD-2-Clause weights, in a core install), combined "
+                                   "with nudenet's body-part detector when it is installed (AGPL-3.0 weights; pip "
+                                   "install 'visor-vision[moderation]'). A bad file is reported on stderr; the exit "
+                                   "status is 1 if any file failed.")
     _common(p)
+    p.add_argument("--parts", action=argparse.BooleanOptionalAction, default=None,
+                   help="use nudenet's part detector: --parts requires it, --no-parts never uses it "
+                        "(default: when installed)")
     p.set_defaults(func=cmd_moderate)
 
     p = sub.add_parser("properties", help="dominant colours, brightness, sharpness, exposure",

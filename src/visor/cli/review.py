@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from visor.cli.common import positive_int
+from visor.cli.common import ExitCode, add_output_options, positive_int
 from visor.cli.keys import add_db_argument
 
-EXIT_OK = 0
 # visor.serve.review.LIST_STATUSES and EXPORT_FORMATS, without importing the library at parse time
 _STATUSES = ("pending", "accepted", "corrected", "rejected", "reviewed", "all")
 _FORMATS = ("imagefolder", "coco")
@@ -41,10 +40,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         for item in items:
             print(json.dumps(item.to_dict()), flush=True)
-        return EXIT_OK
+        return ExitCode.OK
     if not items:
         print(f"no {args.status} items" if args.status != "all" else "the review queue is empty")
-        return EXIT_OK
+        return ExitCode.OK
     rows = [("ID", "STATUS", "MODEL", "REASON", "PREDICTED", "CONF", "LABEL", "IMAGE")]
     for it in items:
         conf = "-" if it.confidence is None else f"{it.confidence:.3f}"
@@ -53,7 +52,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(v.ljust(widths[i]) for i, v in enumerate(r[:-1])) + "  " + r[-1])
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -69,7 +68,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     width = max(len(k) for k in summary.labels) if summary.labels else 0
     for label, n in summary.labels.items():
         print(f"  {label.ljust(width)}  {n} {unit}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -80,11 +79,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
         queue.db.close()
     if args.json:
         print(json.dumps(counts, indent=2))
-        return EXIT_OK
+        return ExitCode.OK
     width = max(len(k) for k in counts)
     for status, n in counts.items():
         print(f"{status.ljust(width)}  {n}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -116,6 +115,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_export)
 
     p = rsub.add_parser("stats", help="count the items by status", description="Count the review items by status.")
-    p.add_argument("--json", action="store_true", help="print a JSON object")
+    add_output_options(p, json="document")
     add_db_argument(p)
     p.set_defaults(func=cmd_stats)

@@ -5,13 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from visor.cli.common import err, positive_int
+from visor.cli.common import (
+    ExitCode,
+    add_model_option,
+    add_output_options,
+    add_progress_options,
+    add_runtime_options,
+    err,
+    positive_int,
+    show_progress,
+)
 from visor.io import expand_paths
-
-EXIT_OK, EXIT_FAILED = 0, 1
 
 
 def _paths(args: argparse.Namespace) -> list[Path]:
@@ -25,7 +31,7 @@ def _labels(paths: list[Path], how: str) -> list[str | None]:
 def _report_failures(failed: list) -> int:
     for name, error in failed:
         err(f"{name}: {type(error).__name__}: {error}")
-    return EXIT_FAILED if failed else EXIT_OK
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -34,13 +40,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     paths = _paths(args)
     if not paths:
         err("no images found")
-        return EXIT_FAILED
+        return ExitCode.FAILED
     root = args.root
     if root is None and all(Path(a).is_dir() for a in args.paths):  # the folders given: paths relative to them
         root = os.path.commonpath([os.fspath(Path(a).resolve()) for a in args.paths])
     index, failed = build_index([str(p) for p in paths], args.out, model=args.model,
                                 labels=_labels(paths, args.labels), batch_size=args.batch_size,
-                                overwrite=args.overwrite, progress=sys.stderr.isatty(), root=root)
+                                overwrite=args.overwrite, progress=show_progress(args), root=root)
     with index:
         print(f"{args.out}: {len(index)} images, {index.info.dim}-d {index.info.model} embeddings, "
               f"{'exact' if index.exact else 'approximate'} search")
@@ -53,7 +59,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     paths = _paths(args)
     with VectorIndex.open(args.index) as index:
         failed = add_images(index, [str(p) for p in paths], labels=_labels(paths, args.labels),
-                            batch_size=args.batch_size, progress=sys.stderr.isatty())
+                            batch_size=args.batch_size, progress=show_progress(args))
         print(f"{args.index}: {len(index)} images")
     return _report_failures(failed)
 
@@ -64,7 +70,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
     with VectorIndex.open(args.index) as index:
         removed = index.remove([index.relative(p) for p in args.paths])
         print(f"{args.index}: removed {removed}, {len(index)} images left")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -72,7 +78,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     with VectorIndex.open(args.index) as index:
         print(json.dumps({**index.info.to_dict(), "exact_search": index.exact}, indent=2))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -86,7 +92,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         for h in hits:
             print(f"{h.similarity:.4f}  {h.path}" + (f"  [{h.label}]" if h.label else ""))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -96,8 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     isub = p.add_subparsers(dest="index_command", required=True, metavar="COMMAND")
     b = isub.add_parser("build", help="embed images into a new index")
     b.add_argument("paths", nargs="+", help="image files, folders or globs")
-    b.add_argument("--out", required=True, help="index folder to create")
-    b.add_argument("--model", default="efficientnet_lite0", help="classifier whose features embed the images")
+    add_output_options(b, json=None, out="index folder to create", out_required=True)
+    add_model_option(b, "embedding")
     b.add_argument("--overwrite", action="store_true", help="replace an existing index at --out")
     b.add_argument("--root", default=None,
                    help="folder the stored paths are relative to (default: the folder given, or the deepest "
@@ -105,7 +111,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for q in (b, a := isub.add_parser("add", help="embed more images into an index (same paths are replaced)")):
         q.add_argument("--labels", choices=["none", "parent"], default="none",
                        help="store each image's parent folder name as its label (default none)")
-        q.add_argument("--batch-size", type=positive_int, default=32)
+        add_runtime_options(q, threads=False, limits=False, batch_size=32)
+        add_progress_options(q)
     b.set_defaults(func=cmd_build)
     a.add_argument("index", help="index folder")
     a.add_argument("paths", nargs="+", help="image files, folders or globs")
@@ -123,5 +130,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("index", help="index folder")
     s.add_argument("query", help="query image")
     s.add_argument("-k", type=positive_int, default=10, help="how many results (default 10)")
-    s.add_argument("--json", action="store_true", help="print JSON")
+    add_output_options(s, json="document")
     s.set_defaults(func=cmd_search)

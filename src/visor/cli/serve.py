@@ -11,7 +11,8 @@ import os
 import signal
 import sys
 
-from visor.cli.common import err, fraction, positive_int
+from visor.cli.common import ExitCode, add_model_option, add_runtime_options, err, fraction, positive_int
+from visor.models.registry import DEFAULT_DETECTOR
 
 
 def _positive_float(text: str) -> float:
@@ -70,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from visor.serve.app import SETTINGS_ENV, create_app
     except ImportError as e:
         err(f"the service needs the 'serve' extra ({e.name} is missing): pip install 'visor-vision[serve]'")
-        return 2
+        return ExitCode.USAGE
     settings = settings_from_args(args)
     settings.metrics_token()  # an unreadable token file: one error line now, not in each worker
     if not settings.require_keys and not settings.loopback:
@@ -79,7 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.print_settings:
         print(json.dumps(json.loads(settings.to_json()), indent=2))
-        return 0
+        return ExitCode.OK
     limit_malloc_arenas()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     common = {"host": settings.host, "port": settings.port, "timeout_graceful_shutdown": args.graceful_timeout,
@@ -95,7 +96,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             uvicorn.run(create_app(settings), **common)
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return 0
+    return ExitCode.OK
 
 
 def _stopped_on_request(signum: int, frame: object) -> None:
@@ -112,11 +113,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=positive_int, default=8080, help="port (default 8080)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="worker processes, each with its own models and queues (default 1)")
-    p.add_argument("--model", default="efficientnet_lite0",
-                   help="classifier: registry name, model folder or .onnx (default efficientnet_lite0)")
-    p.add_argument("--detector", default=None, help="object detector (model folder or .onnx); enables /v1/detect")
+    add_model_option(p, "classification")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help=f"object detector for /v1/detect, annotate's objects and Cloud Vision's OBJECT_LOCALIZATION: "
+                        f"registry name, model folder or .onnx (default {DEFAULT_DETECTOR}); 'none' for no detector")
     p.add_argument("--index", default=None, help="a `visor index build` folder; enables POST /v1/search")
-    p.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads per model")
+    add_runtime_options(p, limits=False, threads_help="ONNX Runtime threads per model (default: one per physical core)")
     g = p.add_argument_group("batching and load")
     g.add_argument("--max-batch", type=positive_int, default=16, help="largest micro-batch (default 16; 1 = off)")
     g.add_argument("--no-batch-calibration", action="store_true",

@@ -6,11 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from visor.cli.common import err
+from visor.cli.common import ExitCode, add_progress_options, add_runtime_options, err, show_progress
 from visor.data.augment import AUGMENTATIONS
 from visor.train.config import DETECT_AUGMENTATIONS, DetectTrainConfig, TrainConfig
 
 _D = TrainConfig()
+TRAIN_THREADS_HELP = "CPU threads for training (default: all cores)"
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -47,19 +48,19 @@ def _train(task: str, train, args: argparse.Namespace, config_cls, fields: dict[
     try:
         if args.resume:
             # Flags given with --resume must agree with the run's saved settings (the library says which differ).
-            return train(args.data, args.resume, given or None, resume=True, progress=not args.no_progress,
+            return train(args.data, args.resume, given or None, resume=True, progress=show_progress(args),
                          threads=args.threads)
         if args.data is None or args.out is None:
             err("DATA and --out are needed (or --resume RUN_DIR)")
-            return 2
-        return train(args.data, args.out, config_cls(**given), progress=not args.no_progress, threads=args.threads)
+            return ExitCode.USAGE
+        return train(args.data, args.out, config_cls(**given), progress=show_progress(args), threads=args.threads)
     except KeyboardInterrupt:
         run = Path(args.resume or args.out)
         if (run / "last.safetensors").is_file():
             err(f"interrupted; resume with: visor train {task} --resume {run}")
         else:
             err(f"interrupted before the first checkpoint of {run}; nothing to resume, run the command again")
-        return 130
+        return ExitCode.INTERRUPTED
 
 
 def cmd_train_classify(args: argparse.Namespace) -> int:
@@ -80,7 +81,7 @@ def cmd_train_classify(args: argparse.Namespace) -> int:
     for path, reason in skipped:
         print(f"visor: warning: skipped unreadable {path}: {reason}", file=sys.stderr)
     print(f"use it: visor classify --model {result.run_dir} IMAGE")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_train_detect(args: argparse.Namespace) -> int:
@@ -96,7 +97,7 @@ def cmd_train_detect(args: argparse.Namespace) -> int:
     for path, reason in result.metrics.get("skipped_files", []):
         print(f"visor: warning: skipped unreadable {path}: {reason}", file=sys.stderr)
     print(f"use it: visor detect --model {result.run_dir} IMAGE")
-    return 0
+    return ExitCode.OK
 
 
 def register(sub) -> None:
@@ -143,8 +144,8 @@ def register(sub) -> None:
                         f"(default {','.join(_D.augment)})")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
     p.add_argument("--base-model", default=None, help=f"pretrained model to start from (default {_D.model})")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runtime_options(p, limits=False, threads_help=TRAIN_THREADS_HELP)
+    add_progress_options(p)
     p.set_defaults(func=cmd_train_classify)
 
     dd = DetectTrainConfig()
@@ -182,6 +183,6 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-seconds", type=float, default=None, metavar="S",
                    help=f"also checkpoint within an epoch when S seconds passed since the last checkpoint "
                         f"(default {dd.checkpoint_seconds:g}; 0: off)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--no-progress", action="store_true")
+    add_runtime_options(p, limits=False, threads_help=TRAIN_THREADS_HELP)
+    add_progress_options(p)
     p.set_defaults(func=cmd_train_detect)

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from visor.config import from_mapping, suggest
 from visor.data.augment import DEFAULT_AUGMENT, check_names
 from visor.errors import ConfigError
+from visor.models.registry import DEFAULT_CLASSIFIER
 
 Balance = Literal["auto", "on", "off"]
 BalanceMethod = Literal["loss", "sampler"]
@@ -22,7 +23,7 @@ AUTO_BALANCE_RATIO = 3.0
 class TrainConfig:
     """Fine-tuning a pretrained classifier with a new head."""
 
-    model: str = "efficientnet_lite0"
+    model: str = DEFAULT_CLASSIFIER
     """Registry name of the pretrained model to start from."""
     epochs: int = 10
     batch_size: int = 32
@@ -85,7 +86,7 @@ DETECT_AUGMENTATIONS = ("hflip", "vflip", "scale", "color")
 class DetectTrainConfig:
     """Training an FCOS detector on an ImageNet-pretrained backbone."""
 
-    model: str = "efficientnet_lite0"
+    model: str = DEFAULT_CLASSIFIER
     """Registry name of the pretrained backbone."""
     epochs: int = 40
     batch_size: int = 8

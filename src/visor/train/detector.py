@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from visor.data import formats
 from visor.data.augment import sample_seed
 from visor.errors import ConfigError, VisorError
 from visor.io import open_image
@@ -167,7 +168,7 @@ def train_detector(
 
     run_dir, ckpt, config, data = open_run(out, config, DetectTrainConfig, data, resume)
 
-    ds = data if isinstance(data, DetectionDataset) else DetectionDataset.load(data)
+    ds = data if isinstance(data, DetectionDataset) else formats.load(data)
     data_ref = str(data) if not isinstance(data, DetectionDataset) else str(ds.root or "")
     train_ds, val_ds = _splits(ds, config)
     classes = ds.classes
