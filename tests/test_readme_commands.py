@@ -91,7 +91,7 @@ def test_command_extraction():
     text = """
 ```bash
 python3 -m venv .venv && . .venv/bin/activate && visor classify a.jpg  # a comment
-visor evaluate runs/mine photos.csv --by lighting \\
+visor evaluate --model runs/mine photos.csv --by lighting \\
     --corruptions --report 'x # y.html'   # exit 3 on drift
 ```
 
@@ -101,7 +101,7 @@ visor not-a-command
 """
     assert readme_shell_commands(text) == [
         "python3 -m venv .venv", ". .venv/bin/activate", "visor classify a.jpg",
-        "visor evaluate runs/mine photos.csv --by lighting --corruptions --report 'x # y.html'",
+        "visor evaluate --model runs/mine photos.csv --by lighting --corruptions --report 'x # y.html'",
     ]
 
 
@@ -200,8 +200,8 @@ def _coco_subset(src: Path, dst: Path, n: int = 8) -> None:
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory, shared_data, classifier) -> Workspace:
-    """The README's files, made from real data; ``classifier`` has filled the session's model cache."""
+def ws(tmp_path_factory, shared_data, classifier, zoo_cache) -> Workspace:
+    """The README's files, made from real data; ``classifier`` and ``zoo_cache`` filled the session's model cache."""
     from PIL import Image
 
     root = tmp_path_factory.mktemp("readme")
@@ -380,6 +380,13 @@ def check_evaluate_detector(r, ws):
     assert re.search(r"^\s*A\s+1\b", r.stdout, re.M) and re.search(r"^\s*B\s+1\b", r.stdout, re.M), r.stdout
 
 
+def check_detect_default(r, ws):
+    """No --model: the built-in yolox_nano (its weights imported from ../shared/models) finds the bus."""
+    rows = [line.split() for line in _lines(r)]
+    assert rows[0][:2] == ["assets/bus.jpg", "bus"] and float(rows[0][2]) > 0.9, r.stdout
+    assert all(float(row[2]) < 0.3 for row in rows[1:]), r.stdout
+
+
 def check_detect_run(r, ws):
     assert [p.name for p in (ws.root / "out").iterdir()] == ["blood.jpg"]
 
@@ -548,7 +555,7 @@ SIGTERM_EXIT = (0,)
 
 _TRAIN = "visor train classify photos.csv --out runs/mine"
 _SPLIT = "visor data split photos/ --out photos.csv"
-_EVAL_FULL = ("visor evaluate runs/mine photos.csv --split test --by lighting --by camera --corruptions "
+_EVAL_FULL = ("visor evaluate --model runs/mine photos.csv --split test --by lighting --by camera --corruptions "
               "--report runs/mine/test/report.html --profile runs/mine/profile.safetensors")
 _KEYS = "visor keys create --name ci"
 _ENROLL = "visor faces enroll --collection staff --person ada ada1.jpg ada2.jpg"
@@ -568,7 +575,7 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case(_SPLIT, check_data_split),
     Case(_TRAIN, check_train_classify, needs=(_SPLIT,),
          extra=("--epochs", "1", "--img-size", "96", "--batch-size", "8", "--no-progress")),
-    Case("visor evaluate runs/mine photos.csv --split test --out runs/mine/test", check_evaluate_test,
+    Case("visor evaluate --model runs/mine photos.csv --split test --out runs/mine/test", check_evaluate_test,
          needs=(_TRAIN,), extra=_QUICK_EVAL),
     Case("visor classify --model runs/mine new.jpg", check_classify_run, needs=(_TRAIN,)),
     Case("visor train classify --resume runs/mine", check_resume, needs=(_TRAIN,), extra=("--no-progress",)),
@@ -580,9 +587,10 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case("visor data convert coco/instances.json --from coco --to yolo yolo/", check_convert),
     Case("visor data stats bccd/", check_data_stats_bccd),
     Case(_TRAIN_DETECT, check_train_detect, extra=("--epochs", "1", "--batch-size", "4", "--no-progress")),
+    Case("visor detect assets/bus.jpg", check_detect_default),
     Case("visor detect --model runs/cells blood.jpg --save-annotated out/", check_detect_run, needs=(_TRAIN_DETECT,)),
-    Case("visor evaluate runs/cells bccd/ --split val --by scanner --metadata scans.csv", check_evaluate_detector,
-         needs=(_TRAIN_DETECT,), extra=_QUICK_EVAL),
+    Case("visor evaluate --model runs/cells bccd/ --split val --by scanner --metadata scans.csv",
+         check_evaluate_detector, needs=(_TRAIN_DETECT,), extra=_QUICK_EVAL),
     Case("visor detect --model yolov8n.onnx street.jpg --json", check_detect_onnx),
     Case(_ENROLL, check_enroll),  # creates the collection on first enrolment
     Case("visor faces identify --collection staff group.jpg", check_identify, needs=(_ENROLL,)),
@@ -594,11 +602,12 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case(_KEYS, check_keys_create),
     Case("visor serve --review-threshold 0.5", check_served, needs=(_KEYS,), run=run_serve_review,
          status=SIGTERM_EXIT),
-    Case("visor export efficientnet_lite0 --out lite0-onnx", check_export_fp32),
-    Case("visor export efficientnet_lite0 --int8 --calibration photos/ --labelled labelled/ --out lite0-int8",
+    Case("visor export --model efficientnet_lite0 --out lite0-onnx", check_export_fp32),
+    Case("visor export --model efficientnet_lite0 --int8 --calibration photos/ --labelled labelled/ --out lite0-int8",
          check_export_int8),
-    Case("visor benchmark efficientnet_lite0 --backends torch,onnx,onnx-int8 --batch-sizes 1,8,32 --json bench.json",
-         check_benchmark, extra=("--seconds", "0.05", "--warmup", "0", "--peak-size", "128", "--quiet")),
+    Case("visor benchmark --model efficientnet_lite0 --backends torch,onnx,onnx-int8 --batch-sizes 1,8,32 "
+         "--json bench.json", check_benchmark,
+         extra=("--seconds", "0.05", "--warmup", "0", "--peak-size", "128", "--quiet")),
     Case(_BATCH, check_batch),
     Case("visor batch photos/ --task classify --out results.parquet --engine ray --workers 2", check_batch_ray,
          needs=(_BATCH,)),
