@@ -12,6 +12,7 @@ from PIL import Image, ImageEnhance
 
 import visor
 from visor.cli.main import main
+from visor.data import formats
 from visor.errors import ConfigError
 from visor.evaluate.bootstrap import BootstrapConfig
 from visor.evaluate.detection import evaluate_detections
@@ -37,7 +38,7 @@ def lit(shapes, tmp_path_factory):
         images.append(dataclasses.replace(im, path=path, file_name=path.name))
         rows.append({"file_name": path.name, "lighting": group})
     ds = dataclasses.replace(shapes, images=tuple(images))
-    coco = ds.save(folder / "coco", "coco")
+    coco = formats.save(ds, folder / "coco", "coco")
     meta = folder / "lighting.csv"
     with open(meta, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["file_name", "lighting"])

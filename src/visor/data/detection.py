@@ -1,7 +1,9 @@
 """Object detection datasets: images with boxes (and polygons) in one in-memory form.
 
 COCO JSON, YOLO txt and Pascal VOC XML are all read into, and written from, a
-:class:`DetectionDataset` (see :mod:`visor.data.formats` for each format's conventions):
+:class:`DetectionDataset` by :mod:`visor.data.formats` (``formats.load(path)``,
+``formats.save(ds, out, format)``; see each format's module for its conventions). This module is
+the data model alone: the formats build on it, it knows none of them.
 
 * boxes are ``xyxy`` in absolute pixels, continuous coordinates: ``(0, 0)`` is the top-left
   corner of the top-left pixel and ``(width, height)`` the bottom-right corner of the image;
@@ -31,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from visor.config import suggest
 from visor.data.dataset import SPLIT_NAMES, check_split_name
 from visor.errors import CorruptImage, ImageNotFound, InvalidInput
 from visor.types import Detections
@@ -38,7 +41,7 @@ from visor.types import Detections
 #: The detection formats visor reads and writes.
 FORMATS: tuple[str, ...] = ("coco", "yolo", "voc")
 
-#: How :meth:`DetectionDataset.save` puts image files into the output: copy them, hard-link them
+#: How :func:`visor.data.formats.save` puts image files into the output: copy them, hard-link them
 #: (copy where linking fails), symlink them, or write the annotations only.
 IMAGE_MODES: tuple[str, ...] = ("copy", "link", "symlink", "none")
 
@@ -49,8 +52,6 @@ COORD_DECIMALS = 9
 
 def check_format(name: str) -> str:
     """Return ``name`` if it is one of :data:`FORMATS`, else raise InvalidInput with a suggestion."""
-    from visor.config import suggest
-
     if name not in FORMATS:
         raise InvalidInput(
             f"unknown detection format {name!r}; expected one of {', '.join(FORMATS)}.{suggest(name, FORMATS)}"
@@ -293,55 +294,6 @@ class DetectionDataset:
                     if a.id in ann_ids:
                         raise InvalidInput(f"annotation id {a.id} appears more than once")
                     ann_ids.add(a.id)
-
-    # ------------------------------------------------------------------ input / output
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        format: str | None = None,  # noqa: A002 - the public name of the argument
-        *,
-        split: str | None = None,
-    ) -> DetectionDataset:
-        """Read a COCO JSON (or a folder of them), a YOLO data.yaml (or its folder), or a VOC folder.
-
-        ``format`` (``"coco"``, ``"yolo"``, ``"voc"``) is detected from ``path`` when omitted
-        (see :func:`detect_format`). ``split``: for a single COCO JSON file, the split its
-        images belong to (default: ``train`` / ``val`` / ``test`` when the file name ends in
-        ``_train`` etc.); for sources that list their own splits, keep only that split.
-        """
-        from visor.data import formats
-
-        path = Path(path)
-        fmt = check_format(format) if format is not None else detect_format(path)
-        if fmt is None:
-            if not path.exists():
-                raise InvalidInput(f"no such file or folder: {path}")
-            raise InvalidInput(
-                f"cannot tell the detection format of {path}: expected a COCO .json file (or a folder with "
-                "instances*.json), a YOLO data.yaml (or a folder with one), or a VOC folder with Annotations/; "
-                "name the format to read it anyway"
-            )
-        if split is not None:
-            check_split_name(split)
-        if fmt == "coco":
-            return formats.from_coco(path, split=split)
-        if fmt == "yolo":
-            return formats.from_yolo(path, split=split)
-        return formats.from_voc(path, split=split)
-
-    def save(self, out: str | os.PathLike, format: str, *, images: str = "copy") -> Path:  # noqa: A002
-        """Write the dataset to ``out`` (a folder) in ``format``; returns the path :meth:`load` reads back.
-
-        ``images`` (one of :data:`IMAGE_MODES`) says how image files get into the output.
-        What each format cannot hold is listed by :func:`conversion_losses`.
-        """
-        from visor.data import formats
-
-        fmt = check_format(format)
-        writer = {"coco": formats.to_coco, "yolo": formats.to_yolo, "voc": formats.to_voc}[fmt]
-        return writer(self, out, images=images)
 
     # ------------------------------------------------------------------ views
 

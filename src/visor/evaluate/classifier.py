@@ -31,6 +31,8 @@ from visor.evaluate.subgroups import MIN_GROUP_SIZE, SubgroupReport, classificat
 from visor.io.files import atomic_write
 from visor.models.batching import describe_error, split_decoded
 from visor.models.classifier import Classifier
+from visor.monitor.collect import FeatureRunner, model_reference, model_sha256
+from visor.monitor.drift import DriftProfile
 
 
 @dataclass(frozen=True)
@@ -189,8 +191,6 @@ def evaluate_classifier(
     index = {label: i for i, label in enumerate(model.labels)}
     runner = None
     if profile:
-        from visor.monitor.collect import FeatureRunner
-
         runner = FeatureRunner(model)
     logits, targets, skipped, kept, embs, stats = [], [], [], [], [], []
     with tqdm(total=len(ds.samples), unit="img", disable=not progress, desc="evaluating") as bar:
@@ -229,9 +229,6 @@ def evaluate_classifier(
         for column in by)
     drift_profile = None
     if runner is not None:
-        from visor.monitor.collect import model_reference, model_sha256
-        from visor.monitor.drift import DriftProfile
-
         drift_profile = DriftProfile.build(probs, np.concatenate(embs), np.concatenate(stats),
                                            model=model_reference(model_ref or model.name), labels=model.labels,
                                            model_sha256=model_sha256(model),

@@ -93,10 +93,11 @@ def evaluate_detector(
     """
     from tqdm import tqdm
 
+    from visor.data import formats
     from visor.data.dataset import select_split
     from visor.data.detection import DetectionDataset
 
-    ds = select_split(data if isinstance(data, DetectionDataset) else DetectionDataset.load(data), split)
+    ds = select_split(data if isinstance(data, DetectionDataset) else formats.load(data), split)
     if not ds.images:
         raise ConfigError("the data has no images to evaluate")
     if by and metadata is None:

@@ -16,6 +16,8 @@ from visor.evaluate.bootstrap import BootstrapConfig
 from visor.evaluate.classifier import ClassifierEvaluation, evaluate_classifier
 from visor.evaluate.detector import DetectorEvaluation
 from visor.evaluate.subgroups import MIN_GROUP_SIZE
+from visor.models import load
+from visor.models.classifier import Classifier
 
 
 @dataclass(frozen=True)
@@ -97,15 +99,12 @@ def run_evaluation(model_ref: str, data: str | os.PathLike, options: EvaluationO
     """Evaluate ``model_ref`` (a registry name, run folder or ONNX file) on labelled ``data``
     and write what ``options`` asks for. Files are written only after every measurement
     succeeded, each atomically."""
-    import visor
-    from visor.models.classifier import Classifier
-
     options = options or EvaluationOptions()
     if options.corruptions:
         from visor.evaluate.corruptions import check_corruptions
 
         check_corruptions(options.corruptions)  # before any inference
-    model = model if model is not None else visor.load(model_ref, threads=threads)
+    model = model if model is not None else load(model_ref, threads=threads)
     if not isinstance(model, Classifier):
         return _run_detection(model, model_ref, data, options, progress)
     config = BootstrapConfig(options.resamples or 1000, options.level, options.seed)

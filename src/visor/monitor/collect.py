@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from visor.errors import ConfigError
-from visor.evaluate.calibration import softmax
+from visor.models import load
 from visor.models.batching import describe_error, split_decoded
+from visor.models.classifier import softmax
 from visor.monitor.drift import DriftProfile, DriftReport, DriftThresholds, input_statistics
 
 
@@ -102,9 +103,7 @@ def build_profile(classifier: Any, sources: Sequence[str | os.PathLike], *, mode
 def monitor(profile: DriftProfile, sources: Iterable[str | os.PathLike], *, classifier: Any = None,
             batch_size: int = 32, progress: bool = False, threads: int | None = None) -> tuple[DriftReport, Collected]:
     """Compare recent images with ``profile`` (the profile's model is loaded unless given)."""
-    import visor
-
-    model = classifier if classifier is not None else visor.load(profile.model, threads=threads)
+    model = classifier if classifier is not None else load(profile.model, threads=threads)
     if tuple(model.labels) != tuple(profile.labels):
         raise ConfigError(f"model {model.name} has different labels from the profile's model {profile.model}")
     sha = model_sha256(model)

@@ -36,6 +36,7 @@ import numpy as np
 from visor.data.dataset import SPLIT_NAMES, ClassificationDataset
 from visor.errors import ConfigError
 from visor.io.files import atomic_write
+from visor.retrieval.curate_html import render_html
 
 #: Cosine similarity at or above which two images are near-duplicates (see the module notes).
 DEFAULT_THRESHOLD = 0.90
@@ -191,13 +192,12 @@ class CurationReport:
 
     def write(self, out: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``out/curation.json`` and ``out/curation.html`` (folder created); returns both paths."""
-        from visor.retrieval.curate_html import render_html
-
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         js, page = folder / "curation.json", folder / "curation.html"
-        atomic_write(js, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        atomic_write(page, render_html(self))
+        doc = self.to_dict()
+        atomic_write(js, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        atomic_write(page, render_html(doc))
         return js, page
 
     def format_text(self, limit: int = 10) -> str:

@@ -1,18 +1,20 @@
 """The curation report as one self-contained HTML page: thumbnails are inline base64 JPEGs,
-styles are inline, and nothing is fetched from anywhere."""
+styles are inline, and nothing is fetched from anywhere.
+
+The page is drawn from the report's JSON document (:meth:`visor.retrieval.curate.CurationReport.to_dict`,
+what ``curation.json`` holds), so a saved ``curation.json`` can be drawn again, and this module needs
+nothing from :mod:`visor.retrieval.curate`."""
 
 from __future__ import annotations
 
 import base64
 import html
 import io
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Any
 
 from visor.errors import VisorError
 from visor.io import open_image
-
-if TYPE_CHECKING:
-    from visor.retrieval.curate import CurationReport
 
 #: Longest side of a thumbnail, in pixels.
 THUMB_SIZE = 128
@@ -71,17 +73,21 @@ def _section(title: str, count: int, body: list[str], note: str = "") -> str:
     return head + note_html + ("\n".join(body) if body else '<p class="muted">none found</p>')
 
 
-def render_html(report: CurationReport, *, thumb_size: int = THUMB_SIZE) -> str:
-    """The whole page as a string."""
+def render_html(report: Mapping[str, Any], *, thumb_size: int = THUMB_SIZE) -> str:
+    """The whole page as a string, from the report's JSON document (``CurationReport.to_dict()``)."""
     t = _Thumbs(thumb_size)
-    acc = "n/a" if report.oof_accuracy is None else f"{report.oof_accuracy:.1%}"
+    summary = report["summary"]
+    acc = "n/a" if summary["oof_accuracy"] is None else f"{summary['oof_accuracy']:.1%}"
+    near, leakage = report["near_duplicates"], report["leakage"]
+    mistakes, outliers, hard = report["label_mistakes"], report["outliers"], report["hard_examples"]
+    unreadable = report["unreadable"]
     summary_rows = [
-        ("images", report.num_samples), ("classes", len(report.classes)),
-        ("splits", ", ".join(f"{k}: {v}" for k, v in report.splits.items()) or "none"),
-        ("model", report.model), ("near-duplicate threshold", f"{report.threshold:g}"),
-        ("unreadable", len(report.unreadable)), ("exact duplicate groups", len(report.exact_duplicates)),
-        ("near-duplicate clusters", len(report.near_duplicates)), ("leakage pairs", len(report.leakage)),
-        ("label disagreements", f"{report.disagreements} (out-of-fold accuracy {acc}, {report.folds} folds)"),
+        ("images", summary["samples"]), ("classes", summary["classes"]),
+        ("splits", ", ".join(f"{k}: {v}" for k, v in report["splits"].items()) or "none"),
+        ("model", report["model"]), ("near-duplicate threshold", f"{report['threshold']:g}"),
+        ("unreadable", summary["unreadable"]), ("exact duplicate groups", summary["exact_duplicate_groups"]),
+        ("near-duplicate clusters", summary["near_duplicate_clusters"]), ("leakage pairs", summary["leakage_pairs"]),
+        ("label disagreements", f"{summary['disagreements']} (out-of-fold accuracy {acc}, {report['folds']} folds)"),
     ]
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -93,47 +99,45 @@ def render_html(report: CurationReport, *, thumb_size: int = THUMB_SIZE) -> str:
     ]
 
     groups = []
-    for c in report.near_duplicates:
-        flags = [f"{len(c.paths)} images", "identical bytes" if c.exact else f"weakest link {c.similarity:.3f}"]
-        if c.leaks:
+    for c in near:
+        flags = [f"{len(c['paths'])} images",
+                 "identical bytes" if c["exact"] else f"weakest link {c['similarity']:.3f}"]
+        if c["leaks"]:
             flags.append('<span class="bad">spans splits</span>')
-        if c.label_conflict:
+        if c["label_conflict"]:
             flags.append('<span class="bad">different labels</span>')
         figs = [t.figure(p, _e(lab) + (f" · {_e(s)}" if s else "")) for p, lab, s in
-                zip(c.paths, c.labels, c.splits, strict=True)]
+                zip(c["paths"], c["labels"], c["splits"], strict=True)]
         groups.append(f'<div class="group"><div class="meta">{" · ".join(flags)}</div>{"".join(figs)}</div>')
-    parts.append(_section("Near-duplicate clusters", len(report.near_duplicates), groups,
-                          f"images whose embeddings have cosine similarity >= {report.threshold:g}, exact copies "
+    parts.append(_section("Near-duplicate clusters", len(near), groups,
+                          f"images whose embeddings have cosine similarity >= {report['threshold']:g}, exact copies "
                           "included"))
 
     pairs = []
-    for p in report.leakage:
-        kind = "identical bytes" if p.exact else f"similarity {p.similarity:.3f}"
-        pairs.append(f'<div class="group"><div class="meta">{kind}</div>'
-                     f"{t.figure(p.path_a, f'{_e(p.split_a)} · {_e(p.label_a)}')}"
-                     f"{t.figure(p.path_b, f'{_e(p.split_b)} · {_e(p.label_b)}')}</div>")
-    parts.append(_section("Leakage across splits", len(report.leakage), pairs))
+    for p in leakage:
+        kind = "identical bytes" if p["exact"] else f"similarity {p['similarity']:.3f}"
+        a, b = (t.figure(p[f"path_{s}"], f"{_e(p[f'split_{s}'])} · {_e(p[f'label_{s}'])}") for s in "ab")
+        pairs.append(f'<div class="group"><div class="meta">{kind}</div>{a}{b}</div>')
+    parts.append(_section("Leakage across splits", len(leakage), pairs))
 
-    mistakes = [t.figure(m.path, f'given <span class="bad">{_e(m.given)}</span> ({m.given_probability:.2f})',
-                         f'suggested <span class="good">{_e(m.suggested)}</span> ({m.confidence:.2f})')
-                for m in report.label_mistakes]
-    parts.append(_section("Suspected label mistakes", len(report.label_mistakes),
-                          [f'<div class="row">{"".join(mistakes)}</div>'] if mistakes else [],
+    figs = [t.figure(m["path"], f'given <span class="bad">{_e(m["given"])}</span> ({m["given_probability"]:.2f})',
+                     f'suggested <span class="good">{_e(m["suggested"])}</span> ({m["confidence"]:.2f})')
+            for m in mistakes]
+    parts.append(_section("Suspected label mistakes", len(mistakes),
+                          [f'<div class="row">{"".join(figs)}</div>'] if figs else [],
                           "out-of-fold predictions that disagree with the label, most confident first"))
 
-    outliers = [t.figure(o.path, _e(o.label), f"distance {o.score:.3f}") for o in report.outliers]
-    parts.append(_section("Outliers", len(report.outliers),
-                          [f'<div class="row">{"".join(outliers)}</div>'] if outliers else [],
+    figs = [t.figure(o["path"], _e(o["label"]), f"distance {o['score']:.3f}") for o in outliers]
+    parts.append(_section("Outliers", len(outliers), [f'<div class="row">{"".join(figs)}</div>'] if figs else [],
                           "largest mean distance to their nearest neighbours"))
 
-    hard = [t.figure(h.path, f"{_e(h.label)} ({h.probability:.2f})", f"vs {_e(h.runner_up)}, margin {h.margin:.3f}")
-            for h in report.hard_examples]
-    parts.append(_section("Hard examples", len(report.hard_examples),
-                          [f'<div class="row">{"".join(hard)}</div>'] if hard else [],
+    figs = [t.figure(h["path"], f"{_e(h['label'])} ({h['probability']:.2f})",
+                     f"vs {_e(h['runner_up'])}, margin {h['margin']:.3f}") for h in hard]
+    parts.append(_section("Hard examples", len(hard), [f'<div class="row">{"".join(figs)}</div>'] if figs else [],
                           "correctly predicted, with the smallest margin over the runner-up class"))
 
-    bad = [f"<li><code>{_e(u.path)}</code>: {_e(u.error)}</li>" for u in report.unreadable]
-    parts.append(_section("Unreadable images", len(report.unreadable), [f"<ul>{''.join(bad)}</ul>"] if bad else []))
+    bad = [f"<li><code>{_e(u['path'])}</code>: {_e(u['error'])}</li>" for u in unreadable]
+    parts.append(_section("Unreadable images", len(unreadable), [f"<ul>{''.join(bad)}</ul>"] if bad else []))
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 

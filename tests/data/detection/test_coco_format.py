@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from visor.data import BoxAnnotation, DetectionDataset, DetectionImage
+from visor.data import BoxAnnotation, DetectionDataset, DetectionImage, formats
 from visor.data.formats import coco_dict, from_coco, to_coco
 from visor.errors import InvalidInput
 
@@ -16,7 +16,7 @@ from visor.errors import InvalidInput
 def test_coco128_reads_every_image_box_and_category(shared_data):
     root = shared_data("coco128")
     raw = json.loads((root / "instances.json").read_text())
-    ds = DetectionDataset.load(root / "instances.json")
+    ds = formats.load(root / "instances.json")
     assert ds.problems == ()
     assert len(ds) == 128 and ds.num_boxes == 939
     cats = sorted(raw["categories"], key=lambda c: c["id"])
@@ -39,7 +39,7 @@ def test_coco128_reads_every_image_box_and_category(shared_data):
 
 
 def test_detections_view_of_the_ground_truth(shared_data):
-    ds = DetectionDataset.load(shared_data("coco128"))  # the folder: its instances.json
+    ds = formats.load(shared_data("coco128"))  # the folder: its instances.json
     i = next(k for k, im in enumerate(ds) if any(a.iscrowd for a in im.annotations))
     det = ds.detections(i)
     anns = ds.images[i].annotations
@@ -120,7 +120,7 @@ def test_unusable_files_raise(tmp_path, text, message):
 def test_written_coco_loads_in_pycocotools_with_the_same_ids(shared_data, tmp_path, capsys):
     from pycocotools.coco import COCO
 
-    src = DetectionDataset.load(shared_data("coco128") / "instances.json")
+    src = formats.load(shared_data("coco128") / "instances.json")
     path = to_coco(src, tmp_path / "out.json", images="none")
     assert path == tmp_path / "out.json" and not (tmp_path / "images").exists()
     api = COCO(str(path))
@@ -148,12 +148,12 @@ def test_missing_ids_are_filled_uniquely_across_split_files(tmp_path, make_image
     assert out == tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["images", "instances_train.json", "instances_val.json"]
     assert sorted(p.name for p in (out / "images").iterdir()) == ["a.png", "b.png", "c.png"]
-    back = DetectionDataset.load(out)
+    back = formats.load(out)
     assert back.problems == () and back.splits == ("train", "val")
     assert sorted(im.id for im in back) == [1, 2, 3]
     assert sorted(a.id for im in back for a in im.annotations) == [1, 2, 3, 4, 5, 6]
     assert back.category_ids == (1, 2)
-    assert DetectionDataset.load(out, split="val").splits == ("val",)
+    assert formats.load(out, split="val").splits == ("val",)
     doc = coco_dict(ds)
     assert [(c["id"], c["name"]) for c in doc["categories"]] == [(1, "x"), (2, "y")]
     assert doc["annotations"][0]["bbox"] == [1.0, 1.0, 4.0, 4.0] and doc["annotations"][0]["area"] == 16.0

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from visor.cli.main import main
-from visor.data import DetectionDataset
+from visor.data import formats
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -52,7 +52,7 @@ def test_convert_coco_to_yolo_to_voc_and_back(capsys, tmp_path, small_coco):
     assert "annotation id 21: box [50, 30, 70, 50] (xyxy) extends outside the 60x40 image" in warnings[0]
     assert "annotation id 22: unknown category id 9" in warnings[1]
     assert (tmp_path / "yolo" / "images" / "a.jpg").is_file()  # copied
-    yolo = DetectionDataset.load(tmp_path / "yolo")
+    yolo = formats.load(tmp_path / "yolo")
     assert [im.id for im in yolo] == [4, 8] and yolo.category_ids == (1, 3) and yolo.classes == ("dog", "cat")
 
     # --from detected; YOLO -> COCO keeps the ids and the polygon
@@ -68,7 +68,7 @@ def test_convert_coco_to_yolo_to_voc_and_back(capsys, tmp_path, small_coco):
                          "--images", "symlink")
     assert code == 0 and "visor: note: VOC has no polygons: 1 annotation(s) keep their box only" in err
     assert (tmp_path / "voc" / "JPEGImages" / "a.jpg").is_symlink()
-    assert DetectionDataset.load(tmp_path / "voc").num_boxes == 2
+    assert formats.load(tmp_path / "voc").num_boxes == 2
 
 
 def test_strict_force_and_bad_sources(capsys, tmp_path, small_coco):

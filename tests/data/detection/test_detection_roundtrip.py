@@ -6,16 +6,16 @@ import json
 import math
 import xml.etree.ElementTree as ET
 
-from visor.data import DetectionDataset
+from visor.data import formats
 from visor.data.formats import SIDECAR
 
 
 def test_coco128_to_yolo_and_back(shared_data, tmp_path, assert_same_dataset):
     root = shared_data("coco128")
-    coco = DetectionDataset.load(root / "instances.json")
-    yaml_path = coco.save(tmp_path / "yolo", "yolo", images="symlink")
+    coco = formats.load(root / "instances.json")
+    yaml_path = formats.save(coco, tmp_path / "yolo", "yolo", images="symlink")
     assert yaml_path == tmp_path / "yolo" / "data.yaml"
-    yolo = DetectionDataset.load(yaml_path)
+    yolo = formats.load(yaml_path)
     assert yolo.problems == ()
     assert_same_dataset(coco, yolo)
     # the label files themselves are YOLO-seg polygons, one line per non-crowd annotation
@@ -23,8 +23,8 @@ def test_coco128_to_yolo_and_back(shared_data, tmp_path, assert_same_dataset):
     nine = next(im for im in coco if im.id == 9)
     assert len(label.read_text().splitlines()) == sum(not a.iscrowd for a in nine.annotations)
 
-    back_path = yolo.save(tmp_path / "coco", "coco", images="symlink")
-    back = DetectionDataset.load(back_path)
+    back_path = formats.save(yolo, tmp_path / "coco", "coco", images="symlink")
+    back = formats.load(back_path)
     assert back.problems == ()
     assert_same_dataset(coco, back)
 
@@ -51,10 +51,10 @@ def test_coco128_to_yolo_and_back(shared_data, tmp_path, assert_same_dataset):
 
 def test_coco128_polygons_survive_plain_yolo_seg(shared_data, tmp_path):
     """Without the sidecar, a standard YOLO-seg reader still gets every single-part polygon."""
-    coco = DetectionDataset.load(shared_data("coco128") / "instances.json")
-    coco.save(tmp_path / "yolo", "yolo", images="symlink")
+    coco = formats.load(shared_data("coco128") / "instances.json")
+    formats.save(coco, tmp_path / "yolo", "yolo", images="symlink")
     (tmp_path / "yolo" / SIDECAR).unlink()
-    plain = DetectionDataset.load(tmp_path / "yolo")
+    plain = formats.load(tmp_path / "yolo")
     assert plain.problems == ()
     by_name = {im.name: im for im in plain}
     checked = 0
@@ -72,14 +72,14 @@ def test_coco128_polygons_survive_plain_yolo_seg(shared_data, tmp_path):
 
 def test_bccd_voc_to_coco_and_back(shared_data, tmp_path, assert_same_dataset):
     root = shared_data("bccd")
-    voc = DetectionDataset.load(root)
-    coco_path = voc.save(tmp_path / "coco", "coco", images="symlink")
-    coco = DetectionDataset.load(coco_path)
+    voc = formats.load(root)
+    coco_path = formats.save(voc, tmp_path / "coco", "coco", images="symlink")
+    coco = formats.load(coco_path)
     assert coco.problems == () and coco.splits == ("train", "val")
     assert coco.category_ids == (1, 2, 3)
     assert_same_dataset(voc, coco, ids=False)
-    back_path = coco.save(tmp_path / "voc", "voc", images="symlink")
-    back = DetectionDataset.load(back_path)
+    back_path = formats.save(coco, tmp_path / "voc", "voc", images="symlink")
+    back = formats.load(back_path)
     assert back.problems == ()
     assert_same_dataset(voc, back)  # ids too: VOC has none, and none come back
     for split in ("train", "val"):
@@ -99,8 +99,8 @@ def test_bccd_voc_to_coco_and_back(shared_data, tmp_path, assert_same_dataset):
 
 def test_bccd_voc_to_yolo_boxes_come_back_exactly(shared_data, tmp_path, assert_same_dataset):
     """Box lines: normalised values are rounded back to 1e-9 px, so integer VOC corners (0 and W too) are exact."""
-    voc = DetectionDataset.load(shared_data("bccd"))
-    yolo = DetectionDataset.load(voc.save(tmp_path / "yolo", "yolo", images="symlink"))
+    voc = formats.load(shared_data("bccd"))
+    yolo = formats.load(formats.save(voc, tmp_path / "yolo", "yolo", images="symlink"))
     assert yolo.problems == () and yolo.splits == ("train", "val")
     assert_same_dataset(voc, yolo)
     boxes = {im.name: [a.xyxy for a in im.annotations] for im in yolo}

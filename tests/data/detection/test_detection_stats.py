@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from visor.data import BoxAnnotation, DetectionDataset, DetectionImage, Problem, detection_stats
+from visor.data import BoxAnnotation, DetectionDataset, DetectionImage, Problem, detection_stats, formats
 
 
 def _box(w: float, h: float, cls: int = 0, crowd: bool = False) -> BoxAnnotation:
@@ -66,7 +66,7 @@ def test_empty_dataset():
 
 
 def test_bccd(shared_data):
-    s = detection_stats(DetectionDataset.load(shared_data("bccd")))
+    s = detection_stats(formats.load(shared_data("bccd")))
     assert s.boxes_per_class["all"] == {"Platelets": 292, "RBC": 3350, "WBC": 301}
     assert s.boxes_per_class["train"]["RBC"] + s.boxes_per_class["val"]["RBC"] == 3350
     assert sum(s.size_counts.values()) == 3943 and s.images_without_boxes == [] and s.problems == []

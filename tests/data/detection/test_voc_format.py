@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from visor.data import BoxAnnotation, DetectionDataset, DetectionImage
+from visor.data import BoxAnnotation, DetectionDataset, DetectionImage, formats
 from visor.data.formats import from_voc, to_voc
 from visor.data.formats.voc import voc_xml
 from visor.errors import InvalidInput
@@ -14,7 +14,7 @@ from visor.errors import InvalidInput
 
 def test_bccd_reads_every_box_split_and_attribute(shared_data):
     root = shared_data("bccd")
-    ds = DetectionDataset.load(root)
+    ds = formats.load(root)
     assert ds.problems == ()
     assert ds.classes == ("Platelets", "RBC", "WBC") and ds.category_ids is None  # sorted unique names
     assert len(ds) == 292 and ds.num_boxes == 3943

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from visor.data import BoxAnnotation, DetectionDataset, DetectionImage
+from visor.data import BoxAnnotation, DetectionDataset, DetectionImage, formats
 from visor.data.formats import SIDECAR, from_yolo, to_yolo
 from visor.errors import ConfigError, InvalidInput
 
@@ -29,7 +29,7 @@ def test_boxes_and_polygons_in_pixels(tmp_path, make_image):
         "train/b": "",
         "val/c": None,  # no label file: an image without boxes
     })
-    ds = DetectionDataset.load(root)  # the folder: its data.yaml
+    ds = formats.load(root)  # the folder: its data.yaml
     assert ds.problems == ()
     assert ds.classes == ("cat", "dog") and ds.category_ids is None
     assert [(im.name, im.split, im.width, im.height) for im in ds] == [
