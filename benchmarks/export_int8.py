@@ -1,6 +1,6 @@
 """INT8 EfficientNet-Lite0 vs fp32 ONNX: top-1 on imagenette-dev and latency at batch 1.
 
-Exports the model twice with ``visor.models.export_model.export_model`` (fp32, and INT8
+Exports the model twice with ``visor.train.export.export_model`` (fp32, and INT8
 calibrated on the first ``--per-class`` train images of each class), then:
 
 * top-1 of both on all 450 imagenette-dev images (train + val) and on the 150 val images,
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import visor
-from visor.models.export_model import export_model, labelled_targets, run_logits
+from visor.train.export import export_model, labelled_targets, run_logits
 from visor.models.runtime import OnnxSession
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette-dev"

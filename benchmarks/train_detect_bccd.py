@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 import visor
-from visor.data.detection import DetectionDataset
+from visor.data import formats
 from visor.evaluate.detection import evaluate_detections
 from visor.train.detector import DetectTrainConfig, train_detector
 
@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="keep the run folder here (default: a temp folder)")
     args = ap.parse_args()
 
-    ds = DetectionDataset.load(args.data)
+    ds = formats.load(args.data)
     train, val = ds.subset("train"), ds.subset("val")
     print(f"BCCD: {len(train)} train images, {len(val)} val images, classes {ds.classes}; "
           f"torch threads {torch.get_num_threads()}")

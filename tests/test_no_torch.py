@@ -96,7 +96,7 @@ from visor.errors import ConfigError
 out = {{}}
 out["train_classify"] = main(["train", "classify", {str(data)!r}, "--out", {str(tmp_path / "run")!r}])
 out["train_detect"] = main(["train", "detect", {str(data)!r}, "--out", {str(tmp_path / "det")!r}])
-from visor.models.export_model import export_model
+from visor.train.export import export_model
 try:
     export_model("efficientnet_lite0", {str(tmp_path / "export")!r})
 except ConfigError as e:

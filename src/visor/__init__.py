@@ -24,8 +24,7 @@ from visor.io import ImageLimits, load_image, open_image
 from visor.models import Classifier, Detector, ModelCard, Predictor, load
 from visor.retrieval import curate, embed, search
 from visor.types import Classifications, Detections
-
-__version__ = "0.1.0"
+from visor.version import __version__
 
 __all__ = [
     "Annotator",

@@ -563,7 +563,7 @@ def default_calibration_images() -> list:
 
 def _calibration_images(int8_calibration) -> list:
     """The export's reading of a calibration spec (folder, glob, file, manifest or iterable)."""
-    from visor.models.export_model import image_list
+    from visor.train.export import image_list
 
     images = image_list(int8_calibration)
     if not images and isinstance(int8_calibration, (str, os.PathLike)):
@@ -666,7 +666,7 @@ def run_benchmark(
     INT8 accuracy is then not representative. A backend that does not apply (``torch`` for an
     ONNX-only model) is reported as skipped; one that errors is reported as failed with the message.
     """
-    import visor
+    from visor.models import load
 
     names = parse_backends(backends)
     sizes = _batch_sizes(batch_sizes)
@@ -683,7 +683,7 @@ def run_benchmark(
         report_warnings.append(busy)
         warnings.warn(busy, BenchmarkWarning, stacklevel=2)
     say(f"loading {os.fspath(model)}")
-    loaded = visor.load(model, threads=threads, cache_dir=cache_dir)
+    loaded = load(model, threads=threads, cache_dir=cache_dir)
     card, session = loaded.card, loaded.session
     fp32_path = Path(session.path)
 

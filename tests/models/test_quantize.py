@@ -14,7 +14,7 @@ import pytest
 
 import visor
 from visor.errors import ConfigError, CorruptImage
-from visor.models.export_model import ExportCheckFailed, export_model, labelled_targets
+from visor.train.export import ExportCheckFailed, export_model, labelled_targets
 from visor.models.quantize import calibration_batches, fold_pads, quantize_int8
 from visor.models.weights import sha256_file
 

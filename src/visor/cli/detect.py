@@ -56,7 +56,7 @@ def _save_annotated(detector, path: Path, detections, target: Path) -> None:
 def cmd_detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    import visor
+    from visor.models import Detector, LicenseWarning, load
 
     limits = image_limits(args)
     paths = expand_paths(args.paths)
@@ -65,14 +65,14 @@ def cmd_detect(args: argparse.Namespace) -> int:
         return ExitCode.FAILED
     labels = _read_labels(args.labels) if args.labels else None
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", visor.models.LicenseWarning)
-        detector = visor.load(args.model or DEFAULT_DETECTOR, labels=labels, limits=limits, threads=args.threads)
+        warnings.simplefilter("always", LicenseWarning)
+        detector = load(args.model or DEFAULT_DETECTOR, labels=labels, limits=limits, threads=args.threads)
     for w in caught:
-        if issubclass(w.category, visor.models.LicenseWarning):
+        if issubclass(w.category, LicenseWarning):
             print(f"visor: warning: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    if not isinstance(detector, visor.models.Detector):
+    if not isinstance(detector, Detector):
         raise ConfigError(f"{detector.name} is a {detector.card.task} model; 'visor detect' needs a detection model")
 
     targets: dict[Path, Path] = {}

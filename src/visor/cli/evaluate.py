@@ -75,9 +75,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
 
 def _load(model: str, threads: int | None):
-    import visor
+    from visor.models import load
 
-    return visor.load(model, threads=threads)
+    return load(model, threads=threads)
 
 
 def register(sub) -> None:

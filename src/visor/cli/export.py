@@ -21,7 +21,7 @@ from visor.cli.common import (
     model_arg,
 )
 from visor.config import suggest
-from visor.models.export_model import MAX_ABS_DIFF, MAX_ACCURACY_DROP, MIN_TOP1_AGREEMENT, image_count
+from visor.train.export import MAX_ABS_DIFF, MAX_ACCURACY_DROP, MIN_TOP1_AGREEMENT, image_count
 
 FORMATS = ("onnx",)
 
@@ -68,7 +68,7 @@ def _print_checks(checks: dict) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from visor.models.export_model import ExportCheckFailed, export_model
+    from visor.train.export import ExportCheckFailed, export_model
 
     model = model_arg(args, "export")
     out = Path(args.out) if args.out else default_out(model, args.int8)

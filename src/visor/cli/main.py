@@ -15,7 +15,6 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from visor import __version__
 from visor.cli import annotate as annotate_cli
 from visor.cli import batch as batch_cli
 from visor.cli import bench as bench_cli
@@ -45,6 +44,7 @@ from visor.cli.common import (
 )
 from visor.errors import ConfigError, VisorError
 from visor.io import expand_paths
+from visor.version import __version__
 
 # --------------------------------------------------------------------------- classify
 
@@ -58,14 +58,14 @@ def _format_text(outcome_dict: dict, out: TextIO) -> None:
 def cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    import visor
+    from visor.models import Classifier, load
 
     paths = expand_paths(args.paths)
     if not paths:
         err("no images found")
         return ExitCode.FAILED
-    clf = visor.load(args.model, limits=image_limits(args), threads=args.threads)
-    if not isinstance(clf, visor.Classifier):
+    clf = load(args.model, limits=image_limits(args), threads=args.threads)
+    if not isinstance(clf, Classifier):
         raise ConfigError(f"{args.model} is a {clf.card.task} model; use visor detect --model {args.model}")
     show_bar = show_progress(args, len(paths))
     failed = 0
