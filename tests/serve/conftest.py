@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -51,8 +52,27 @@ class LiveServer:
         self.thread.join(30)
 
 
+def require_default_detector(overrides: dict[str, Any]) -> None:
+    """A server with the default detector (yolox_nano) needs its weights, imported into the session's cache from
+    ../shared/models by tests/conftest.py: missing, a failure in CI and a skip elsewhere (never a download)."""
+    from visor.models import weights
+    from visor.models.registry import DEFAULT_DETECTOR, builtin
+
+    if overrides.get("detector", DEFAULT_DETECTOR) != DEFAULT_DETECTOR:
+        return
+    if not weights.is_present(builtin().get(DEFAULT_DETECTOR).weights):
+        msg = (f"the default detector's weights ({DEFAULT_DETECTOR}) are not in the test cache: check out ../shared "
+               "(tests/conftest.py imports ../shared/models)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 def start_server(tmp: Path, **overrides: Any) -> LiveServer:
-    """Start a server with a fresh database and one API key; waits until /readyz says ready."""
+    """Start a server with a fresh database and one API key; waits until /readyz says ready.
+
+    The server runs the default models (efficientnet_lite0 and the yolox_nano detector) unless
+    ``overrides`` name others (``detector="none"``: no detector)."""
     import httpx
     import uvicorn
 
@@ -61,6 +81,7 @@ def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     from visor.serve.keys import KeyStore
     from visor.serve.settings import ServeSettings
 
+    require_default_detector(overrides)
     tmp.mkdir(parents=True, exist_ok=True)
     overrides.setdefault("batch_calibration", False)  # 2 s per start; tested on its own
     db_url = overrides.pop("db", f"sqlite:///{tmp / 'serve.db'}")
@@ -93,7 +114,8 @@ def start_server(tmp: Path, **overrides: Any) -> LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, visor_cache):
-    """A server on loopback that queues every classification for review (threshold 1.0).
+    """A server on loopback with the default classifier and detector that queues every prediction for review
+    (threshold 1.0).
 
     ``.url``, ``.key`` (an API key), ``.headers`` (``X-API-Key``), ``.db_url``.
     """

@@ -46,7 +46,7 @@ def png_bomb() -> bytes:
 def test_health_routes_need_no_key(live_server):
     assert httpx.get(f"{live_server.url}/livez").json() == {"status": "ok"}
     r = httpx.get(f"{live_server.url}/readyz")
-    assert r.status_code == 200 and r.json()["models"] == ["efficientnet_lite0"]
+    assert r.status_code == 200 and r.json()["models"] == ["efficientnet_lite0", "yolox_nano"]
 
 
 @pytest.mark.parametrize("route", ["/v1/models", "/metrics", "/v1/review/items", "/v1/collections"])
@@ -119,11 +119,15 @@ def test_classify_multipart_and_json_agree_with_the_library(live_server, classif
     assert r.status_code == 200 and r.json()["results"][0]["classifications"] == expected
 
 
-def test_models_route(live_server, classifier):
+def test_models_route(live_server, classifier, yolox_nano):
     models = httpx.get(f"{live_server.url}/v1/models", headers=live_server.headers).json()["models"]
+    yolox_sha = "695e750a5d5754bb5a8d5325643b59282191a7e7a564e435a415fd3c578eab14"  # ../shared/README.md
+    assert yolox_nano.card.weights.sha256 == yolox_sha
     assert models == [{"role": "classifier", "name": "efficientnet_lite0", "task": "classification",
                        "version": classifier.card.weights.sha256[:12], "sha256": classifier.card.weights.sha256,
-                       "num_classes": 1000, "max_batch": 16}]
+                       "num_classes": 1000, "max_batch": 16},
+                      {"role": "detector", "name": "yolox_nano", "task": "detection", "version": yolox_sha[:12],
+                       "sha256": yolox_sha, "num_classes": 80, "max_batch": 16}]
 
 
 def test_bad_inputs_get_typed_errors(live_server):
@@ -191,9 +195,64 @@ def _small_png() -> bytes:
     return buf.getvalue()
 
 
-def test_detect_without_a_detector_is_404(live_server):
-    r = httpx.post(f"{live_server.url}/v1/detect", headers=live_server.headers, files=upload(("a.jpg", b"x")))
-    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+def test_detect_finds_the_bus_with_the_default_detector(live_server, yolox_nano):
+    """No --detector: /v1/detect runs yolox_nano, the same boxes as the library, and queues a review item."""
+    r = httpx.post(f"{live_server.url}/v1/detect", headers=live_server.headers,
+                   files=upload(("bus.jpg", BUS.read_bytes()), ("bad.jpg", b"nope")))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "yolox_nano"
+    found = body["results"][0]["detections"]
+    assert found == yolox_nano.detect(BUS).to_dict()
+    assert [(d["class_name"], round(d["confidence"], 3)) for d in found["detections"]] == [("bus", 0.962),
+                                                                                          ("car", 0.253)]
+    assert body["results"][1]["error"]["code"] == "unsupported_format"
+    # options from the query and from JSON, checked once (400 for the request)
+    r = httpx.post(f"{live_server.url}/v1/detect", headers=live_server.headers, params={"conf": 0.5},
+                   files=upload(("bus.jpg", BUS.read_bytes())))
+    assert [d["class_name"] for d in r.json()["results"][0]["detections"]["detections"]] == ["bus"]
+    r = httpx.post(f"{live_server.url}/v1/detect", headers=live_server.headers,
+                   json={"images": [{"content": base64.b64encode(BUS.read_bytes()).decode()}], "max_det": 0})
+    assert r.status_code == 400 and "max_det must be between 1 and 10000" in r.json()["error"]["message"]
+
+
+def test_a_review_item_is_queued_from_each_task(live_server):
+    """The review threshold (1.0) queues classify items on their top class and detect items on their boxes."""
+    h, url = live_server.headers, live_server.url
+    ids = {}
+    for route in ("classify", "detect"):
+        r = httpx.post(f"{url}/v1/{route}", headers=h, files=upload(("bus.jpg", BUS.read_bytes())))
+        ids[route] = r.json()["results"][0]["review_id"]
+    items = {i: httpx.get(f"{url}/v1/review/items/{i}", headers=h).json() for i in ids.values()}
+    classify, detect = items[ids["classify"]], items[ids["detect"]]
+    assert (classify["task"], classify["model"], classify["predicted_label"], classify["reason"]) == (
+        "classify", "efficientnet_lite0", "school bus", "low_confidence")
+    assert len(classify["labels"]) == 1000
+    assert (detect["task"], detect["model"], detect["predicted_label"], detect["reason"]) == (
+        "detect", "yolox_nano", "bus", "low_confidence")
+    assert detect["confidence"] == pytest.approx(0.962151, abs=1e-6) and detect["labels"][5] == "bus"
+    assert [d["class_name"] for d in detect["prediction"]["detections"]] == ["bus", "car"]
+
+
+def test_detector_none_switches_detection_off(tmp_path, visor_cache):
+    server = start_server(tmp_path, detector="none")
+    try:
+        h, url = server.headers, server.url
+        assert httpx.get(f"{url}/readyz").json()["models"] == ["efficientnet_lite0"]
+        r = httpx.post(f"{url}/v1/detect", headers=h, files=upload(("a.jpg", BUS.read_bytes())))
+        assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+        assert r.json()["error"]["message"] == ("this service has no object detector (it was started with --detector "
+                                                "none): start it with --detector MODEL (default yolox_nano)")
+        # annotate: objects are left out of the default features, and asked for, answer 404 in their slot
+        r = httpx.post(f"{url}/v1/annotate", headers=h, params={"features": "objects,properties"},
+                       files=upload(("bus.jpg", BUS.read_bytes())))
+        doc = r.json()["results"][0]
+        assert doc["objects"]["error"]["code"] == "model_not_found" and doc["properties"]["type"] == "properties"
+        assert "objects" not in server.app.state.service.default_features()
+        assert httpx.post(f"{url}/v1/classify", headers=h, files=upload(("bus.jpg", BUS.read_bytes()))
+                          ).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_annotate_matches_the_library(live_server, classifier):
@@ -225,7 +284,7 @@ def test_deadline_gives_504(live_server):
 
 def _block_batches(server):
     """Make the classifier's batch function wait for an event (to fill the queue on purpose)."""
-    batcher = server.app.state.service.manager._batchers["classifier"]
+    batcher = server.app.state.service.manager.model_for("classification").batcher
     release, entered = threading.Event(), threading.Event()
     real = batcher.fn
 
@@ -253,7 +312,7 @@ def test_full_queue_gives_503_with_retry_after_and_a_slow_batch_504(tmp_path, vi
         assert entered.wait(10)  # the worker is busy with the first image
         second = threading.Thread(target=post, args=("queued",))
         second.start()
-        depth = server.app.state.service.manager._batchers["classifier"]
+        depth = server.app.state.service.manager.model_for("classification").batcher
         for _ in range(100):
             if depth.depth == 1:
                 break
@@ -301,12 +360,12 @@ def test_micro_batching_groups_concurrent_requests(tmp_path, visor_cache, classi
 
 
 def test_batch_calibration_picks_a_measured_size(tmp_path, visor_cache):
-    server = start_server(tmp_path, max_batch=4, batch_calibration=True)
+    server = start_server(tmp_path, max_batch=4, batch_calibration=True, detector="none")
     try:
         manager = server.app.state.service.manager
         rates = manager.batch_rates["efficientnet_lite0"]
         assert sorted(rates) == [1, 2, 4] and all(r > 0 for r in rates.values())
-        chosen = manager.max_batch["classifier"]
+        chosen = manager.model_for("classification").max_batch
         assert rates[chosen] >= 0.95 * max(rates.values())
         assert all(rates[n] < 0.95 * max(rates.values()) for n in rates if n < chosen)
         model = httpx.get(f"{server.url}/v1/models", headers=server.headers).json()["models"][0]

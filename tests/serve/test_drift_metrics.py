@@ -72,7 +72,7 @@ def test_a_profile_of_another_model_is_refused(tmp_path, val_profile):
     prof = DriftProfile.load(val_profile)
     other = DriftProfile.build(np.eye(3)[[0, 1, 2, 0]] * 0.9 + 0.03, model="tiny", labels=["a", "b", "c"])
     path = other.save(tmp_path / "other.safetensors")
-    manager = ModelManager(ServeSettings(drift_profile=str(path), batch_calibration=False))
+    manager = ModelManager(ServeSettings(drift_profile=str(path), batch_calibration=False, detector=None))
     with pytest.raises(ConfigError, match="labels differ"):
         manager.load()
     assert prof.model == "efficientnet_lite0"

@@ -117,7 +117,8 @@ def test_an_empty_features_list_is_refused():
 
 
 def _cv_run(data, features, options):
-    return {"width": 8, "height": 8, "labels": {"predictions": [{"label": "x", "confidence": 0.5}] * 3},
+    return {"width": 8, "height": 8, "labels": {"type": "classifications", "predictions": [
+        {"class_id": i, "label": f"x{i}", "confidence": 0.5} for i in range(3)]},
             "crop_hints": {"hints": []}}
 
 
@@ -251,8 +252,8 @@ def test_valid_json_bodies_still_work(live_server):
 
 # --------------------------------------------------------------------------- property-based: every route
 
-#: Every route that reads a JSON or multipart body. Detect and search answer 404 without a detector
-#: or an index (the shared server has neither), after reading the body.
+#: Every route that reads a JSON or multipart body. Search answers 404 without an index (the shared server has
+#: none), after reading the body; detect runs the default detector.
 BODY_ROUTES = ["/v1/classify", "/v1/detect", "/v1/annotate", "/v1/search", "/v1/images:annotate",
                "/v1/collections", "/v1/collections/fuzz/people/ada", "/v1/collections/fuzz/identify",
                "/v1/review/items/1"]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from visor.data import ClassificationDataset
-from visor.data.detection import DetectionDataset, detect_format
+from visor.data import ClassificationDataset, formats
+from visor.data.detection import detect_format
 from visor.data.formats import from_coco
 from visor.errors import ConfigError, InvalidInput
 from visor.serve.db import ServiceDB
@@ -295,7 +295,7 @@ def test_export_coco_round_trips(queue, tench_images, tmp_path):
     assert [(a.xyxy, ds.classes[a.class_id]) for a in bus.annotations] == [
         ((50.0, 60.0, 250.0, 400.0), "person"), ((0.0, 30.0, 640.0, 380.5), "school bus")]
     assert bus.path.read_bytes() == BUS.read_bytes()
-    loaded = DetectionDataset.load(out)  # what 'visor data stats OUT' and 'visor train' read
+    loaded = formats.load(out)  # what 'visor data stats OUT' and 'visor train' read
     assert loaded.class_counts() == {"person": 1, "school bus": 1, "tench": 1}
 
 
@@ -425,3 +425,33 @@ def test_exported_files_are_private(queue, tmp_path):
              for p in (tmp_path / "ds").rglob("*") if p.is_file()}
     assert set(modes.values()) == {0o600} and len(modes) == 2
     assert stat.S_IMODE(os.stat(tmp_path / "ds").st_mode) == 0o700
+
+
+def test_review_tasks_come_from_the_task_registry(tmp_path):
+    """The queue's tasks and how each is reviewed follow the task registry: a new task whose result is
+    Detections is reviewed (and corrected) box by box under its batch-task name."""
+    from visor.models.tasks import TaskSpec, builtin_tasks
+    from visor.serve.review import review_tasks, reviewable
+
+    assert review_tasks() == {"classify": "label", "detect": "boxes"}
+    assert reviewable("detect") and not reviewable("faces") and not reviewable("read_text")
+    parts = TaskSpec(name="part_detection", verb="detect_parts", predictor="visor.models.detector:Detector",
+                     result="visor.types.detections:Detections", batch_task="parts")
+    tasks = builtin_tasks().with_tasks(parts)
+    assert review_tasks(tasks) == {"classify": "label", "detect": "boxes", "parts": "boxes"}
+    db = ServiceDB(f"sqlite:///{tmp_path / 'review.db'}")
+    try:
+        queue = ReviewQueue(db, tasks=tasks)
+        prediction = {"type": "detections", "detections": [{"xyxy": [0, 30, 640, 380.5], "confidence": 0.7,
+                                                            "class_id": 1}]}
+        i = queue.add(image=BUS.read_bytes(), filename="bus.jpg", media_type="image/jpeg", model="parts-v1",
+                      task="parts", prediction=prediction, labels=["door", "wheel"], reason="sample")
+        item = queue.get(i)
+        assert (item.task, item.predicted_label, item.confidence) == ("parts", "wheel", 0.7)
+        decided = queue.decide(i, "correct", boxes=[{"xyxy": [1, 2, 30, 40], "label": "door"}])
+        assert decided.final_boxes() == [{"xyxy": [1.0, 2.0, 30.0, 40.0], "label": "door"}]
+        with pytest.raises(InvalidInput, match=r"unknown task 'parts'; expected one of classify, detect"):
+            ReviewQueue(db).add(image=b"x", filename="a", media_type="image/png", model="m", task="parts",
+                                prediction={}, labels=[], reason="sample")
+    finally:
+        db.close()

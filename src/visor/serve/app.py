@@ -25,23 +25,25 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from visor import __version__
 from visor.errors import InvalidInput, VisorError
 from visor.serve import openapi_docs as docs
 from visor.serve.auth import bearer_matches, key_from_request, redact_access_log
 from visor.serve.inputs import (
+    ClassifyOptions,
+    DetectOptions,
     PayloadTooLarge,
-    float_option,
     int_option,
     list_option,
     read_images,
     read_json,
     read_model,
+    task_options,
 )
 from visor.serve.manager import monotonic_deadline
 from visor.serve.metrics import CONTENT_TYPE
 from visor.serve.service import BatchAnswer, VisorService
 from visor.serve.settings import ServeSettings
+from visor.version import __version__
 
 log = logging.getLogger("visor.serve")
 SETTINGS_ENV = "VISOR_SERVE_SETTINGS"
@@ -49,6 +51,9 @@ CLOUD_VISION_PATH = "/v1/images:annotate"
 PUBLIC_PATHS = ("/livez", "/readyz")
 PURGE_EVERY_S = 3600.0
 DOCS_ASSETS = "/docs-assets"  # swagger-ui and redoc, vendored in static/docs/
+#: Tasks with a route of their own below (documented options); any other served task with a route in the
+#: task registry gets a generic one (:func:`_task_route`).
+BUILTIN_ROUTES = ("classification", "detection")
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `visor keys create`")
 _x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `visor keys create`")
@@ -254,24 +259,30 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
     async def classify(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
                        top_k: int = Query(5, ge=1, le=1000, description="labels per image")) -> JSONResponse:
         """Image labels (ImageNet-1k by default), micro-batched with concurrent requests."""
-        service.manager.admission["classifier"].check()  # shed load before parsing the body
+        service.manager.check_admission("classification")  # shed load before parsing the body
         images, opts = await read_images(request, max_images=settings.max_images)
-        k = int_option(opts, "top_k", top_k, 1, 1000)
-        return answer_response(await service.classify(images, top_k=k, deadline=until, key_name=key))
+        options = ClassifyOptions.from_request(opts, top_k=top_k)
+        return answer_response(await service.predict_route("classification", images, options, deadline=until,
+                                                           key_name=key))
 
     @app.post("/v1/detect", tags=["recognition"], openapi_extra=docs.images_body(docs.DETECT_OPTIONS),
               responses=docs.DETECT)
     async def detect(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
                      conf: float = Query(0.25, ge=0, le=1, description="minimum box score"),
                      iou: float = Query(0.45, ge=0, le=1, description="NMS IoU threshold")) -> JSONResponse:
-        """Object detection with the service's detector (404 when none is configured)."""
-        service.manager.admission["detector"].check()
+        """Object detection with the service's detector (yolox_nano, COCO's 80 classes, unless --detector names
+        another; 404 with --detector none)."""
+        service.manager.check_admission("detection")
         images, opts = await read_images(request, max_images=settings.max_images)
-        answer = await service.detect(images, conf=float_option(opts, "conf", conf, 0, 1),
-                                      iou=float_option(opts, "iou", iou, 0, 1),
-                                      max_det=int_option(opts, "max_det", 300, 1, 10000), deadline=until,
-                                      key_name=key)
-        return answer_response(answer)
+        options = DetectOptions.from_request(opts, conf=conf, iou=iou)
+        return answer_response(await service.predict_route("detection", images, options, deadline=until,
+                                                           key_name=key))
+
+    # any other task the manager serves (a custom task registry's): the same pipeline, at the task's route
+    for task in service.manager.served_tasks():
+        spec = service.manager.tasks.get(task)
+        if spec.route and task not in BUILTIN_ROUTES:
+            _task_route(app, service, spec, auth, deadline)
 
     @app.post("/v1/annotate", tags=["recognition"], openapi_extra=docs.images_body(docs.ANNOTATE_OPTIONS),
               responses=docs.ANNOTATE)
@@ -423,6 +434,25 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
     app.mount(DOCS_ASSETS, StaticFiles(directory=str(static / "docs")), name="docs-assets")
     app.mount("/ui", StaticFiles(directory=str(static), html=True), name="ui")
     return app
+
+
+def _task_route(app: FastAPI, service: VisorService, spec: Any, auth: Any, deadline: Any) -> None:
+    """``POST spec.route`` for a task of the registry that has no route of its own here: images and the
+    task's options (``spec.options``) in, :meth:`VisorService.predict_route` out."""
+    settings = service.settings
+
+    async def route(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline)
+                    ) -> JSONResponse:
+        service.manager.check_admission(spec.name)
+        images, opts = await read_images(request, max_images=settings.max_images)
+        options = task_options(spec.name, spec.options, opts)
+        return answer_response(await service.predict_route(spec.name, images, options, deadline=until,
+                                                           key_name=key))
+
+    app.add_api_route(spec.route, route, methods=["POST"], tags=["recognition"], name=spec.name,
+                      description=spec.description or f"the {spec.name} task",
+                      openapi_extra=docs.images_body({name: {} for name in spec.options}),
+                      responses={200: {"description": f"one {spec.name} result per image"}})
 
 
 async def _purge_loop(service: VisorService) -> None:

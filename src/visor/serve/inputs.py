@@ -7,7 +7,9 @@ import binascii
 import contextlib
 import json
 import math
+import numbers
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -298,3 +300,91 @@ def list_option(options: dict[str, Any], name: str) -> list[str] | None:
     if not names:
         raise InvalidInput(f"{name} is empty: name at least one, or leave {name} out for the default")
     return names
+
+
+# --------------------------------------------------------------------------- typed options of the routes
+
+
+def _whole(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidInput(f"{name} must be a whole number, got {_shown(value)}")
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {_shown(value)}")
+    return int(value)
+
+
+def _number(value: Any, name: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
+        raise InvalidInput(f"{name} must be a number, got {_shown(value)}")
+    if not lo <= value <= hi:
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {_shown(value)}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    """The options of ``POST /v1/classify``: ``top_k`` labels per image (1 to 1000)."""
+
+    top_k: int = 5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "top_k", _whole(self.top_k, "top_k", 1, 1000))
+
+    @classmethod
+    def from_request(cls, options: dict[str, Any], *, top_k: int = 5) -> ClassifyOptions:
+        """From the request's options (query string, form fields or JSON keys); keyword values are the defaults."""
+        return cls(top_k=int_option(options, "top_k", top_k, 1, 1000))
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The keyword options of the task's ``postprocess``."""
+        return {"top_k": self.top_k}
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """The options of ``POST /v1/detect``: the least box score ``conf``, the NMS overlap ``iou`` (both 0 to 1)
+    and the most boxes per image ``max_det`` (1 to 10000)."""
+
+    conf: float = 0.25
+    iou: float = 0.45
+    max_det: int = 300
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "conf", _number(self.conf, "conf", 0, 1))
+        object.__setattr__(self, "iou", _number(self.iou, "iou", 0, 1))
+        object.__setattr__(self, "max_det", _whole(self.max_det, "max_det", 1, 10000))
+
+    @classmethod
+    def from_request(cls, options: dict[str, Any], *, conf: float = 0.25, iou: float = 0.45,
+                     max_det: int = 300) -> DetectOptions:
+        """From the request's options (query string, form fields or JSON keys); keyword values are the defaults."""
+        return cls(conf=float_option(options, "conf", conf, 0, 1), iou=float_option(options, "iou", iou, 0, 1),
+                   max_det=int_option(options, "max_det", max_det, 1, 10000))
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det}
+
+
+#: The typed options of each task's route, by task (a task not here takes its options as sent, checked by its
+#: predictor's ``check_options``).
+ROUTE_OPTIONS: dict[str, type] = {"classification": ClassifyOptions, "detection": DetectOptions}
+
+
+def task_options(task: str, names: Sequence[str], options: dict[str, Any]) -> Any:
+    """The options of a request for ``task``: its typed options (:data:`ROUTE_OPTIONS`), or else the options
+    named in ``names`` (the task's ``TaskSpec.options``) as sent, decimal strings from a query or a form read
+    as numbers."""
+    typed = ROUTE_OPTIONS.get(task)
+    if typed is not None:
+        return typed.from_request(options)
+    out: dict[str, Any] = {}
+    for name in names:
+        if name in options:
+            value = options[name]
+            if isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+                value = int(value)
+            elif isinstance(value, str) and len(value) <= MAX_NUMBER_CHARS:
+                with contextlib.suppress(ValueError):
+                    value = float(value) if math.isfinite(float(value)) else value
+            out[name] = value
+    return out

@@ -84,10 +84,12 @@ _CLASSIFICATIONS = {"type": "classifications", "model": "efficientnet_lite0",
                     "predictions": [{"class_id": 779, "label": "school bus", "confidence": 0.93}]}
 CLASSIFY = {**_ok({"model": "efficientnet_lite0", "results": [
     {"image": "bus.jpg", "classifications": _CLASSIFICATIONS, "review_id": None}]}), **IMAGE_ERRORS, **AUTH_ERRORS}
-DETECT = {**_ok({"model": "bccd_fcos", "results": [{"image": "cells.jpg", "review_id": None, "detections": {
-    "type": "detections", "detections": [{"xyxy": [10, 20, 60, 80], "confidence": 0.91, "class_id": 0,
-                                          "class_name": "RBC"}]}}]}),
-          404: _error("model_not_found", "this service has no object detector", "no detector configured"),
+DETECT = {**_ok({"model": "yolox_nano", "results": [{"image": "bus.jpg", "review_id": None, "detections": {
+    "type": "detections", "model": "yolox_nano", "detections": [
+        {"xyxy": [116.296, 113.606, 578.906, 318.626], "confidence": 0.962151, "class_id": 5,
+         "class_name": "bus"}]}}]}),
+          404: _error("model_not_found", "this service has no object detector (it was started with --detector none)",
+                      "detection switched off"),
           **IMAGE_ERRORS, **AUTH_ERRORS}
 ANNOTATE = {**_ok({"results": [{"image": "bus.jpg", "width": 810, "height": 1080, "labels": _CLASSIFICATIONS,
                                 "text": {"type": "text", "full_text": "", "lines": []}}]}),

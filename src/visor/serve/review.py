@@ -11,11 +11,16 @@ corrected items export as a dataset (:meth:`ReviewQueue.export`) that ``visor tr
   manifest too; only classify items;
 * ``coco``: ``OUT/images/<id>_<name>`` and ``OUT/instances.json``. Detect items keep their
   (accepted or corrected) boxes; a classify item becomes one whole-image box with its label.
+
+Which tasks can be queued comes from the task registry (:func:`review_tasks`): an item's task is the
+task's batch-task name (``classify``, ``detect``), and how it is reviewed and exported follows from the
+task's result type: one label per image (``Classifications``) or labelled boxes (``Detections``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -39,6 +44,7 @@ from visor.config import suggest
 from visor.errors import ConfigError, InvalidInput, OutputConflict, VisorError
 from visor.io.files import PRIVATE, atomic_write
 from visor.io.outputs import OutputWriteError
+from visor.models.tasks import TaskRegistry, builtin_tasks
 from visor.serve.db import ReviewItemRow, ServiceDB, utcnow
 
 __all__ = [
@@ -51,9 +57,14 @@ __all__ = [
     "ReviewPolicy",
     "ReviewQueue",
     "review_reason",
+    "review_tasks",
+    "reviewable",
 ]
 
-TASKS = ("classify", "detect")
+#: How each reviewable result type is reviewed: ``label`` (one label for the whole image: an imagefolder
+#: class, a whole-image box in COCO) or ``boxes`` (labelled boxes, corrected box by box: COCO only).
+REVIEW_KINDS = {"visor.types.classifications:Classifications": "label",
+                "visor.types.detections:Detections": "boxes"}
 #: The states of an item.
 STATUSES = ("pending", "accepted", "corrected", "rejected")
 #: What :meth:`ReviewQueue.list` filters by: a state, ``reviewed`` (decided) or ``all``.
@@ -74,6 +85,27 @@ class ReviewItemNotFound(VisorError, LookupError):
 
     http_status = 404
     code = "review_item_not_found"
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+@functools.cache
+def review_tasks(tasks: TaskRegistry | None = None) -> dict[str, str]:
+    """The review queue's task names -> ``"label"`` or ``"boxes"`` (:data:`REVIEW_KINDS`): each task of the
+    registry (default :func:`~visor.models.tasks.builtin_tasks`) whose result can be reviewed, named by its
+    batch task (else its verb): ``{"classify": "label", "detect": "boxes"}`` for visor's own."""
+    out: dict[str, str] = {}
+    for spec in tasks if tasks is not None else builtin_tasks():
+        name, kind = spec.batch_task or spec.verb, REVIEW_KINDS.get(spec.result)
+        if name and kind:
+            out[name] = kind
+    return out
+
+
+def reviewable(task: str, tasks: TaskRegistry | None = None) -> bool:
+    """Whether items of ``task`` (a batch-task name such as ``"classify"``) can go to the review queue."""
+    return task in review_tasks(tasks)
 
 
 # --------------------------------------------------------------------------- policy
@@ -224,9 +256,9 @@ def _top_detection(prediction: Mapping[str, Any]) -> int:
     return max(range(len(rows)), key=lambda i: rows[i].get("confidence") or 0.0) if rows else -1
 
 
-def _predicted(task: str, prediction: Mapping[str, Any], labels: Sequence[str]) -> tuple[str | None, float | None]:
+def _predicted(kind: str, prediction: Mapping[str, Any], labels: Sequence[str]) -> tuple[str | None, float | None]:
     """The top label and its confidence: the first classification, or the most confident detection."""
-    if task == "classify":
+    if kind == "label":
         preds = prediction.get("predictions") or []
         if not preds:
             return None, None
@@ -391,8 +423,10 @@ def _swap_in(tmp: Path, out: Path) -> None:
 class ReviewQueue:
     """The review items of a :class:`ServiceDB`."""
 
-    def __init__(self, db: ServiceDB) -> None:
+    def __init__(self, db: ServiceDB, *, tasks: TaskRegistry | None = None) -> None:
         self.db = db
+        self.kinds = review_tasks(tasks)
+        """Task name -> ``"label"`` or ``"boxes"`` (:func:`review_tasks`)."""
 
     # ------------------------------------------------------------------ adding
 
@@ -406,8 +440,9 @@ class ReviewQueue:
         image. ``predicted_label`` and ``confidence`` default to the top classification, or the
         most confident detection (its label from ``labels`` by class id).
         """
-        if task not in TASKS:
-            raise InvalidInput(f"unknown task {task!r}; expected one of {', '.join(TASKS)}.{suggest(task, TASKS)}")
+        if task not in self.kinds:
+            known = list(self.kinds)
+            raise InvalidInput(f"unknown task {task!r}; expected one of {', '.join(known)}.{suggest(str(task), known)}")
         if not isinstance(image, (bytes, bytearray, memoryview)) or not len(image):
             raise InvalidInput("a review item needs the image bytes")
         if not isinstance(prediction, Mapping):
@@ -416,7 +451,7 @@ class ReviewQueue:
             raise InvalidInput("a review item needs a reason")
         image = bytes(image)
         labels = [str(x) for x in labels]
-        top_label, top_conf = _predicted(task, prediction, labels)
+        top_label, top_conf = _predicted(self.kinds[task], prediction, labels)
         row = ReviewItemRow(
             created_at=utcnow(), model=model, task=task, filename=filename or "image", media_type=media_type,
             image=image, image_sha256=hashlib.sha256(image).hexdigest(), reason=reason,
@@ -511,8 +546,9 @@ class ReviewQueue:
         checked = None if boxes is None else _check_boxes(boxes)
         with self.db.session() as s:
             row = self._row(s, item_id, lock=True)  # read-modify-write: each decision applies whole
-            if checked is not None and row.task != "detect":
-                raise InvalidInput(f"review item {item_id} is a {row.task} item; boxes are for detect items")
+            if checked is not None and self.kinds.get(row.task) != "boxes":
+                boxed = ", ".join(t for t, k in self.kinds.items() if k == "boxes")
+                raise InvalidInput(f"review item {item_id} is a {row.task} item; boxes are for {boxed} items")
             if action == "accept" and label is not None and label != row.predicted_label:
                 raise InvalidInput(
                     f"'accept' keeps the predicted label {row.predicted_label!r}; use 'correct' to set {label!r}"
@@ -571,12 +607,11 @@ class ReviewQueue:
             raise
         return ExportSummary(out, format, written, dict(sorted(labels.items())), skipped)
 
-    @staticmethod
-    def _write_imagefolder(tmp: Path, items: list[tuple[ReviewItem, bytes]]) -> tuple[Counter, int, int]:
+    def _write_imagefolder(self, tmp: Path, items: list[tuple[ReviewItem, bytes]]) -> tuple[Counter, int, int]:
         labels: Counter = Counter()
         rows, skipped = [], 0
         for item, data in items:
-            if item.task != "classify" or not item.label:
+            if self.kinds.get(item.task) != "label" or not item.label:
                 skipped += 1
                 continue
             folder = _safe_name(item.label)
@@ -587,16 +622,19 @@ class ReviewQueue:
         atomic_write(tmp / "manifest.jsonl", "".join(r + "\n" for r in rows), permissions=PRIVATE)
         return labels, len(rows), skipped
 
-    @staticmethod
-    def _write_coco(tmp: Path, items: list[tuple[ReviewItem, bytes]]) -> tuple[Counter, int, int]:
+    def _write_coco(self, tmp: Path, items: list[tuple[ReviewItem, bytes]]) -> tuple[Counter, int, int]:
         entries, skipped = [], 0
         for item, data in items:
-            if item.task == "classify":
+            kind = self.kinds.get(item.task)
+            if kind == "label":
                 if not item.label:
                     skipped += 1
                     continue
                 width, height = _image_size(data)
                 boxes = [{"xyxy": [0.0, 0.0, float(width), float(height)], "label": item.label}]
+            elif kind is None:  # a task this visor does not know (a row from elsewhere)
+                skipped += 1
+                continue
             else:
                 width, height = _image_size(data)
                 boxes = item.final_boxes()

@@ -11,11 +11,9 @@ import asyncio
 import functools
 import hashlib
 import logging
-import os
 import random
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -27,8 +25,9 @@ from visor.errors import VisorError
 from visor.serve.auth import RateLimiter, Unauthorized
 from visor.serve.batcher import DeadlineExceeded
 from visor.serve.inputs import ImageInput
-from visor.serve.manager import ModelManager
+from visor.serve.manager import ModelManager, check_deadline
 from visor.serve.metrics import ServiceMetrics
+from visor.serve.review import review_reason, reviewable
 from visor.serve.settings import ServeSettings
 
 log = logging.getLogger("visor.serve")
@@ -61,22 +60,33 @@ class BatchAnswer:
         return {**self.extra, "results": self.results}
 
 
-async def wait_for(fut: Future, deadline: float) -> Any:
-    """The future's result, or :class:`DeadlineExceeded` once ``deadline`` (monotonic) passes."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        fut.cancel()
-        raise DeadlineExceeded("the request's deadline passed")
-    try:
-        return await asyncio.wait_for(asyncio.wrap_future(fut), timeout=left)
-    except TimeoutError:
-        fut.cancel()
-        raise DeadlineExceeded(f"no answer within the deadline ({left * 1000:.0f} ms left when queued)") from None
+def _top_class(result: Any) -> tuple[str | None, float | None]:
+    top = result.top
+    return (None, None) if top is None else top
 
 
-def check_deadline(deadline: float) -> None:
-    if time.monotonic() >= deadline:
-        raise DeadlineExceeded("the request's deadline passed before its image was processed")
+def _weakest_box(result: Any) -> tuple[str | None, float | None]:
+    if not len(result):
+        return None, 0.0  # nothing found at all: as unsure as it gets
+    i = int(result.confidence.argmin())
+    return str(result.data["class_name"][i]), float(result.confidence[i])
+
+
+#: What a result is reviewed on, by task: (label, confidence) of the top class, or of the least confident
+#: kept box (an image without any box counts as confidence 0). A task not here is queued by sampling only.
+REVIEW_SIGNALS: dict[str, Callable[[Any], tuple[str | None, float | None]]] = {
+    "classification": _top_class,
+    "detection": _weakest_box,
+}
+
+
+def _as_json(result: Any) -> Any:
+    """A result's JSON form: ``to_dict()`` of visor's result types, arrays as lists, the rest as it is."""
+    if hasattr(result, "to_dict"):
+        return result.to_dict()
+    if hasattr(result, "tolist"):
+        return result.tolist()
+    return result
 
 
 class VisorService:
@@ -89,7 +99,9 @@ class VisorService:
 
         self.settings = settings
         self.metrics = metrics or ServiceMetrics()
-        self.manager = manager or ModelManager(settings, on_batch=self.metrics.observe_batch)
+        self.manager = manager or ModelManager(settings)
+        if self.manager.on_batch is None:  # an injected manager's batches are counted too
+            self.manager.on_batch = self.metrics.observe_batch
         self.metrics.watch_queues(self.manager.queue_depths)
         self.metrics.watch_drift(self.manager.drift_report)
         self.db = db if db is not None else ServiceDB(settings.db)
@@ -104,9 +116,6 @@ class VisorService:
         self._faces: Any = None
         self._index: Any = None
         self._key_cache: dict[str, tuple[str, float]] = {}  # sha256 -> (key name, valid until)
-        # decoding and preprocessing threads: a few per core, not anyio's 40, so that the event
-        # loop still gets the GIL under overload and can answer 503 quickly
-        self._decoders = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -176,7 +185,7 @@ class VisorService:
                      started: float) -> int | None:
         """Prediction logging and review queueing for one successful image; returns the review id."""
         review_id = None
-        if self.settings.review_enabled:
+        if self.settings.review_enabled and reviewable(task):
             reason = self._review_reason(model, confidence, label)
             if reason is not None:
                 review_id = await run_in_threadpool(
@@ -190,8 +199,6 @@ class VisorService:
         return review_id
 
     def _review_reason(self, model: str, confidence: float | None, label: str | None) -> str | None:
-        from visor.serve.review import review_reason
-
         return review_reason(self.policy, model, confidence, label, self.rng)
 
     async def _each(self, route: str, images: Sequence[ImageInput], one) -> BatchAnswer:
@@ -209,59 +216,35 @@ class VisorService:
 
     # ------------------------------------------------------------------ routes' work
 
-    async def classify(self, images: Sequence[ImageInput], *, top_k: int, deadline: float,
-                       key_name: str | None = None) -> BatchAnswer:
+    async def predict_route(self, task: str, images: Sequence[ImageInput], options: Any = None, *,
+                            deadline: float, key_name: str | None = None) -> BatchAnswer:
+        """A task's route (``/v1/classify``, ``/v1/detect``, any task of the registry the manager serves):
+        each image through :meth:`ModelManager.predict`, then review queueing and the prediction log.
+
+        ``options``: the route's typed options (``ClassifyOptions``, ``DetectOptions``: anything with
+        ``as_kwargs()``) or a mapping, checked once by the task's predictor. 404 for the whole request when
+        the service runs no model for ``task``; while the models load each image answers 503.
+        """
         m = self.manager
+        spec = m.require_task(task)
+        kwargs = options.as_kwargs() if hasattr(options, "as_kwargs") else dict(options or {})
+        kwargs = m.check_options(task, kwargs)
+        verb = spec.verb or spec.name  # the metrics' and the prediction log's route name
+        review_task = spec.batch_task or verb
+        signal = REVIEW_SIGNALS.get(task)
 
         async def one(img: ImageInput) -> dict[str, Any]:
             started = time.perf_counter()
-            check_deadline(deadline)
-            m._require_ready()
-            door = m.admission["classifier"]
-            door.enter()
-            try:
-                prepared = await anyio.to_thread.run_sync(m.prepare_classify, img.data, limiter=self._decoders)
-                probs = await wait_for(m.submit_classify(prepared, deadline), deadline)
-            finally:
-                door.leave()
-            result = m.finish_classify(probs, top_k)
-            d = result.to_dict()
-            top = result.top
-            review_id = await self._after("classify", img, "classify", result.model, d, top and top[0],
-                                          top and top[1], m.classifier.labels, key_name, started)
-            return {"classifications": d, "review_id": review_id}
+            result = await m.predict(task, img.data, deadline, **kwargs)
+            model = m.model_for(task)
+            doc = _as_json(result)
+            label, confidence = signal(result) if signal is not None else (None, None)
+            review_id = await self._after(verb, img, review_task, model.name, doc, label, confidence, model.labels,
+                                          key_name, started)
+            return {getattr(result, "TYPE", "") or spec.name: doc, "review_id": review_id}
 
-        answer = await self._each("classify", images, one)
-        answer.extra["model"] = m.classifier.name if m.classifier is not None else None
-        return answer
-
-    async def detect(self, images: Sequence[ImageInput], *, conf: float, iou: float, max_det: int, deadline: float,
-                     key_name: str | None = None) -> BatchAnswer:
-        m = self.manager
-
-        async def one(img: ImageInput) -> dict[str, Any]:
-            started = time.perf_counter()
-            check_deadline(deadline)
-            door = m.admission["detector"]
-            door.enter()
-            try:
-                prepared, geometry = await anyio.to_thread.run_sync(m.prepare_detect, img.data,
-                                                                    limiter=self._decoders)
-                output = await wait_for(m.submit_detect(prepared, deadline), deadline)
-            finally:
-                door.leave()
-            dets = m.finish_detect(output, geometry, conf=conf, iou=iou, max_det=max_det)
-            d = dets.to_dict()
-            # review on the least confident kept box (or none found at all)
-            low = float(dets.confidence.min()) if len(dets) else 0.0
-            label = str(dets.data["class_name"][int(dets.confidence.argmin())]) if len(dets) else None
-            review_id = await self._after("detect", img, "detect", m.detector.name, d, label, low,
-                                          m.detector.labels, key_name, started)
-            return {"detections": d, "review_id": review_id}
-
-        m._require_detector()
-        answer = await self._each("detect", images, one)
-        answer.extra["model"] = m.detector.name
+        answer = await self._each(verb, images, one)
+        answer.extra["model"] = m.model_name(task)
         return answer
 
     async def annotate(self, images: Sequence[ImageInput], *, features: Sequence[str], top_k: int, deadline: float,
@@ -290,7 +273,7 @@ class VisorService:
     def default_features(self) -> list[str]:
         from visor.annotate import FEATURES
 
-        return [f for f in FEATURES if f != "objects" or self.manager.detector is not None]
+        return [f for f in FEATURES if f != "objects" or self.manager.serves("detection")]
 
     def drift(self) -> dict[str, Any]:
         """The drift window against the profile (404 when the service has no --drift-profile)."""
@@ -299,7 +282,7 @@ class VisorService:
         if self.settings.drift_profile is None:
             raise ModelNotFound("this service has no drift profile: start it with --drift-profile PROFILE "
                                 "(visor evaluate --profile)")
-        self.manager._require_ready()
+        self.manager.require_ready()
         report = self.manager.drift_report()
         return {"profile": self.settings.drift_profile, "window": self.settings.drift_window,
                 "report": None if report is None else report.to_dict()}
@@ -313,9 +296,8 @@ class VisorService:
         if self._index is None:
             from visor.retrieval import Embedder, VectorIndex
 
-            self.manager._require_ready()
+            classifier = self.manager.model_for("classification").predictor
             index = VectorIndex.open(self.settings.index)
-            classifier = self.manager.classifier
             model = classifier if classifier.name == index.info.model else index.info.model
             # the index guards its own SQLite connection and faiss index with one lock, so searches
             # embed their queries concurrently
@@ -331,7 +313,7 @@ class VisorService:
 
         async def one(img: ImageInput) -> dict[str, Any]:
             check_deadline(deadline)
-            return {"hits": await anyio.to_thread.run_sync(run, img.data, limiter=self._decoders)}
+            return {"hits": await anyio.to_thread.run_sync(run, img.data, limiter=self.manager.decoders)}
 
         answer = await self._each("search", images, one)
         answer.extra["index"] = {"model": index.info.model, "count": index.info.count, "exact": index.exact}
@@ -346,9 +328,9 @@ class VisorService:
             return self.manager.annotate(data, features, top_k=int(options.get("top_k", 10)),
                                          crop_aspect_ratios=options.get("crop_aspect_ratios"), deadline=deadline)
 
-        self.manager._require_ready()
+        self.manager.require_ready()
         return await run_in_threadpool(cloudvision.annotate_images, body, run, int_enums=int_enums,
-                                       has_detector=self.manager.detector is not None,
+                                       has_detector=self.manager.serves("detection"),
                                        max_images=self.settings.max_images)
 
     # ------------------------------------------------------------------ face collections

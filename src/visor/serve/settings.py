@@ -10,8 +10,11 @@ from typing import Any
 from visor.config import from_mapping
 from visor.errors import ConfigError
 from visor.io import DEFAULT_LIMITS, ImageLimits
+from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR
 
 MB = 1024 * 1024
+#: The model name that switches a role off (``visor serve --detector none``).
+NO_MODEL = "none"
 
 
 @dataclass(frozen=True)
@@ -24,13 +27,18 @@ class ServeSettings:
     the limit becomes the fastest size (on a few CPU cores that is often 1). At most
     ``queue_size`` images wait per model; beyond that requests get 503 with ``Retry-After``.
     A request not answered within ``deadline_ms`` gets 504.
+
+    Models: ``classifier`` serves the classification task (``/v1/classify``, annotate's labels),
+    ``detector`` the detection task (``/v1/detect``, annotate's objects, Cloud Vision's
+    OBJECT_LOCALIZATION); the detector defaults to the zoo's COCO detector, and ``None`` (or
+    ``"none"``, as ``visor serve --detector none`` gives it) switches detection off.
     """
 
     host: str = "127.0.0.1"
     port: int = 8080
     workers: int = 1
-    classifier: str = "efficientnet_lite0"
-    detector: str | None = None
+    classifier: str = DEFAULT_CLASSIFIER
+    detector: str | None = DEFAULT_DETECTOR
     index: str | None = None  # a `visor index build` folder: enables POST /v1/search
     threads: int | None = None
     # micro-batching and load shedding
@@ -93,6 +101,12 @@ class ServeSettings:
         if self.metrics_public and not self.loopback:
             raise ConfigError(f"--metrics-public needs a loopback address (the service listens on {self.host}); "
                               "give Prometheus a bearer token with --metrics-token-file instead")
+        if not isinstance(self.classifier, str) or not self.classifier.strip():
+            raise ConfigError(f"classifier must name a model, got {self.classifier!r}")
+        if self.detector is not None and (not isinstance(self.detector, str) or not self.detector.strip()):
+            raise ConfigError(f"detector must name a model, or be 'none' for no detector, got {self.detector!r}")
+        if isinstance(self.detector, str) and self.detector.strip().lower() == NO_MODEL:
+            object.__setattr__(self, "detector", None)
         object.__setattr__(self, "review_labels", tuple(self.review_labels))
         object.__setattr__(self, "preload", tuple(self.preload))
 
