@@ -292,6 +292,13 @@ class FaceStore:
             col = self._collection(s, collection)
             return sorted(s.scalars(select(P.name).where(P.collection_id == col.id)).all())
 
+    def face_counts(self, collection: str) -> dict[str, int]:
+        """Faces enrolled per person (every person listed, sorted by name)."""
+        from collections import Counter
+
+        counts = Counter(self._embeddings(collection)[0])
+        return {person: counts.get(person, 0) for person in self.list_people(collection)}
+
     def remove_person(self, collection: str, person: str) -> None:
         """Forget ``person`` and all their photos' embeddings."""
         from sqlalchemy import select

@@ -361,22 +361,15 @@ class VisorService:
         def summary() -> list[dict[str, Any]]:
             out = []
             for name in store.list_collections():
-                faces = self._face_counts(store, name)
+                faces = store.face_counts(name)
                 out.append({"name": name, "people": len(faces), "faces": sum(faces.values())})
             return out
 
         return await run_in_threadpool(summary)
 
-    @staticmethod
-    def _face_counts(store: Any, collection: str) -> dict[str, int]:
-        from collections import Counter
-
-        counts = Counter(store._embeddings(collection)[0])
-        return {person: counts.get(person, 0) for person in store.list_people(collection)}
-
     async def collection(self, name: str) -> dict[str, Any]:
         store = await run_in_threadpool(self.faces)
-        counts = await run_in_threadpool(self._face_counts, store, name)
+        counts = await run_in_threadpool(store.face_counts, name)
         return {"name": name, "people": [{"name": p, "faces": n} for p, n in counts.items()]}
 
     async def identify(self, collection: str, images: Sequence[ImageInput], *, threshold: float,
