@@ -17,6 +17,8 @@ from visor.io import ImageLimits, ImageSource, bounded_copy, open_image
 from visor.io.image import DEFAULT_LIMITS
 from visor.types.text import TextLines
 
+#: The name results carry in ``model`` (RapidOCR 1.4's bundled PP-OCRv4 detection and recognition models).
+MODEL_NAME = "pp-ocrv4"
 #: The default longest side a :class:`TextReader` reads at (larger images are downscaled to it).
 MAX_SIDE = 2048
 
@@ -83,7 +85,7 @@ class TextReader:
         if (rgb.shape[1], rgb.shape[0]) != (w, h) and len(lines):
             scale = np.array([w / rgb.shape[1], h / rgb.shape[0]], np.float32)
             lines = TextLines(lines.polygons * scale, lines.text, lines.confidence)
-        return lines
+        return TextLines(lines.polygons, lines.text, lines.confidence, model=MODEL_NAME)
 
     def __call__(self, image: ImageSource) -> TextLines:
         return self.read(image)
