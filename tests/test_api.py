@@ -4,8 +4,6 @@ loaded predictor, one image -> one result, a list -> a list."""
 from __future__ import annotations
 
 import io
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,37 +14,17 @@ from PIL import Image
 
 import visor
 from visor.errors import ConfigError, ImageNotFound
-from visor.models import Detector, get_card, weights
+from visor.models import Detector
 from visor.models.registry import DEFAULT_DETECTOR
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "assets" / "bus.jpg"
-SHARED_MODELS = Path(os.environ.get("VISOR_SHARED_MODELS", REPO.parent / "shared" / "models"))
-
-
-def require_shared_model(relative: str) -> Path:
-    """A file of ../shared/models. Missing: a failure in CI, a skip elsewhere."""
-    path = SHARED_MODELS / relative
-    if not path.is_file():
-        msg = f"shared model {path} is missing (check out ../shared)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return path
 
 
 @pytest.fixture(scope="module")
-def zoo_detector(visor_cache) -> Detector:
-    """yolox_nano imported from ../shared/models into the test cache, where weights.resolve finds a URL
-    download (``<cache>/weights/<sha256>/<file name>``): nothing is downloaded. (Local until the shared
-    conftest fixture that imports the zoo lands.)"""
-    card = get_card(DEFAULT_DETECTOR)
-    source = require_shared_model("detection/yolox_nano.onnx")
-    target = weights.cache_dir() / "weights" / card.weights.sha256 / Path(card.weights.location).name
-    if not target.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-    return visor.load(DEFAULT_DETECTOR)
+def zoo_detector(yolox_nano) -> Detector:
+    """yolox_nano, imported from ../shared/models into the session cache by conftest (nothing downloaded)."""
+    return yolox_nano
 
 
 def sources_of_every_kind(path: Path) -> list:
