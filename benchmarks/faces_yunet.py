@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+from visor.benchmark import cpu_name
 from visor.faces import FaceAnalyzer, YuNetDetector
 from visor.faces.yunet import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MAX_DET
 from visor.io import bounded_copy, expand_paths, open_image
@@ -40,16 +40,6 @@ from visor.models.registry import builtin
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 DEFAULT_IMAGES = SHARED / "data" / "faces" / "unknown"
 DEFAULT_WEIGHTS = SHARED / "models" / "faces" / "yunet_n_dynamic.onnx"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_yunet(weights: Path, threads: int) -> YuNetDetector:

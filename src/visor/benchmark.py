@@ -603,15 +603,20 @@ class _Skip(Exception):
 # --------------------------------------------------------------------------- main entry
 
 
-def _environment(threads: int) -> dict[str, str]:
-    env = {"python": platform.python_version(), "platform": platform.platform(), "numpy": np.__version__,
-           "threads": str(threads), "cpu": platform.processor() or platform.machine()}
-    with contextlib.suppress(OSError, AttributeError):
-        env["load_average"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+def cpu_name() -> str:
+    """The CPU's model name (speed figures name the CPU they came from)."""
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                env["cpu"] = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _environment(threads: int) -> dict[str, str]:
+    env = {"python": platform.python_version(), "platform": platform.platform(), "numpy": np.__version__,
+           "threads": str(threads), "cpu": cpu_name()}
+    with contextlib.suppress(OSError, AttributeError):
+        env["load_average"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
     with contextlib.suppress(ImportError):
         import onnxruntime
 
