@@ -47,6 +47,30 @@ def check_against_reference(rows: list[dict], reference: dict[str, dict], top_k:
         assert row["status"] == "ok" and row["model"] == "efficientnet_lite0" and len(row["model_sha256"]) == 64
 
 
+def make_constant_detector(path: Path) -> Path:
+    """A YOLOv8-layout ONNX detector (64x64 input, classes cat and dog) whose output is constant: one box
+    (cx 32, cy 32, w 20, h 10 in input pixels) scoring 0.9 for cat, whatever the image."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    out_arr = np.zeros((1, 6, 84), np.float32)
+    out_arr[0, :, 0] = [32, 32, 20, 10, 0.9, 0.0]
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    o = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out_arr.shape))
+    nodes = [helper.make_node("Constant", [], ["value"], value=numpy_helper.from_array(out_arr)),
+             helper.make_node("Identity", ["value"], ["output0"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [inp], [o]), opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"names": "{0: 'cat', 1: 'dog'}"})
+    onnx.save(model, os.fspath(path))
+    return path
+
+
+#: coco128 images for the detect tests: the school bus photo (COCO 471) and four others.
+COCO_IMAGES = ("000000000471.jpg", "000000000009.jpg", "000000000025.jpg", "000000000030.jpg", "000000000034.jpg")
+
+
 VISOR_BATCH = [sys.executable, "-m", "visor", "batch"]
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from batch_helpers import PER_CLASS, make_bad_files
+from batch_helpers import COCO_IMAGES, PER_CLASS, make_bad_files
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +43,10 @@ def reference(classifier, image_folder) -> dict[str, dict]:
     for path, c in zip(good, classifier.classify(good, top_k=5), strict=True):
         out[path] = {"class_id": c.class_id.tolist(), "label": c.label.tolist(), "confidence": c.confidence.tolist()}
     return out
+
+
+@pytest.fixture(scope="session")
+def coco_images(shared_data) -> list[str]:
+    """Absolute paths of the coco128 images of COCO_IMAGES, the school bus first."""
+    root = shared_data("coco128") / "images"
+    return [os.path.abspath(root / name) for name in COCO_IMAGES]

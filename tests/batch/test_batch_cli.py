@@ -40,6 +40,17 @@ def test_cli_jsonl_summary_resume_and_refusal(tmp_path, image_folder, reference,
     assert all(len(r["result"]["predictions"]) == 3 for r in iter_results(out))
 
 
+def test_cli_detect_without_a_model_uses_the_default_detector(tmp_path, coco_images, yolox_nano, capsys):
+    out = tmp_path / "boxes.jsonl"
+    assert visor_batch(*coco_images[:3], "--task", "detect", "--out", str(out), "--json", "--no-progress") == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["ok"], summary["model"], summary["task"]) == (3, "yolox_nano", "detect")
+    rows = {r["path"]: r for r in iter_results(out)}
+    assert all(r["model"] == "yolox_nano" and r["result"]["model"] == "yolox_nano" for r in rows.values())
+    bus = rows[coco_images[0]]
+    assert (bus["label"], bus["class_id"]) == ("bus", 5) and abs(bus["confidence"] - 0.962151) < 1e-4
+
+
 def test_cli_ray_missing(monkeypatch, tmp_path, dev60, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)
     assert visor_batch(str(dev60[0]), "--out", str(tmp_path / "r.parquet"), "--engine", "ray") == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batch_helpers import LIMIT_PIXELS, check_against_reference
+from batch_helpers import LIMIT_PIXELS, check_against_reference, make_constant_detector
 
 from visor.batch import (
     BatchError,
@@ -158,21 +158,6 @@ def test_glob_and_file_inputs(image_folder):
     assert list(iter_inputs(str(root / "none-*.jpg"))) == [os.path.abspath(root / "none-*.jpg")]
 
 
-def test_fast_normalize_is_bit_identical_to_preprocess(classifier, dev60):
-    from visor.batch.tasks import ClassifyRunner, TaskSpec
-    from visor.models import preprocess as pp
-
-    runner = ClassifyRunner.__new__(ClassifyRunner)
-    ClassifyRunner.__init__(runner, TaskSpec())
-    for path in dev60[:3]:
-        image = classifier.decode(path)
-        assert np.array_equal(runner.prepare(str(path)), classifier.preprocess([image])[0])
-        assert np.array_equal(runner._normalize(pp.resize(image, classifier.card.preprocess)),
-                              pp.normalize(pp.resize(image, classifier.card.preprocess)[None],
-                                           classifier.card.preprocess)[0])
-    assert runner._fast is True
-
-
 def test_half_committed_chunk_and_temporaries(tmp_path, image_folder):
     """A run killed between a chunk's quarantine and results renames, or mid-write, redoes exactly that."""
     root, good, bad = image_folder
@@ -215,27 +200,70 @@ def test_ray_engine_without_ray_says_how_to_install(monkeypatch, dev60, tmp_path
 
 def test_detect_task(tmp_path, image_folder):
     """A constant-output ONNX detector: one box per image, rows carry the best box."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    out_arr = np.zeros((1, 6, 84), np.float32)
-    out_arr[0, :, 0] = [32, 32, 20, 10, 0.9, 0.0]
-    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
-    o = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(out_arr.shape))
-    nodes = [helper.make_node("Constant", [], ["value"], value=numpy_helper.from_array(out_arr)),
-             helper.make_node("Identity", ["value"], ["output0"])]
-    model = helper.make_model(helper.make_graph(nodes, "g", [inp], [o]), opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    helper.set_model_props(model, {"names": "{0: 'cat', 1: 'dog'}"})
-    onnx.save(model, os.fspath(tmp_path / "pets.onnx"))
     _, good, bad = image_folder
+    pets = make_constant_detector(tmp_path / "pets.onnx")
     out = tmp_path / "boxes.jsonl"
-    summary = run_batch(good[:5] + sorted(bad)[:2], task="detect", model=str(tmp_path / "pets.onnx"), out=out,
+    summary = run_batch(good[:5] + sorted(bad)[:2], task="detect", model=str(pets), out=out,
                         limits=LIMITS, batch_size=4)
     assert (summary.ok, summary.quarantined) == (5, 2)
     rows = list(iter_results(out))
     assert all(r["label"] == "cat" and r["count"] == 1 and r["class_id"] == 0 for r in rows)
     assert all(abs(r["confidence"] - 0.9) < 1e-6 and r["result"]["type"] == "detections" for r in rows)
+    assert all(r["model"] == "pets" and r["result"]["model"] == "pets" for r in rows)
+
+
+def test_detect_without_a_model_runs_the_registry_default(tmp_path, coco_images, yolox_nano):
+    """``--task detect`` with no model: the task registry's default detector (yolox_nano), its options
+    recorded, and the same detections as the detector itself."""
+    out = tmp_path / "boxes.jsonl"
+    summary = run_batch(coco_images, task="detect", out=out, batch_size=2, workers=2)
+    assert (summary.ok, summary.quarantined, summary.model) == (5, 0, "yolox_nano")
+    rows = {r["path"]: r for r in iter_results(out)}
+    assert all(r["model"] == "yolox_nano" and r["model_sha256"] == yolox_nano.card.weights.sha256
+               for r in rows.values())
+    params = read_params(out)
+    assert params["task"] == "detect" and params["model"] == "yolox_nano"
+    assert params["options"] == {"max_bytes": ImageLimits.max_bytes, "max_pixels": ImageLimits.max_pixels,
+                                 "conf": 0.25, "iou": 0.45, "max_det": 300, "agnostic": False}
+    for path, expected in zip(coco_images, yolox_nano.detect(coco_images), strict=True):
+        row = rows[path]
+        got = row["result"]["detections"]
+        assert row["count"] == len(got) == len(expected) > 0
+        assert [d["class_name"] for d in got] == expected.data["class_name"].tolist()
+        assert np.allclose([d["xyxy"] for d in got], expected.xyxy, atol=2e-3)
+        assert np.allclose([d["confidence"] for d in got], expected.confidence, atol=1e-5)
+    bus = rows[coco_images[0]]  # the school bus photo: the bus is the best box
+    assert bus["label"] == "bus" and bus["class_id"] == 5 and abs(bus["confidence"] - 0.962151) < 1e-4
+
+
+def test_a_custom_task_registry_entry_flows_into_batch(tmp_path, image_folder):
+    """A registry whose detection entry is the batch task "boxes", with its own default model and only the
+    conf option: run_batch takes the task, the model and the options from it."""
+    import dataclasses
+
+    from visor.batch import TASKS, batch_tasks
+    from visor.errors import ConfigError
+    from visor.models.tasks import TaskRegistry, builtin_tasks
+
+    pets = make_constant_detector(tmp_path / "pets.onnx")
+    custom = TaskRegistry([dataclasses.replace(s, batch_task="boxes", default_model=str(pets), options=("conf",))
+                           if s.name == "detection" else s for s in builtin_tasks()])
+    assert batch_tasks(custom) == ("classify", "boxes", "annotate") and batch_tasks() == TASKS
+    _, good, _ = image_folder
+    out = tmp_path / "boxes.jsonl"
+    summary = run_batch(good[:3], task="boxes", tasks=custom, out=out, conf=0.5)
+    assert (summary.ok, summary.model) == (3, "pets")
+    assert [(r["label"], r["count"]) for r in iter_results(out)] == [("cat", 1)] * 3
+    params = read_params(out)
+    assert params["task"] == "boxes" and params["options"] == {
+        "max_bytes": ImageLimits.max_bytes, "max_pixels": ImageLimits.max_pixels, "conf": 0.5}
+    # conf above the box's 0.9: no box, the option reached the predictor
+    run_batch(good[:1], task="boxes", tasks=custom, out=tmp_path / "none.jsonl", conf=0.95)
+    assert [(r["label"], r["count"]) for r in iter_results(tmp_path / "none.jsonl")] == [(None, 0)]
+    with pytest.raises(ConfigError, match=r"unknown task 'boxes'\. Choose one of classify, detect, annotate"):
+        run_batch(good[:1], task="boxes", out=tmp_path / "x.jsonl")
+    with pytest.raises(ConfigError, match=r"unknown task 'detct'\. Did you mean 'detect'\?"):
+        run_batch(good[:1], task="detct", out=tmp_path / "x.jsonl")
 
 
 def test_annotate_task(tmp_path, dev60):
@@ -249,6 +277,22 @@ def test_annotate_task(tmp_path, dev60):
         assert len(r["result"]["labels"]["predictions"]) == 2 and "properties" in r["result"]
         assert r["label"] == r["result"]["labels"]["predictions"][0]["label"]
     assert read_params(out)["options"]["features"] == ["labels", "properties"]
+
+
+def test_annotate_task_defaults_to_every_feature_with_the_default_models(tmp_path, coco_images, zoo_cache):
+    from visor.annotate import FEATURES
+
+    out = tmp_path / "docs.jsonl"
+    summary = run_batch(coco_images[:1], task="annotate", out=out)
+    assert (summary.ok, summary.model) == (1, "efficientnet_lite0+yolox_nano")
+    params = read_params(out)
+    assert params["options"]["features"] == list(FEATURES) and params["options"]["detector"] is None
+    (row,) = iter_results(out)
+    doc = row["result"]
+    assert row["status"] == "ok" and set(doc) == {"image", "width", "height", "generic_labels", *FEATURES}
+    assert (row["label"], row["class_id"]) == ("school bus", 779)
+    assert doc["objects"]["model"] == "yolox_nano" and doc["objects"]["detections"][0]["class_name"] == "bus"
+    assert [g["name"] for g in doc["generic_labels"]["labels"]] == ["Vehicle", "Motor vehicle", "Bus"]
 
 
 def test_no_inputs_and_bad_manifest_write_nothing(tmp_path):

@@ -21,7 +21,7 @@ from visor.batch.store import (
     read_params,
     read_results,
 )
-from visor.batch.tasks import TASKS, TaskSpec
+from visor.batch.tasks import TASKS, TaskSpec, batch_tasks
 
 __all__ = [
     "ENGINES",
@@ -34,6 +34,7 @@ __all__ = [
     "OutputLocked",
     "OutputMismatch",
     "TaskSpec",
+    "batch_tasks",
     "iter_inputs",
     "iter_manifest",
     "iter_paths",

@@ -6,8 +6,7 @@ session (each with ``cores / streams`` intra-op threads): on a few cores, two si
 calls get more from the CPU than one call split over two threads, whose threads wait for each
 other at every operator, and more so when decode workers take turns on the same cores.
 
-Inputs are grouped into batches as they are queued; where the task allows it (classify), the
-workers write each preprocessed image straight into its slot of the batch array. At most
+Inputs are grouped into batches as they are queued. At most
 ``2 * streams + 1`` batches are queued, decoding or inferring, which bounds memory whatever the
 input size. Outcomes reach the sink in input order.
 """
@@ -21,8 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from visor.batch.tasks import Runner
 from visor.errors import VisorError
 
@@ -33,7 +30,6 @@ Outcome = tuple[str, Any]  # (path, result row or VisorError)
 class _Batch:
     paths: list[str]
     futures: list[Future]
-    array: np.ndarray | None  # the inputs' slots, when the runner prepares into them
 
 
 def _infer_batch(runner: Runner, batch: _Batch) -> list[Outcome]:
@@ -53,11 +49,7 @@ def _infer_batch(runner: Runner, batch: _Batch) -> list[Outcome]:
         items.append(item)
     runner.timer.add("wait_for_decode", time.perf_counter() - t)
     if good:
-        if batch.array is not None:
-            inputs = batch.array if len(good) == len(batch.paths) else batch.array[good]
-        else:
-            inputs = items
-        for i, row in zip(good, runner.infer(inputs), strict=True):
+        for i, row in zip(good, runner.infer(items), strict=True):
             outcomes[i] = (batch.paths[i], row)
     return outcomes
 
@@ -76,7 +68,6 @@ def run_local(
     (``sink.ok(path, row)`` / ``sink.bad(path, error)``, then ``sink.maybe_commit()`` per batch)."""
     decoding: deque[_Batch] = deque()
     inferring: deque[Future] = deque()
-    shape = runner.item_shape
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visor-batch-decode") as decode_pool, \
             ThreadPoolExecutor(max_workers=streams, thread_name_prefix="visor-batch-infer") as infer_pool:
 
@@ -86,13 +77,8 @@ def run_local(
                 paths = [p for _, p in zip(range(batch_size), pending, strict=False)]
                 if not paths:
                     return
-                if shape is not None:
-                    array = np.empty((len(paths), *shape), np.float32)
-                    futures = [decode_pool.submit(runner.prepare, p, array[i]) for i, p in enumerate(paths)]
-                else:
-                    array = None
-                    futures = [decode_pool.submit(runner.prepare, p) for p in paths]
-                decoding.append(_Batch(paths, futures, array))
+                futures = [decode_pool.submit(runner.prepare, p) for p in paths]
+                decoding.append(_Batch(paths, futures))
 
         try:
             top_up()

@@ -15,6 +15,7 @@ from visor.batch.store import ResultStore, output_format, require_pyarrow
 from visor.batch.tasks import Runner, TaskSpec, default_batch_size, quarantine_row
 from visor.errors import ConfigError, VisorError
 from visor.io import DEFAULT_LIMITS, ImageLimits
+from visor.models.tasks import TaskRegistry
 
 ENGINES = ("local", "ray")
 DEFAULT_CHUNK_SIZE = 1024
@@ -140,9 +141,16 @@ def run_batch(
     overwrite: bool = False,
     ray_address: str | None = None,
     progress: bool = False,
+    tasks: TaskRegistry | None = None,
 ) -> BatchSummary:
-    """Run ``task`` (``classify``, ``detect`` or ``annotate``) over every input and write one row per
-    input to ``out`` (a folder of parts, ``.parquet`` or ``.jsonl``; see :mod:`visor.batch.store`).
+    """Run ``task`` over every input and write one row per input to ``out`` (a folder of parts,
+    ``.parquet`` or ``.jsonl``; see :mod:`visor.batch.store`).
+
+    ``task``: a batch task of the task registry (``tasks``, default visor's: ``classify``, ``detect``) or
+    ``annotate``. ``model`` defaults to the registry's default model for the task (``detect``:
+    ``yolox_nano``), and the task's options (``top_k`` for classify; ``conf``, ``iou``, ``max_det``,
+    ``agnostic`` for detect) are the ones the registry lists for it. ``annotate`` runs ``features``
+    (default: all) with ``model`` as the classifier and ``detector`` for ``objects``.
 
     ``inputs``: a folder, glob, image file or manifest (CSV / JSON Lines / Parquet with a ``path``
     column), or a list of them. Bad images go to the quarantine table and the run goes on. Run it
@@ -153,8 +161,8 @@ def run_batch(
     concurrent inference calls (default: the CPU count, at most 4; 1 for annotate), each with ``threads``
     ONNX Runtime threads (default: CPU count / streams). ``engine="ray"``: ``workers`` Ray Data actors
     (default 1), on a local Ray instance or the cluster at ``ray_address``. ``batch_size``: images per
-    inference call (default: 32 for classify, 8 for detect, 1 for annotate, divided by the concurrent
-    calls, streams or actors: ONNX Runtime's memory grows with the images in flight). Rows are
+    inference call (default: 16 for classify, 8 for detect and other tasks, 1 for annotate, divided
+    by the concurrent calls, streams or actors: ONNX Runtime's memory grows with the images in flight). Rows are
     committed every ``chunk_size`` inputs or ``flush_seconds``.
     """
     if engine not in ENGINES:
@@ -170,7 +178,7 @@ def run_batch(
             threads = max(1, cpus // streams)
     spec = TaskSpec(task=task, model=model, detector=detector, features=tuple(features or ()), top_k=top_k,
                     conf=conf, iou=iou, max_det=max_det, agnostic=agnostic, max_bytes=limits.max_bytes,
-                    max_pixels=limits.max_pixels, threads=threads)
+                    max_pixels=limits.max_pixels, threads=threads, tasks=tasks)
     if output_format(out) == "parquet":
         require_pyarrow("Parquet output")  # before loading anything
     if not isinstance(inputs, (str, os.PathLike, list, tuple)):
@@ -265,6 +273,6 @@ def _describe_inputs(inputs: Inputs) -> list[str] | str:
 
 
 def _version() -> str:
-    from visor import __version__
+    from visor.version import __version__
 
     return __version__

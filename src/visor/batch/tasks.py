@@ -8,6 +8,17 @@ work in two:
   preprocess the image into what inference needs; a bad image raises its typed error;
 * :meth:`Runner.infer` (a batch of prepared inputs): one ONNX Runtime call and the
   postprocessing, giving one result row, or a typed error, per input.
+
+The ``--task`` values are the task registry's batch tasks (:mod:`visor.models.tasks`:
+``classify``, ``detect``, and those of a custom registry passed as ``tasks=``) and ``annotate``. For
+a registry task the registry names the predictor, its default model (``detect``: ``yolox_nano``) and
+the options it takes; one :class:`PredictorRunner` runs any of them (workers: decode +
+``predictor.prepare``; inference: ``predictor.infer`` + ``predictor.postprocess``).
+
+Classification has no special path any more: the runner that had the workers normalise straight into
+the batch array (two passes, bit-identical) was not measurably faster than the generic one (2 busy
+cores, imagenette-dev 224 px: resize + normalise 1.74 vs 1.85 ms of CPU per image, about 1% of the
+11 ms an image costs with inference; end to end, alternating rounds, no difference above the noise).
 """
 
 from __future__ import annotations
@@ -16,27 +27,41 @@ import hashlib
 import json
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
 from visor.errors import ConfigError, VisorError
 from visor.io import ImageLimits, open_image
-from visor.models import preprocess as pp
+from visor.models.tasks import TaskRegistry, builtin_tasks
+from visor.models.tasks import TaskSpec as ModelTask
 
-TASKS = ("classify", "detect", "annotate")
+#: The task that runs several features per image (:mod:`visor.annotate`), beside the registry's batch tasks.
+ANNOTATE = "annotate"
+#: visor's ``--task`` values: the batch tasks of :func:`~visor.models.tasks.builtin_tasks`, then annotate.
+TASKS = ("classify", "detect", ANNOTATE)
 #: Images inferred at once, over all concurrent inference calls, by default: ONNX Runtime's memory
 #: grows with it (EfficientNet-Lite0 at 224 px: about 20-25 MB per image in flight; two calls of
 #: 8 images peak near 0.5 GB for the whole process, two of 16 near 0.8-1 GB) while the throughput
-#: hardly changes beyond 8 images per call.
-IMAGES_IN_FLIGHT = {"classify": 16, "detect": 8, "annotate": 1}
+#: hardly changes beyond 8 images per call. Other tasks: :data:`DEFAULT_IMAGES_IN_FLIGHT`.
+IMAGES_IN_FLIGHT = {"classify": 16, "detect": 8, ANNOTATE: 1}
+DEFAULT_IMAGES_IN_FLIGHT = 8
+#: The :class:`TaskSpec` fields a registry task's options are read from (an option named in
+#: ``ModelTask.options`` that is not one of them keeps the predictor's default).
+OPTION_FIELDS = ("top_k", "conf", "iou", "max_det", "agnostic")
+
+
+def batch_tasks(tasks: TaskRegistry | None = None) -> tuple[str, ...]:
+    """The ``--task`` values a registry gives: its batch tasks, then ``annotate``."""
+    return (*(tasks if tasks is not None else builtin_tasks()).batch_tasks(), ANNOTATE)
 
 
 def default_batch_size(task: str, concurrency: int) -> int:
     """The batch size that keeps :data:`IMAGES_IN_FLIGHT` images in inference over ``concurrency`` calls."""
-    return max(1, IMAGES_IN_FLIGHT[task] // max(1, concurrency))
+    return max(1, IMAGES_IN_FLIGHT.get(task, DEFAULT_IMAGES_IN_FLIGHT) // max(1, concurrency))
 
 
 @dataclass(frozen=True)
@@ -44,12 +69,13 @@ class TaskSpec:
     """The work of a batch run, independent of the engine. Picklable (Ray actors build from it)."""
 
     task: str = "classify"
+    """A batch task of the task registry (``classify``, ``detect``...) or ``annotate``."""
     model: str | None = None
-    """Classifier (classify, annotate's labels) or detector (detect); None: the built-in default."""
+    """The task's model (annotate: the classifier of ``labels``); None: the registry's default model."""
     detector: str | None = None
-    """annotate only: the detector for the ``objects`` feature."""
+    """annotate only: the detector for the ``objects`` feature (None: the registry's default)."""
     features: tuple[str, ...] = ()
-    """annotate only: the features to run (default: all but objects, as ``visor annotate``)."""
+    """annotate only: the features to run (default: every feature of the task registry, as ``visor.annotate``)."""
     top_k: int = 5
     conf: float = 0.25
     iou: float = 0.45
@@ -59,34 +85,54 @@ class TaskSpec:
     max_pixels: int = ImageLimits.max_pixels
     threads: int | None = None
     """ONNX Runtime intra-op threads (None: one per physical core)."""
+    tasks: TaskRegistry | None = None
+    """The task registry (None: :func:`~visor.models.tasks.builtin_tasks`)."""
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task != ANNOTATE:
+            try:
+                self.model_task()
+            except ConfigError:
+                known = batch_tasks(self.tasks)
+                from visor.config import suggest
+
+                raise ConfigError(f"unknown task {self.task!r}.{suggest(str(self.task), known)} "
+                                  f"Choose one of {', '.join(known)}") from None
         if int(self.top_k) < 1:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
-        if self.task == "annotate":
-            from visor.annotate import FEATURES, check_features
+        if self.task == ANNOTATE:
+            from visor.annotate import check_features
 
-            feats = self.features or tuple(f for f in FEATURES if f != "objects")
-            object.__setattr__(self, "features", check_features(feats))
+            wanted = self.features or tuple(self.task_registry.features())
+            object.__setattr__(self, "features", check_features(wanted, self.tasks))
         elif self.features:
             raise ConfigError("features apply to --task annotate only")
+
+    @property
+    def task_registry(self) -> TaskRegistry:
+        return self.tasks if self.tasks is not None else builtin_tasks()
+
+    def model_task(self) -> ModelTask:
+        """The registry's entry for this batch task (:class:`ConfigError` for ``annotate``, or one it lacks)."""
+        return self.task_registry.by_batch_task(self.task)
 
     @property
     def limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.max_bytes, max_pixels=self.max_pixels)
 
+    def predict_options(self) -> dict[str, Any]:
+        """The options the task's predictor takes (``ModelTask.options``) with this run's values."""
+        return {name: getattr(self, name) for name in self.model_task().options if name in OPTION_FIELDS}
+
     def options(self) -> dict[str, Any]:
         """The options that change results (recorded in the output; a resume must match them)."""
         opts: dict[str, Any] = {"max_bytes": self.max_bytes, "max_pixels": self.max_pixels}
-        if self.task in ("classify", "annotate"):
+        if self.task == ANNOTATE:
             opts["top_k"] = self.top_k
-        if self.task == "detect":
-            opts.update(conf=self.conf, iou=self.iou, max_det=self.max_det, agnostic=self.agnostic)
-        if self.task == "annotate":
             opts["features"] = list(self.features)
             opts["detector"] = self.detector
+        else:
+            opts.update(self.predict_options())
         return opts
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,18 +141,32 @@ class TaskSpec:
         return d
 
     def build(self) -> Runner:
-        return {"classify": ClassifyRunner, "detect": DetectRunner, "annotate": AnnotateRunner}[self.task](self)
+        if self.task == ANNOTATE:
+            return AnnotateRunner(self)
+        return PredictorRunner(self)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _load(name: str | None, spec: TaskSpec, default: str | None = None):
-    import visor
+def _load(name: str, spec: TaskSpec):
+    from visor.models import load
 
     # ONNX Runtime's idle threads sleep instead of spinning: decode workers share the cores with
     # inference. (The session may be called from several threads at once: the inference streams share it.)
-    return visor.load(name or default, limits=spec.limits, threads=spec.threads, spin=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the CLI reports licence warnings once, before the run
+        return load(name, limits=spec.limits, threads=spec.threads, spin=False, tasks=spec.tasks)
+
+
+def _model_name(given: str | None, task: ModelTask, flag: str = "--model") -> str:
+    """The model named, else the registry's default for the task."""
+    if given:
+        return given
+    if task.default_model is None:
+        raise ConfigError(f"the {task.name} task has no default model: pass {flag} (a registry name, model folder, "
+                          "card.json or .onnx file)")
+    return task.default_model
 
 
 def weights_sha256(model) -> str:
@@ -170,10 +230,6 @@ class Runner:
     card_sha256: str = ""
     timer: _Timer = field(default_factory=_Timer)
 
-    #: ``(C, H, W)`` when :meth:`prepare` can write into a slot of a batch array (``prepare(path, out)``)
-    #: and :meth:`infer` takes that array; None when inputs are prepared one by one.
-    item_shape: ClassVar[tuple[int, ...] | None] = None
-
     def identity(self) -> dict[str, Any]:
         """Task, model and options: what a resumed run must share with the output."""
         return {"task": self.spec.task, "model": self.model_name, "model_sha256": self.model_sha256,
@@ -192,149 +248,87 @@ def _row(result: dict[str, Any], label=None, class_id=None, confidence=None, cou
             "result": result}
 
 
-# --------------------------------------------------------------------------- classify
+def result_row(result: Any) -> dict[str, Any]:
+    """The output row of one result: its JSON, and the best item's label, class id and confidence (the one
+    scoring highest: the top class, the best box) with the number of items, where the result type has them."""
+    count = len(result) if hasattr(result, "__len__") else None
+    confidence = getattr(result, "confidence", None)
+    label = class_id = best_confidence = None
+    if confidence is not None and len(confidence):
+        best = int(np.argmax(np.asarray(confidence, np.float64)))
+        best_confidence = float(confidence[best])
+        ids = getattr(result, "class_id", None)
+        class_id = int(ids[best]) if ids is not None else None
+        labels = getattr(result, "label", None)
+        if labels is None:
+            labels = (getattr(result, "data", None) or {}).get("class_name")
+        label = str(labels[best]) if labels is not None else None
+    return _row(result.to_dict(), label, class_id, best_confidence, count)
 
 
-class ClassifyRunner(Runner):
-    """Decode (JPEG draft), resize and normalize in the workers; one ONNX call per batch."""
+# --------------------------------------------------------------------------- any registry task
+
+
+class PredictorRunner(Runner):
+    """A registry task run by its :class:`~visor.models.predictor.Predictor`: decode and ``prepare`` (the
+    card's resize / letterbox and normalisation) in the workers; per batch one ``infer`` (ONNX Runtime)
+    and ``postprocess`` with the task's options."""
 
     def __init__(self, spec: TaskSpec) -> None:
-        from visor.models import Classifier
-
         super().__init__(spec)
-        clf = _load(spec.model, spec, "efficientnet_lite0")
-        if not isinstance(clf, Classifier):
-            raise ConfigError(f"{clf.name} is a {clf.card.task} model; --task classify needs a classifier")
-        self.model = clf
-        self.model_name, self.model_sha256, self.card_sha256 = clf.name, weights_sha256(clf), card_sha256(clf)
-        cfg = clf.card.preprocess
-        self._cfg = cfg
-        # The same float32 constants as visor.models.preprocess.normalize, laid out for CHW.
-        self._mean = (np.asarray(cfg.mean, np.float32) * 255.0).reshape(3, 1, 1)
-        self._inv_std = (1.0 / (np.asarray(cfg.std, np.float32) * 255.0)).reshape(3, 1, 1)
-        self._fast: bool | None = None  # checked against the classifier's own preprocessing on first use
-        self._fast_lock = threading.Lock()
+        task = spec.model_task()
+        if task.predictor is None or not hasattr(task.predictor_class(), "from_card"):
+            raise ConfigError(f"the {task.name} task runs no model; --task {spec.task} cannot run in a batch")
+        model = _load(_model_name(spec.model, task), spec)
+        if not isinstance(model, task.predictor_class()):
+            raise ConfigError(f"{model.name} is a {model.card.task} model; --task {spec.task} needs a {task.name} "
+                              "model")
+        self.model = model
+        self.options = spec.predict_options()
+        self.model_name, self.model_sha256, self.card_sha256 = model.name, weights_sha256(model), card_sha256(model)
 
-    @property
-    def item_shape(self) -> tuple[int, int, int]:
-        h, w = self._cfg.input_size
-        return (3, h, w)
-
-    def _normalize(self, hwc: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """``HxWx3`` uint8 to normalized ``3xHxW`` float32 (into ``out``) in two passes over cache-sized
-        data: subtract from the transposed bytes, then scale in place. Elementwise the same float32
-        operations as ``preprocess.normalize``, so the result is bit-identical (checked once)."""
-        if out is None:
-            out = np.empty((3, *hwc.shape[:2]), np.float32)
-        np.subtract(hwc.transpose(2, 0, 1), self._mean, out=out, dtype=np.float32)
-        np.multiply(out, self._inv_std, out=out)
-        return out
-
-    def prepare(self, path: str, out: np.ndarray | None = None) -> np.ndarray:
-        """The normalized ``3xHxW`` input of one image, written into ``out`` (a slot of a batch) if given."""
+    def prepare(self, path: str) -> tuple[np.ndarray, Any]:
+        """One image's model input and geometry."""
         laps = self.timer.laps()
         image = self.model.decode(path)
         laps.lap("decode")
-        if self._fast is None:
-            with self._fast_lock:
-                if self._fast is None:
-                    reference = self.model.preprocess([image])[0]
-                    self._fast = bool(np.array_equal(self._normalize(pp.resize(image, self._cfg)), reference))
-        if self._fast:
-            x = self._normalize(pp.resize(image, self._cfg), out)
-        else:  # the classifier preprocesses differently now: use it as it is
-            x = self.model.preprocess([image])[0]
-            if out is not None:
-                out[...] = x
+        batch, metas = self.model.prepare([image])
         laps.lap("preprocess")
-        return x
+        return batch[0], metas[0]
 
-    def infer(self, items: Sequence[np.ndarray] | np.ndarray) -> list[dict[str, Any] | VisorError]:
-        """Classify prepared inputs: a list of them, or a batch array they were prepared into."""
+    def infer(self, items: Sequence[tuple[np.ndarray, Any]]) -> list[dict[str, Any] | VisorError]:
         laps = self.timer.laps()
-        batch = items if isinstance(items, np.ndarray) else np.stack(items)
+        batch = np.stack([x for x, _ in items])
         laps.lap("stack")
-        logits = self.model.logits(batch)
+        outputs = self.model.infer(batch)
         laps.lap("inference")
-        rows = []
-        for c in self.model.postprocess(logits, self.spec.top_k):
-            top = c.top
-            rows.append(_row(c.to_dict(), top[0] if top else None, int(c.class_id[0]) if top else None,
-                             float(c.confidence[0]) if top else None, len(c)))
+        rows: list[dict[str, Any] | VisorError] = [
+            result_row(r) for r in self.model.postprocess(outputs, [m for _, m in items], **self.options)]
         laps.lap("postprocess")
         return rows
-
-
-# --------------------------------------------------------------------------- detect
-
-
-class DetectRunner(Runner):
-    """Decode and letterbox in the workers; one ONNX call per batch, then box decoding and NMS."""
-
-    def __init__(self, spec: TaskSpec) -> None:
-        import warnings
-
-        from visor.models import Detector
-
-        super().__init__(spec)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the CLI reports licence warnings once, before the run
-            det = _load(spec.model or _default_detector(), spec)
-        if not isinstance(det, Detector):
-            raise ConfigError(f"{det.name} is a {det.card.task} model; --task detect needs a detection model")
-        self.model = det
-        self.model_name, self.model_sha256, self.card_sha256 = det.name, weights_sha256(det), card_sha256(det)
-
-    def prepare(self, path: str):
-        laps = self.timer.laps()
-        image = self.model.decode(path)
-        laps.lap("decode")
-        batch, geometry = self.model.preprocess([image])
-        laps.lap("preprocess")
-        return batch[0], geometry[0]
-
-    def infer(self, items):
-        laps = self.timer.laps()
-        output = self.model.infer(np.stack([x for x, _ in items]))
-        laps.lap("inference")
-        s = self.spec
-        found = self.model.postprocess(output, [g for _, g in items], conf=s.conf, iou=s.iou, max_det=s.max_det,
-                                       agnostic=s.agnostic)
-        rows = []
-        for d in found:
-            doc = d.to_dict()
-            best = doc["detections"][0] if doc["detections"] else None
-            rows.append(_row(doc, best.get("class_name") if best else None, best["class_id"] if best else None,
-                             float(d.confidence[0]) if best else None, len(d)))
-        laps.lap("postprocess")
-        return rows
-
-
-def _default_detector() -> str:
-    from visor import models
-
-    for name in models.list():
-        if models.get_card(name).task == "detection":
-            return name
-    raise ConfigError("no built-in detection model; pass --model (a model folder, card.json or .onnx file)")
 
 
 # --------------------------------------------------------------------------- annotate
 
 
 class AnnotateRunner(Runner):
-    """Decode in the workers; the features run one image at a time (each model batches internally)."""
+    """Decode in the workers; the features run one image at a time (each model batches internally).
+    The classifier (``labels``) and detector (``objects``) are the registry's defaults unless named."""
 
     def __init__(self, spec: TaskSpec) -> None:
         from visor.annotate import Annotator
 
         super().__init__(spec)
-        clf = _load(spec.model, spec, "efficientnet_lite0") if "labels" in spec.features else None
-        det = _load(spec.detector, spec) if "objects" in spec.features and spec.detector else None
-        self.annotator = Annotator(classifier=clf or (spec.model or "efficientnet_lite0"), detector=det,
-                                   top_k=spec.top_k, limits=spec.limits)
+        registry = spec.task_registry
+        clf = det = None
+        if "labels" in spec.features:
+            clf = _load(_model_name(spec.model, registry.by_feature("labels")), spec)
+        if "objects" in spec.features:
+            det = _load(_model_name(spec.detector, registry.by_feature("objects"), "--detector"), spec)
+        self.annotator = Annotator(classifier=clf, detector=det, top_k=spec.top_k, limits=spec.limits,
+                                   tasks=spec.tasks)
         models = [m for m in (clf, det) if m is not None]
-        self.model_name = "+".join(m.name for m in models) or "annotate"
+        self.model_name = "+".join(m.name for m in models) or ANNOTATE
         self.model_sha256 = "+".join(weights_sha256(m) for m in models)
         self.card_sha256 = "+".join(card_sha256(m) for m in models)
 
