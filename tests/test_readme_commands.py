@@ -430,7 +430,8 @@ def check_properties(r, ws):
 def check_annotate(r, ws):
     (line,) = _lines(r)
     doc = json.loads(line)
-    assert list(doc) == ["image", "width", "height", "labels", "faces", "text", "properties", "crop_hints"]
+    assert list(doc) == ["image", "width", "height", "labels", "generic_labels", "faces", "text", "properties",
+                         "crop_hints"]
     assert doc["labels"]["predictions"][0]["label"] == "school bus"
     assert all("error" not in doc[f] for f in ("labels", "faces", "text", "properties", "crop_hints")), doc
 

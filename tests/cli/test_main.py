@@ -226,9 +226,9 @@ def test_annotate_with_the_wrong_kind_of_model_reports_it_in_the_slot(capsys, tm
     model = _constant_detector(tmp_path / "boxes.onnx")
     code, out, err = run(capsys, "annotate", str(SAMPLE), "--model", str(model), "--features", "labels")
     assert (code, err) == (0, "")
-    assert json.loads(out)["labels"] == {"error": {"type": "ConfigError", "code": "invalid_config",
-                                                   "message": "boxes is a detection model; labels need a classifier"}}
+    message = "boxes is a detection model; the labels feature needs a classification model"
+    assert json.loads(out)["labels"] == {"error": {"type": "ConfigError", "code": "invalid_config", "message": message}}
     code, out, err = run(capsys, "annotate", str(SAMPLE), "--detector", "efficientnet_lite0", "--features", "objects")
     assert (code, err) == (0, "")
     assert json.loads(out)["objects"]["error"]["message"] == (
-        "efficientnet_lite0 is a classification model; objects need a detector")
+        "efficientnet_lite0 is a classification model; the objects feature needs a detection model")

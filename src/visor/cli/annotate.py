@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
-    p.add_argument("--features", default=",".join(f for f in FEATURES if f != "objects"),
-                   help=f"comma-separated features (default: all but objects); from {', '.join(FEATURES)}")
+    p.add_argument("--features", default=",".join(FEATURES),
+                   help=f"comma-separated features (default: all); from {', '.join(FEATURES)}")
     add_model_option(p, "classification", role="classifier for labels")
     detector = default_model("detection")
     p.add_argument("--detector", default=detector, metavar="MODEL",

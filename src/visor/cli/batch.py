@@ -77,6 +77,8 @@ def _sigterm_as_interrupt():
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``visor batch`` to the command parser."""
+    from visor.batch.tasks import batch_tasks
+
     p = sub.add_parser(
         "batch",
         help="run a model over many images into a resumable Parquet or JSON Lines output",
@@ -92,7 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, glob, image file or manifest")
-    p.add_argument("--task", choices=("classify", "detect", "annotate"), default="classify",
+    p.add_argument("--task", choices=batch_tasks(), default="classify",
                    help="what to run on each image (default classify)")
     add_output_options(p, json=None, out="output folder ending in .parquet or .jsonl", out_required=True,
                        out_metavar="OUT")
@@ -124,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, threads_help="ONNX Runtime threads per inference call (default: CPU count / streams; ray: CPU count / "
                         "actors on a local instance, 1 per actor on a cluster)")
     p.add_argument("--batch-size", type=positive_int, default=None,
-                   help="images per inference call (default: 32 for classify, 8 for detect, divided by the "
+                   help="images per inference call (default: 16 for classify, 8 for detect, divided by the "
                         "concurrent calls; memory grows with it)")
     p.add_argument("--overwrite", action="store_true", help="delete an existing output made with other parameters")
     add_output_options(p, json="document")

@@ -36,6 +36,7 @@ import numpy as np
 from visor.data.dataset import SPLIT_NAMES, ClassificationDataset
 from visor.errors import ConfigError
 from visor.io.files import atomic_write
+from visor.models.registry import DEFAULT_CLASSIFIER
 from visor.retrieval.curate_html import render_html
 
 #: Cosine similarity at or above which two images are near-duplicates (see the module notes).
@@ -371,7 +372,7 @@ def _embed_all(embedder: Any, paths: list[Path], batch_size: int, progress: bool
 def curate(
     data: ClassificationDataset | str | os.PathLike,
     *,
-    model: Any = "efficientnet_lite0",
+    model: Any = DEFAULT_CLASSIFIER,
     embedder: Any = None,
     split_column: str | None = None,
     near_threshold: float = DEFAULT_THRESHOLD,

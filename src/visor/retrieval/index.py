@@ -47,6 +47,7 @@ import numpy as np
 from visor.errors import ConfigError, InvalidInput, VisorError
 from visor.io import ImageSource, describe_source
 from visor.io.files import PUBLIC, atomic_path, atomic_write
+from visor.models.registry import DEFAULT_CLASSIFIER
 
 INDEX_FILE = "index.json"
 VECTORS_FILE = "vectors.faiss"
@@ -450,7 +451,7 @@ class VectorIndex:
 # --------------------------------------------------------------------------- image-level API
 
 
-def build_index(sources: Iterable[ImageSource], out: str | os.PathLike, *, model: Any = "efficientnet_lite0",
+def build_index(sources: Iterable[ImageSource], out: str | os.PathLike, *, model: Any = DEFAULT_CLASSIFIER,
                 labels: Sequence[str | None] | None = None, embedder: Any = None, batch_size: int = 32,
                 exact_limit: int = EXACT_LIMIT, overwrite: bool = False, progress: bool = False,
                 root: str | os.PathLike | None = None) -> tuple[VectorIndex, list[tuple[str, VisorError]]]:

@@ -264,10 +264,11 @@ class ModelManager:
                     self._models[predictor.name] = self._by_task[task] = slot
                 classifier, detector = self._by_task.get("classification"), self._by_task.get("detection")
                 self._annotator = Annotator(classifier=classifier.predictor if classifier else s.classifier,
-                                            detector=detector.predictor if detector else None, limits=s.limits)
+                                            detector=detector.predictor if detector else None, limits=s.limits,
+                                            tasks=self.tasks)
                 for feature in ("faces", "text", "moderation"):
                     if feature in s.preload:
-                        self._annotator._model(feature)  # Annotator has no public model(feature) yet
+                        self._annotator.model(feature)
                 if s.drift_profile:
                     if classifier is None:
                         raise ConfigError("a drift profile needs a classifier to compare")
@@ -434,7 +435,7 @@ class ModelManager:
     @property
     def face_analyzer(self) -> Any:
         self.require_ready()
-        return self._annotator._model("faces")  # no public model(feature) yet
+        return self._annotator.model("faces")
 
     @property
     def annotate_lock(self) -> threading.Lock:

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from visor.models.registry import DEFAULT_CLASSIFIER
+
 DESCRIPTION = """Self-hosted image recognition.
 
 Send images as `multipart/form-data` (one or more files in the field `images`) or as JSON
@@ -80,9 +82,9 @@ DETECT_OPTIONS = {"conf": {"type": "number", "minimum": 0, "maximum": 1, "defaul
 ANNOTATE_OPTIONS = {"features": {"type": "string", "example": "labels,faces,text"},
                     "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}}
 
-_CLASSIFICATIONS = {"type": "classifications", "model": "efficientnet_lite0",
+_CLASSIFICATIONS = {"type": "classifications", "model": DEFAULT_CLASSIFIER,
                     "predictions": [{"class_id": 779, "label": "school bus", "confidence": 0.93}]}
-CLASSIFY = {**_ok({"model": "efficientnet_lite0", "results": [
+CLASSIFY = {**_ok({"model": DEFAULT_CLASSIFIER, "results": [
     {"image": "bus.jpg", "classifications": _CLASSIFICATIONS, "review_id": None}]}), **IMAGE_ERRORS, **AUTH_ERRORS}
 DETECT = {**_ok({"model": "yolox_nano", "results": [{"image": "bus.jpg", "review_id": None, "detections": {
     "type": "detections", "model": "yolox_nano", "detections": [
@@ -95,17 +97,17 @@ ANNOTATE = {**_ok({"results": [{"image": "bus.jpg", "width": 810, "height": 1080
                                 "text": {"type": "text", "full_text": "", "lines": []}}]}),
             **IMAGE_ERRORS, **AUTH_ERRORS}
 SEARCH_OPTIONS = {"k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}}
-SEARCH = {**_ok({"index": {"model": "efficientnet_lite0", "count": 450, "exact": True}, "results": [
+SEARCH = {**_ok({"index": {"model": DEFAULT_CLASSIFIER, "count": 450, "exact": True}, "results": [
     {"image": "query.jpg", "hits": [{"key": 17, "path": "/data/shop/bag-17.jpg", "label": "bag",
                                      "similarity": 0.93}]}]}),
           404: _error("model_not_found", "this service has no search index", "no index configured"),
           **IMAGE_ERRORS, **AUTH_ERRORS}
 LIVEZ = _ok({"status": "ok"})
-READYZ = {**_ok({"status": "ready", "models": ["efficientnet_lite0"]}),
+READYZ = {**_ok({"status": "ready", "models": [DEFAULT_CLASSIFIER]}),
           503: {"description": "models still loading (or failed)",
                 "content": {"application/json": {"example": {"status": "loading"}}}}}
 METRICS = {200: {"description": "Prometheus text format", "content": {"text/plain": {}}}, **AUTH_ERRORS}
-MODELS = {**_ok({"models": [{"role": "classifier", "name": "efficientnet_lite0", "task": "classification",
+MODELS = {**_ok({"models": [{"role": "classifier", "name": DEFAULT_CLASSIFIER, "task": "classification",
                              "version": "2f6ab2d1c3f4", "sha256": "2f6a...", "num_classes": 1000}]}),
           **AUTH_ERRORS}
 DRIFT = {**_ok({"profile": "runs/mine/profile.safetensors", "window": 500, "report": {
@@ -125,7 +127,7 @@ ENROLLED = {**_ok({"collection": "staff", "person": "ada", "faces_added": 2}),
 IDENTIFY = {**_ok({"results": [{"image": "group.jpg", "type": "faces", "faces": [
     {"xyxy": [10, 10, 90, 90], "confidence": None, "landmarks": [], "name": "ada", "distance": 0.41}]}]}),
     **NOT_FOUND, 400: IMAGE_ERRORS[400], 413: IMAGE_ERRORS[413], 415: IMAGE_ERRORS[415]}
-_ITEM = {"id": 1, "created_at": "2026-11-26T10:00:00+00:00", "model": "efficientnet_lite0", "task": "classify",
+_ITEM = {"id": 1, "created_at": "2026-11-26T10:00:00+00:00", "model": DEFAULT_CLASSIFIER, "task": "classify",
          "image": "bus.jpg", "image_url": "/v1/review/items/1/image", "media_type": "image/jpeg",
          "reason": "low_confidence", "prediction": _CLASSIFICATIONS, "predicted_label": "school bus",
          "confidence": 0.41, "labels": ["tench", "goldfish"], "status": "pending", "label": None,
