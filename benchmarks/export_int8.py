@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 import visor
-from visor.train.export import export_model, labelled_targets, run_logits
 from visor.models.runtime import OnnxSession
+from visor.train.export import export_model, labelled_targets, run_logits
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenette-dev"
 

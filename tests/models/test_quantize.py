@@ -14,9 +14,9 @@ import pytest
 
 import visor
 from visor.errors import ConfigError, CorruptImage
-from visor.train.export import ExportCheckFailed, export_model, labelled_targets
 from visor.models.quantize import calibration_batches, fold_pads, quantize_int8
 from visor.models.weights import sha256_file
+from visor.train.export import ExportCheckFailed, export_model, labelled_targets
 
 REPO = Path(__file__).resolve().parents[2]
 BUS = REPO / "assets" / "bus.jpg"
