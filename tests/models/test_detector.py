@@ -18,7 +18,7 @@ from visor.errors import ConfigError, CorruptImage, ImageNotFound
 from visor.io import expand_paths
 from visor.models import Detector, card_from_onnx
 from visor.models.card import Preprocess
-from visor.models.detector import Letterbox, yolox_grid, yolox_is_raw
+from visor.models.detector import Letterbox, objectness_candidates, yolox_decode_raw, yolox_grid, yolox_is_raw
 from visor.models.onnx_import import grid_cells
 from visor.models.preprocess import letterbox, letterbox_params
 from visor.ops import box_iou
@@ -153,6 +153,30 @@ def test_yolov5_scores_are_objectness_times_class(tmp_path):
     np.testing.assert_allclose(dets.xyxy, [[12, 54, 52, 74], [54, 86, 64, 106]])
 
 
+def test_only_rows_with_objectness_above_conf_are_decoded_when_class_scores_are_probabilities():
+    rows = np.zeros((6, 5 + 2), np.float32)
+    rows[:, 4] = [0.1, 0.3, 0.25, 0.9, -1.0, 0.26]
+    rows[:, 5:] = 0.5
+    assert objectness_candidates(rows, 0.25).tolist() == [1, 3, 5]  # obj x cls <= obj: no other row can pass
+    assert objectness_candidates(rows, 0.0).tolist() == [0, 1, 2, 3, 5]
+    for bad in (1.5, -0.1, np.nan):  # class scores that are not probabilities: every row is scored
+        changed = rows.copy()
+        changed[4, 6] = bad
+        assert objectness_candidates(changed, 0.25) is None
+    assert objectness_candidates(rows.astype(np.float64), 0.25).tolist() == [1, 3, 5]
+
+
+def test_yolov5_class_scores_above_one_still_score_every_row(tmp_path):
+    """A row whose objectness is below conf but whose class score is above 1 (not a sigmoid) is kept."""
+    out = np.zeros((1, 3 * N64, 5 + 2), np.float32)
+    out[0, 0] = [32, 32, 20, 10, 0.2, 2.0, 0.0]  # 0.2 x 2.0 = 0.4 > 0.25
+    out[0, 1] = [10, 10, 8, 8, 0.9, 0.0, 0.2]  # 0.18 < 0.25, though objectness passes
+    det = visor.load(make_onnx(tmp_path / "v5.onnx", out))
+    dets = det.detect(image(64, 64))
+    np.testing.assert_allclose(dets.confidence, [0.4], rtol=1e-6)
+    np.testing.assert_allclose(dets.xyxy, [[22, 27, 42, 37]])
+
+
 def yolox_rows(raw: bool) -> np.ndarray:
     """[1, 84, 5+2]: one box, as raw grid offsets or decoded pixels."""
     out = np.zeros((1, N64, 7), np.float32)
@@ -184,6 +208,18 @@ def test_yolox_grid_order():
     assert grid.shape == (84, 2) and stride.shape == (84, 1)
     assert grid[19].tolist() == [3, 2] and stride[19, 0] == 8
     assert grid[69].tolist() == [1, 1] and stride[69, 0] == 16 and stride[-1, 0] == 32
+
+
+def test_yolox_decode_of_some_rows_is_the_decode_of_all_rows_at_those_rows():
+    rows = np.random.default_rng(3).normal(size=(N64, 7)).astype(np.float32)
+    full = yolox_decode_raw(rows, (64, 64))
+    index = np.array([0, 19, 69, 83])
+    assert yolox_decode_raw(rows[index], (64, 64), index).tobytes() == full[index].tobytes()
+    grid, _ = yolox_grid((64, 64))  # a fresh, writable array each call: the decode's cached grid is its own
+    grid += 100
+    assert yolox_decode_raw(rows, (64, 64)).tobytes() == full.tobytes()
+    with pytest.raises(ConfigError, match="has 84 boxes"):
+        yolox_decode_raw(rows[:80], (64, 64))
 
 
 def test_output_that_does_not_fit_the_card(tmp_path):
@@ -219,6 +255,30 @@ def test_detect_iter_reports_bad_inputs_and_goes_on(v8, tmp_path):
     assert outcomes[1].to_dict()["error"]["type"] == "CorruptImage"
     with pytest.raises(CorruptImage):
         v8.detect([image(64, 64), bad])
+
+
+def test_detect_iter_prepares_the_next_batch_in_the_background(v8, monkeypatch):
+    """Decode and letterbox + normalise run ahead in a worker thread; results are what detect() gives."""
+    import threading
+
+    threads, prepare = [], v8.prepare
+
+    def recording(images):
+        threads.append(threading.get_ident())
+        return prepare(images)
+
+    monkeypatch.setattr(v8, "prepare", recording)
+    images = [image(128, 64), image(32, 64), image(64, 64), image(90, 40), image(64, 64)]
+    outcomes = list(v8.detect_iter(images, batch_size=2))
+    assert len(threads) == 3 and threading.get_ident() not in threads
+    assert [o.result.to_dict() for o in outcomes] == [v8.detect(im).to_dict() for im in images]
+
+    def failing(images):
+        raise ConfigError("prepare failed")
+
+    monkeypatch.setattr(v8, "prepare", failing)
+    with pytest.raises(ConfigError, match="prepare failed"):
+        list(v8.detect_iter(images, batch_size=2))
 
 
 @pytest.mark.parametrize("options", [{"conf": 1.5}, {"iou": -0.1}, {"max_det": 0}, {"batch_size": 0}])

@@ -68,19 +68,41 @@ def _decode_many(decode: Callable[[ImageSource], Image.Image],
     return out
 
 
-def decoded_batches(
-    decode: Callable[[ImageSource], Image.Image], sources: Iterable[ImageSource], batch_size: int
-) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
-    """(sources, decoded images or typed errors) per batch; the next batch decodes in a thread meanwhile."""
+def _decode_and_prepare(
+    decode: Callable[[ImageSource], Image.Image],
+    prepare: Callable[[list[Image.Image]], Any] | None,
+    sources: Sequence[ImageSource],
+) -> tuple[list[Image.Image | VisorError], Any]:
+    decoded = _decode_many(decode, sources)
+    good = [d for d in decoded if isinstance(d, Image.Image)]
+    return decoded, (prepare(good) if prepare is not None and good else None)
+
+
+def _batches(
+    decode: Callable[[ImageSource], Image.Image],
+    prepare: Callable[[list[Image.Image]], Any] | None,
+    sources: Iterable[ImageSource],
+    batch_size: int,
+) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError], Any]]:
+    """(sources, decoded images or typed errors, ``prepare`` of the decoded images or None) per batch;
+    the next batch is decoded (and prepared) in a thread meanwhile."""
     size = check_batch_size(batch_size)
     sources = list(sources)
     chunks = [sources[i : i + size] for i in range(0, len(sources), size)]
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_decode_many, decode, chunks[0]) if chunks else None
+        pending = pool.submit(_decode_and_prepare, decode, prepare, chunks[0]) if chunks else None
         for i, chunk in enumerate(chunks):
-            decoded = pending.result()
-            pending = pool.submit(_decode_many, decode, chunks[i + 1]) if i + 1 < len(chunks) else None
-            yield chunk, decoded
+            decoded, prepared = pending.result()
+            pending = pool.submit(_decode_and_prepare, decode, prepare, chunks[i + 1]) if i + 1 < len(chunks) else None
+            yield chunk, decoded, prepared
+
+
+def decoded_batches(
+    decode: Callable[[ImageSource], Image.Image], sources: Iterable[ImageSource], batch_size: int
+) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
+    """(sources, decoded images or typed errors) per batch; the next batch decodes in a thread meanwhile."""
+    for chunk, decoded, _ in _batches(decode, None, sources, batch_size):
+        yield chunk, decoded
 
 
 def split_decoded(items: Sequence[Any], decoded: Sequence[Image.Image | VisorError]
@@ -99,13 +121,20 @@ def describe_error(error: VisorError) -> str:
 
 def outcomes(
     decode: Callable[[ImageSource], Image.Image],
-    run: Callable[[list[Image.Image]], list[Any]],
+    run: Callable[[Any], list[Any]],
     sources: Iterable[ImageSource],
     batch_size: int,
+    *,
+    prepare: Callable[[list[Image.Image]], Any] | None = None,
 ) -> Iterator[Outcome]:
-    """One :class:`Outcome` per source, in order: ``run`` sees only the images that decoded."""
-    for chunk, decoded in decoded_batches(decode, sources, batch_size):
+    """One :class:`Outcome` per source, in order: ``run`` sees only the images that decoded.
+
+    Without ``prepare``, ``run`` gets the decoded images. With it, the background thread also runs
+    ``prepare`` on them (resize, normalise: CPU work that would otherwise sit between two inferences)
+    and ``run`` gets what it returned.
+    """
+    for chunk, decoded, prepared in _batches(decode, prepare, sources, batch_size):
         good = [d for d in decoded if isinstance(d, Image.Image)]
-        results = iter(run(good)) if good else iter(())
+        results = iter(run(good if prepare is None else prepared)) if good else iter(())
         for src, d in zip(chunk, decoded, strict=True):
             yield Outcome(src, error=d) if isinstance(d, VisorError) else Outcome(src, result=next(results))

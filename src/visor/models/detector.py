@@ -19,6 +19,7 @@ letterbox into the original image's pixels and clipped to it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
@@ -42,6 +43,7 @@ ChannelOrder = Literal["rgb", "bgr"]
 YOLOX_STRIDES = (8, 16, 32)
 MAX_NMS = 30_000
 """At most this many candidates (the highest scoring) enter NMS, as in Ultralytics."""
+_FLOAT32_ONE_BITS = 0x3F800000  # 1.0f: as unsigned integers, the bits of +0.0 .. 1.0 are 0 .. this
 
 
 Letterbox = pp.Geometry
@@ -64,6 +66,15 @@ def yolox_grid(input_size: tuple[int, int], strides: Sequence[int] = YOLOX_STRID
     return np.concatenate(grids).astype(np.float32), np.concatenate(stride_col).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=16)
+def _yolox_grid_cached(input_size: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`yolox_grid`, made once per input size and read-only (shared between calls and threads)."""
+    grid, stride = yolox_grid(input_size, strides)
+    grid.flags.writeable = False
+    stride.flags.writeable = False
+    return grid, stride
+
+
 def yolox_is_raw(output: np.ndarray, input_size: tuple[int, int]) -> bool:
     """True when a ``[B, N, 5+nc]`` YOLOX output holds raw grid offsets rather than pixels."""
     if output.size == 0:
@@ -72,19 +83,51 @@ def yolox_is_raw(output: np.ndarray, input_size: tuple[int, int]) -> bool:
     return float(np.abs(output[..., :2]).max()) <= limit
 
 
-def yolox_decode_raw(rows: np.ndarray, input_size: tuple[int, int]) -> np.ndarray:
-    """Raw ``(N, 5+nc)`` YOLOX rows to rows with cx, cy, w, h in input pixels."""
-    grid, stride = yolox_grid(input_size)
-    if len(grid) != len(rows):
+def check_yolox_rows(count: int, input_size: tuple[int, int]) -> None:
+    """:class:`ConfigError` unless a raw YOLOX output of ``count`` rows fits the grids of ``input_size``."""
+    expected = len(_yolox_grid_cached(tuple(input_size), YOLOX_STRIDES)[0])
+    if count != expected:
         raise ConfigError(
-            f"a raw YOLOX output for a {input_size[0]}x{input_size[1]} input has {len(grid)} boxes "
-            f"(strides {YOLOX_STRIDES}), this one {len(rows)}; check the card's input_size"
+            f"a raw YOLOX output for a {input_size[0]}x{input_size[1]} input has {expected} boxes "
+            f"(strides {YOLOX_STRIDES}), this one {count}; check the card's input_size"
         )
+
+
+def yolox_decode_raw(rows: np.ndarray, input_size: tuple[int, int], index: np.ndarray | None = None) -> np.ndarray:
+    """Raw ``(N, 5+nc)`` YOLOX rows to rows with cx, cy, w, h in input pixels.
+
+    ``index``: ``rows`` are only these rows of the image's output (positions in the full grid), in order.
+    """
+    grid, stride = _yolox_grid_cached(tuple(input_size), YOLOX_STRIDES)
+    if index is None:
+        check_yolox_rows(len(rows), input_size)
+    else:
+        grid, stride = grid[index], stride[index]
     out = rows.astype(np.float32, copy=True)
     out[:, :2] = (rows[:, :2] + grid) * stride
     with np.errstate(over="ignore"):
         out[:, 2:4] = np.exp(rows[:, 2:4]) * stride
     return out
+
+
+def objectness_candidates(rows: np.ndarray, conf: float) -> np.ndarray | None:
+    """For ``5+nc`` rows (YOLOv5 / YOLOX): the rows whose objectness is above ``conf``, or None when
+    every row must be kept.
+
+    A box's score is objectness x class score; with class scores in [0, 1] (sigmoids) and ``conf >= 0``
+    no other row can score above ``conf``, so only these need decoding. Class scores outside [0, 1]
+    (or NaN) keep every row.
+    """
+    classes = rows[:, 5:]
+    if conf < 0 or classes.size == 0:
+        return None
+    if classes.dtype == np.float32:  # one integer pass: the bits of +0.0..1.0 are 0..0x3F800000, all else above
+        in_range = bool(classes.view(np.uint32).max() <= _FLOAT32_ONE_BITS)
+    else:
+        in_range = bool(classes.min() >= 0 and classes.max() <= 1)
+    if not in_range:
+        return None
+    return np.flatnonzero(rows[:, 4] > conf)
 
 
 def output_rows(output: np.ndarray, output_format: str, num_classes: int) -> np.ndarray:
@@ -227,11 +270,17 @@ class Detector(Predictor[Detections]):
             self.yolox_decode == "raw"
             or (self.yolox_decode == "auto" and yolox_is_raw(rows, self.card.preprocess.input_size))
         )
+        size = tuple(self.card.preprocess.input_size)
+        if raw:
+            check_yolox_rows(rows.shape[1], size)
         labels = np.asarray(self.labels)
         out = []
         for r, geo in zip(rows, geometry, strict=True):
+            index = objectness_candidates(r, conf) if fmt != "yolov8" else None
+            if index is not None:
+                r = r[index]  # the only rows that can score above conf: decode and score just these
             if raw:
-                r = yolox_decode_raw(r, self.card.preprocess.input_size)
+                r = yolox_decode_raw(r, size, index)
             cxcywh, scores = box_scores(r, fmt)
             xyxy, score, cls = select(cxcywh, scores, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic)
             out.append(Detections(geo.to_original(xyxy), score, cls, {"class_name": labels[cls]}, model=self.name))

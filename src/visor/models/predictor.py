@@ -17,7 +17,7 @@ A :class:`Predictor` is a model card plus an ONNX Runtime session, and four step
 
 On top: :meth:`Predictor.predict` (one source -> one result, a list -> a list; the first bad
 image raises its typed error), :meth:`Predictor.predict_iter` (an :class:`Outcome` per source, in
-order, going past bad inputs while the next batch decodes in a thread) and
+order, going past bad inputs while the next batch is decoded and prepared in a thread) and
 :meth:`Predictor.from_card` (weights resolved and verified, PyTorch weights exported to ONNX once,
 cached, rebuilt once when the cached export is damaged).
 
@@ -238,7 +238,11 @@ class Predictor(Generic[R]):
 
     def run(self, images: Sequence[Image.Image | np.ndarray], **options: Any) -> list[R]:
         """prepare -> infer -> postprocess for decoded images (options already checked)."""
-        batch, metas = self.prepare(images)
+        return self.run_prepared(self.prepare(images), **options)
+
+    def run_prepared(self, prepared: tuple[Any, Sequence[Any]], **options: Any) -> list[R]:
+        """infer -> postprocess for what :meth:`prepare` returned (options already checked)."""
+        batch, metas = prepared
         return self.postprocess(self.infer(batch), metas, **options)
 
     # ------------------------------------------------------------------ API
@@ -264,8 +268,9 @@ class Predictor(Generic[R]):
                      **options: Any) -> Iterator[Outcome]:
         """An :class:`Outcome` per source, in order: its result, or the typed error that stopped it.
 
-        A bad image yields its error and the rest go on. The next batch is decoded in a background
-        thread while the current one is inferred.
+        A bad image yields its error and the rest go on. The next batch is decoded and prepared
+        (:meth:`prepare`) in a background thread while the current one is inferred, so that with
+        ONNX Runtime on fewer threads than cores, decoding and resizing take none of its time.
         """
         return self._outcomes(sources, batch_size, self.check_options(**options))
 
@@ -276,7 +281,8 @@ class Predictor(Generic[R]):
     def _outcomes(self, sources: Iterable[ImageSource], batch_size: int | None,
                   options: dict[str, Any]) -> Iterator[Outcome]:
         size = check_batch_size(self.default_batch_size if batch_size is None else batch_size)
-        return outcomes(self.decode, lambda images: self.run(images, **options), sources, size)
+        return outcomes(self.decode, lambda prepared: self.run_prepared(prepared, **options), sources, size,
+                        prepare=self.prepare)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, session={self._session.path!r})"

@@ -59,16 +59,26 @@ def normalize(batch: np.ndarray, cfg: Preprocess) -> np.ndarray:
 
     ``(x - mean) / std`` per RGB channel (``cfg.mean``/``cfg.std`` on the 0..1 scale), then the
     channels in ``cfg.channel_order`` and the axes in ``cfg.layout`` (``Nx3xHxW`` for ``nchw``,
-    ``NxHxWx3`` for ``nhwc``), C-contiguous.
+    ``NxHxWx3`` for ``nhwc``), C-contiguous. Always a new array.
+
+    The values are exactly ``(float32(x) - mean) * (1 / std)`` in float32; the channels and axes are
+    reordered while the pixels are still uint8 (a quarter of the bytes), converted once, and a zero
+    mean or a unit scale is skipped (``x - 0`` and ``x * 1`` are exact).
     """
     mean = np.asarray(cfg.mean, np.float32) * 255.0
     inv_std = 1.0 / (np.asarray(cfg.std, np.float32) * 255.0)
-    x = (batch.astype(np.float32) - mean) * inv_std
+    x = np.asarray(batch)
     if cfg.channel_order == "bgr":
-        x = x[..., ::-1]
+        x, mean, inv_std = x[..., ::-1], mean[::-1], inv_std[::-1]
+    shape = (1, 1, 1, 3)
     if cfg.layout == "nchw":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x)
+        x, shape = x.transpose(0, 3, 1, 2), (1, 3, 1, 1)
+    x = np.ascontiguousarray(x).astype(np.float32)  # astype copies: the caller's batch is never written
+    if mean.any():
+        x -= mean.reshape(shape)
+    if (inv_std != 1).any():
+        x *= inv_std.reshape(shape)
+    return x
 
 
 def empty_batch(cfg: Preprocess) -> np.ndarray:
