@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from zoo import SHARED_MODELS, ZOO_FILES, require_models  # tests/zoo.py (several conftest.py exist)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("VISOR_SHARED_DATA", REPO.parent / "shared" / "data"))
 SAMPLE = REPO / "assets" / "bus.jpg"
@@ -32,28 +34,7 @@ def shared_data():
 
 # ------------------------------------------------------------------------------ the model cache, offline
 
-SHARED_MODELS = Path(os.environ.get("VISOR_SHARED_MODELS", REPO.parent / "shared" / "models"))
-#: The zoo's weights in ../shared/models by registry name: byte-identical to the files at the cards' URLs.
-ZOO_FILES = {
-    "yolox_nano": "detection/yolox_nano.onnx",
-    "yunet": "faces/yunet_n_dynamic.onnx",
-    "deeplabv3_voc": "segmentation/deeplabv3_mnv2_voc_257.onnx",
-}
 _LOOPBACK = ("localhost", "127.0.0.1", "::1")
-
-
-def require_models(*names: str) -> dict[str, Path]:
-    """The ../shared/models files of the zoo models ``names`` (default: all of ZOO_FILES), by name.
-    Missing: a failure in CI, a skip elsewhere."""
-    files = {n: SHARED_MODELS / ZOO_FILES[n] for n in names or ZOO_FILES}
-    missing = [str(f) for f in files.values() if not f.is_file()]
-    if missing:
-        msg = (f"shared model files missing: {', '.join(missing)} (set VISOR_SHARED_MODELS or check out ../shared; "
-               "tests never download weights)")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return files
 
 
 class NetworkRefused(RuntimeError):

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_MODELS, ZOO_FILES, require_models
 from visor.cli.main import main
 from visor.models import get_card, weights
 from visor.models.weights import cached_path, sha256_file
+from zoo import SHARED_MODELS, ZOO_FILES, require_models
 
 SAMPLE = Path(__file__).resolve().parents[2] / "assets" / "bus.jpg"
 YUNET_640 = SHARED_MODELS / "faces" / "yunet_n_640_640.onnx"

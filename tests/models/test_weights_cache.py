@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SHARED_MODELS, ZOO_FILES, require_models
 from visor.errors import ConfigError, InvalidInput, WeightsError, WeightsIntegrityError
 from visor.models import Detector, get_card, weights
 from visor.models.registry import builtin
 from visor.models.weights import Imported, WeightsNotCached, cached_path, import_file, import_folder, pull, resolve
+from zoo import SHARED_MODELS, ZOO_FILES, require_models
 
 DATA = bytes(range(256)) * 4000  # 1,024,000 bytes: just under one read chunk (1 MiB)
 SHA = hashlib.sha256(DATA).hexdigest()
