@@ -68,6 +68,15 @@ def mean_color_model(folder: Path) -> Path:
     return folder
 
 
+def run_coroutine(coro):
+    """``asyncio.run`` in a thread of its own: a test run before this one may have left an event loop
+    running in the main thread (then asyncio.run there refuses)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def png(rgb: tuple[int, int, int]) -> bytes:
     import io
 
@@ -134,7 +143,7 @@ def test_a_task_of_a_custom_registry_is_served_through_the_same_pipeline(tmp_pat
         assert r.json()["results"][0]["classifications"]["predictions"][0]["label"] == "school bus"
         assert isinstance(r.json()["results"][0]["review_id"], int)
         # the library call every route makes
-        result = asyncio.run(manager.predict("mean_color", png((10, 20, 30)), time.monotonic() + 10, digits=2))
+        result = run_coroutine(manager.predict("mean_color", png((10, 20, 30)), time.monotonic() + 10, digits=2))
         assert result == (10.0, 20.0, 30.0)
     from visor.serve.db import ServiceDB
     from visor.serve.predictions import PredictionLog
@@ -171,10 +180,10 @@ def test_the_manager_answers_by_task_before_and_after_loading(tmp_path, visor_ca
         assert (slot.name, slot.role, slot.task, slot.max_batch) == ("efficientnet_lite0", "classifier",
                                                                      "classification", 16)
         assert manager.model_name("classification") == "efficientnet_lite0"
-        got = asyncio.run(manager.predict("classification", BUS.read_bytes(), time.monotonic() + 30, top_k=3))
+        got = run_coroutine(manager.predict("classification", BUS.read_bytes(), time.monotonic() + 30, top_k=3))
         assert got.to_dict() == classifier.classify(BUS, top_k=3).to_dict()
         with pytest.raises(ModelNotFound):
-            asyncio.run(manager.predict("detection", BUS.read_bytes(), time.monotonic() + 30))
+            run_coroutine(manager.predict("detection", BUS.read_bytes(), time.monotonic() + 30))
     finally:
         manager.stop()
 

@@ -25,9 +25,9 @@ A new family is one subclass (``task``, ``postprocess``, perhaps ``check_card``)
 the task registry (:mod:`visor.models.tasks`); :func:`visor.load` then builds it from any card of
 that task.
 
-``prepare`` is the step the spec of issue 15 calls "preprocess": the name ``preprocess`` stays what
-it was on each family (the classifier's returns the batch alone; the detector's the batch and
-its geometry), because evaluation, monitoring, batch and the service call it that way.
+``prepare`` is the pipeline's preprocessing step; the older name ``preprocess`` stays what it was
+on each family (the classifier's returns the batch alone, the detector's the batch and its
+geometry) for the callers that use it.
 """
 
 from __future__ import annotations
