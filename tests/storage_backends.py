@@ -9,8 +9,9 @@ another's rows. Without the variable the PostgreSQL cases fail when ``CI=true`` 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -92,3 +93,23 @@ def database_url(kind: str, folder: Path) -> Iterator[str]:
             yield url
     else:
         raise ValueError(kind)
+
+
+def run_together(open_once: Callable[[], None], n: int = 6) -> list[BaseException]:
+    """``open_once`` in ``n`` threads released at the same moment (replicas starting together); the errors
+    they raised."""
+    barrier, errors = threading.Barrier(n), []
+
+    def start() -> None:
+        try:
+            barrier.wait(10)
+            open_once()
+        except BaseException as e:  # noqa: BLE001 - returned to the test, which asserts on it
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return errors

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from storage_backends import DATABASES, postgres_database  # tests/storage_backends.py
+from storage_backends import DATABASES, postgres_database, run_together  # tests/storage_backends.py
 from visor.errors import InvalidInput
 from visor.faces import (
     CollectionExists,
@@ -263,23 +263,11 @@ def test_the_database_is_private(tmp_path, monkeypatch):
 def test_stores_open_together_on_a_new_database(store_db, analyzer):
     """Six stores open one new database at once (service replicas starting together): each creates the
     missing tables, none fails (PostgreSQL: two CREATE TABLE at once collided on pg_type)."""
-    import threading
+    def open_once() -> None:
+        with FaceStore(store_db, analyzer=analyzer) as store:
+            store.list_collections()
 
-    barrier, errors = threading.Barrier(6), []
-
-    def start() -> None:
-        try:
-            barrier.wait(10)
-            with FaceStore(store_db, analyzer=analyzer) as store:
-                store.list_collections()
-        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
-            errors.append(e)
-
-    threads = [threading.Thread(target=start) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = run_together(open_once)
     assert errors == []
     with FaceStore(store_db, analyzer=analyzer) as store:
         store.create_collection("c")

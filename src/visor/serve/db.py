@@ -11,6 +11,8 @@ Nothing happens on import: no engine, no file.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -154,13 +156,33 @@ class PredictionRow(Base):
 _IMMEDIATE = "visor_sqlite_immediate"
 
 
+#: How long a new connection retries switching to WAL while other connections open the same new file.
+WAL_SWITCH_TIMEOUT_S = 5.0
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, retried while the database is locked: when several connections open a
+    new file at once, the switch can answer SQLITE_BUSY without calling the busy handler (about 2 in 900
+    openings measured here), so busy_timeout alone does not cover it."""
+    deadline, delay = time.monotonic() + WAL_SWITCH_TIMEOUT_S, 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event (below) issue BEGIN itself, so writes can take the lock up front.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         cursor.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL waits for other openers too
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         # SQLite gives the -wal and -shm files the database's mode (0o600, see ServiceDB); files an
         # older visor left world-readable are fixed on each connection
