@@ -22,6 +22,7 @@ from visor.types import (
     ImageProperties,
     Moderation,
     Record,
+    SegmentationMask,
     TextLines,
     result_from_dict,
 )
@@ -68,8 +69,14 @@ def _properties(model: str = "m") -> ImageProperties:
                            0.375, 0.0625, Exposure(0.125, 0.0), model=model)
 
 
+def _segmentation(model: str = "m") -> SegmentationMask:
+    mask = np.array([[0, 1, 1], [2, 255, 0]])
+    return SegmentationMask(mask, ("background", "cat", "dog"), ignore_index=255, model=model)
+
+
 MAKERS = {"classifications": _classifications, "detections": _detections, "faces": _faces, "text": _text,
-          "crop_hints": _crop_hints, "moderation": _moderation, "properties": _properties}
+          "crop_hints": _crop_hints, "moderation": _moderation, "properties": _properties,
+          "segmentation": _segmentation}
 COLUMNS = [_classifications, _detections, _faces, _text, _crop_hints]
 
 

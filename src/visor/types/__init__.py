@@ -9,11 +9,12 @@ from visor.types.detections import Detections
 from visor.types.faces import Faces
 from visor.types.moderation import LIKELIHOODS, Moderation
 from visor.types.properties import CropHints, DominantColor, Exposure, ImageProperties
+from visor.types.segmentation import SegmentationMask
 from visor.types.text import TextLines
 
 #: Every result type (a ``type`` tag and a ``model``), by its ``type`` tag.
 RESULT_TYPES: MappingProxyType[str, type[Result]] = MappingProxyType({t.TYPE: t for t in (
-    Classifications, Detections, Faces, TextLines, Moderation, ImageProperties, CropHints)})
+    Classifications, Detections, Faces, TextLines, Moderation, ImageProperties, CropHints, SegmentationMask)})
 
 
 def result_from_dict(d: Any) -> Result:
@@ -27,5 +28,6 @@ def result_from_dict(d: Any) -> Result:
 
 __all__ = [
     "LIKELIHOODS", "RESULT_TYPES", "Classifications", "Columns", "CropHints", "Detections", "DominantColor",
-    "Exposure", "Faces", "Field", "ImageProperties", "Moderation", "Record", "Result", "TextLines", "result_from_dict",
+    "Exposure", "Faces", "Field", "ImageProperties", "Moderation", "Record", "Result", "SegmentationMask", "TextLines",
+    "result_from_dict",
 ]
