@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from visor.cli import detection_data
+from visor.cli import detection_data, segmentation_data
 from visor.cli.common import ExitCode, add_output_options, add_progress_options, err, show_progress
 from visor.errors import VisorError
 
@@ -64,6 +64,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
     if detection_data.is_detection_data(args.data):
         return detection_data.cmd_stats(args)
+    if segmentation_data.is_mask_data(args.data):
+        return segmentation_data.cmd_stats(args)
     ds = _load(args.data)
     if ds is None:
         return ExitCode.FAILED
@@ -80,9 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``data split`` and ``data stats`` to the ``visor`` sub-command parsers."""
     data = subparsers.add_parser(
         "data",
-        help="split a classification dataset, check a dataset's health, convert detection datasets",
+        help="split a classification dataset, check a dataset's health, convert detection and mask datasets",
         description="Work with datasets: classification image folders or manifest files, and detection "
-                    "datasets in COCO, YOLO or Pascal VOC form. "
+                    "datasets in COCO, YOLO or Pascal VOC form, and segmentation mask folders. "
                     "Run 'visor data COMMAND --help' for details.",
     )
     sub = data.add_subparsers(dest="data_command", metavar="COMMAND", required=True)
@@ -114,14 +116,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "class), files that cannot be decoded, groups of byte-identical files, and duplicates that sit "
             "in different splits (leakage) or carry different labels. For a detection dataset (COCO, YOLO, VOC): "
             "boxes per class and split, box sizes (small / medium / large by COCO's area thresholds, width and "
-            "height percentiles), images without boxes and the problems found while loading it. The exit status "
-            "is 0 even when problems are found, and 1 if DATA cannot be loaded."
+            "height percentiles), images without boxes and the problems found while loading it. For a mask dataset "
+            "(segmentation): the share of labelled pixels and the images holding each class, per split, the ignored "
+            "share, image sizes, and each problem per item (an image without a mask, a mask without an image, an "
+            "unreadable image, a mask of another size than its image, mask values outside the classes). "
+            "The exit status is 0 even when problems are found, and 1 if DATA cannot be loaded."
         ),
     )
-    p.add_argument("data", metavar="DATA", help=f"{_DATA_HELP}; or {detection_data.DETECTION_DATA_HELP}")
+    p.add_argument("data", metavar="DATA", help=f"{_DATA_HELP}; or {detection_data.DETECTION_DATA_HELP}; or "
+                                                f"{segmentation_data.MASK_DATA_HELP}")
     add_output_options(p, json="document")
     p.add_argument("--no-check-images", dest="check_images", action="store_false",
                    help="do not decode the images (faster; duplicates are still found)")
+    segmentation_data.add_mask_options(p)
     add_progress_options(p)
     p.set_defaults(func=cmd_stats)
 
