@@ -1,4 +1,4 @@
-"""``visor train classify`` and ``visor train detect``: thin layers over visor.train."""
+"""``visor train classify``, ``visor train detect`` and ``visor train segment``: thin layers over visor.train."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ from pathlib import Path
 
 from visor.cli.common import ExitCode, add_progress_options, add_runtime_options, err, show_progress
 from visor.data.augment import AUGMENTATIONS
-from visor.train.config import DETECT_AUGMENTATIONS, DetectTrainConfig, TrainConfig
+from visor.train.config import (
+    DETECT_AUGMENTATIONS,
+    SEGMENT_AUGMENTATIONS,
+    DetectTrainConfig,
+    SegmentTrainConfig,
+    TrainConfig,
+)
 
 _D = TrainConfig()
 TRAIN_THREADS_HELP = "CPU threads for training (default: all cores)"
@@ -30,6 +36,12 @@ _DETECT_FIELDS = {
     "freeze_epochs": "freeze_epochs", "patience": "patience", "seed": "seed",
     "checkpoint_every": "checkpoint_every", "checkpoint_seconds": "checkpoint_seconds",
 }
+_SEGMENT_FIELDS = {
+    "base_model": "model", "epochs": "epochs", "batch_size": "batch_size", "img_size": "img_size",
+    "crop_size": "crop_size", "lr": "lr", "freeze_epochs": "freeze_epochs", "patience": "patience", "seed": "seed",
+    "loss": "loss", "class_weights": "class_weights", "checkpoint_every": "checkpoint_every",
+    "checkpoint_seconds": "checkpoint_seconds",
+}
 
 
 def _given(args: argparse.Namespace, fields: dict[str, str]) -> dict[str, object]:
@@ -42,18 +54,19 @@ def _given(args: argparse.Namespace, fields: dict[str, str]) -> dict[str, object
     return given
 
 
-def _train(task: str, train, args: argparse.Namespace, config_cls, fields: dict[str, str]):
+def _train(task: str, train, args: argparse.Namespace, config_cls, fields: dict[str, str], **extra):
     """Start or resume a run; on Ctrl-C say how to resume (exit 130). Returns the result, or an exit code."""
     given = _given(args, fields)
     try:
         if args.resume:
             # Flags given with --resume must agree with the run's saved settings (the library says which differ).
             return train(args.data, args.resume, given or None, resume=True, progress=show_progress(args),
-                         threads=args.threads)
+                         threads=args.threads, **extra)
         if args.data is None or args.out is None:
             err("DATA and --out are needed (or --resume RUN_DIR)")
             return ExitCode.USAGE
-        return train(args.data, args.out, config_cls(**given), progress=show_progress(args), threads=args.threads)
+        return train(args.data, args.out, config_cls(**given), progress=show_progress(args), threads=args.threads,
+                     **extra)
     except KeyboardInterrupt:
         run = Path(args.resume or args.out)
         if (run / "last.safetensors").is_file():
@@ -97,6 +110,29 @@ def cmd_train_detect(args: argparse.Namespace) -> int:
     for path, reason in result.metrics.get("skipped_files", []):
         print(f"visor: warning: skipped unreadable {path}: {reason}", file=sys.stderr)
     print(f"use it: visor detect --model {result.run_dir} IMAGE")
+    return ExitCode.OK
+
+
+def cmd_train_segment(args: argparse.Namespace) -> int:
+    from visor.train.segmenter import train_segmenter
+
+    classes = None
+    if args.classes is not None:
+        path = Path(args.classes)
+        classes = path if path.is_file() else _names(args.classes)
+    result = _train("segment", train_segmenter, args, SegmentTrainConfig, _SEGMENT_FIELDS, classes=classes,
+                    ignore_index=args.ignore_index)
+    if isinstance(result, int):
+        return result
+    val = result.metrics["val"]
+    print(f"run: {result.run_dir}")
+    print(f"best epoch {result.best_epoch} of {result.epochs_run}{' (stopped early)' if result.stopped_early else ''}"
+          f"; val mIoU {val['miou']:.4f}, pixel accuracy {val['pixel_accuracy']:.4f}")
+    for name, iou in result.card.metrics["val_iou"].items():
+        print(f"  {name:<24} IoU {'-' if iou is None else f'{iou:.4f}'}")
+    for path, reason in result.metrics.get("skipped_files", []):
+        print(f"visor: warning: skipped {path}: {reason}", file=sys.stderr)
+    print(f"use it: visor segment --model {result.run_dir} IMAGE")
     return ExitCode.OK
 
 
@@ -186,3 +222,53 @@ def register(sub) -> None:
     add_runtime_options(p, limits=False, threads_help=TRAIN_THREADS_HELP)
     add_progress_options(p)
     p.set_defaults(func=cmd_train_detect)
+
+    sd = SegmentTrainConfig()
+    p = tsub.add_parser(
+        "segment",
+        help="train a semantic segmenter",
+        description=(
+            "Train a semantic segmenter (ImageNet-pretrained EfficientNet-Lite0 encoder, light FPN decoder with "
+            "global context) on DATA: a folder of images and index-PNG masks with the same file stems "
+            "(images/ + masks/, CamVid-style train/ + trainannot/, or <split>/image + <split>/label), or a COCO "
+            "instances json (polygons and RLE rasterised). Cross-entropy with an ignore index, class weights for "
+            "rare classes, mask-aware augmentation, early stopping on val mIoU, atomic checkpoints and exact "
+            "--resume, as for the other tasks. Items that cannot be used are skipped and listed with their reason. "
+            "The run folder is a model: 'visor segment --model RUN_DIR img.jpg'."
+        ),
+    )
+    p.add_argument("data", nargs="?", metavar="DATA", help="training data (mask folder or COCO json)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR exactly where it stopped, with its saved settings "
+                        "(training flags given with it must match them)")
+    p.add_argument("--classes", default=None, metavar="FILE|A,B,...",
+                   help="class names by index (a file with one per line, or a comma-separated list); default: "
+                        "classes.txt/classes.json in DATA, else from the masks")
+    p.add_argument("--ignore-index", type=int, default=None,
+                   help="mask value to ignore in the loss and metrics (default 255)")
+    p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs (default {sd.epochs})")
+    p.add_argument("--batch-size", type=int, default=None, help=f"default {sd.batch_size}")
+    p.add_argument("--img-size", type=int, default=None,
+                   help=f"longer side of the model input, a multiple of 32 (default {sd.img_size})")
+    p.add_argument("--crop-size", type=int, default=None,
+                   help="longer side of random training crops, a multiple of 32 (default: whole inputs)")
+    p.add_argument("--lr", type=float, default=None, help=f"peak AdamW learning rate of the decoder (default {sd.lr})")
+    p.add_argument("--loss", choices=["ce", "ce+dice"], default=None, help=f"default {sd.loss}")
+    p.add_argument("--class-weights", choices=["auto", "none"], default=None,
+                   help="auto: weight rare classes up (sqrt median frequency balancing; default)")
+    p.add_argument("--freeze-epochs", type=int, default=None, help="epochs with a frozen encoder")
+    p.add_argument("--patience", type=int, default=None, help=f"early-stopping patience (default {sd.patience})")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--augment", default=None,
+                   help=f"comma-separated, from: {', '.join(SEGMENT_AUGMENTATIONS)} (default {','.join(sd.augment)})")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--base-model", default=None, help=f"pretrained encoder (default {sd.model})")
+    p.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS steps within an epoch, for --resume (default: off)")
+    p.add_argument("--checkpoint-seconds", type=float, default=None, metavar="S",
+                   help=f"also checkpoint within an epoch when S seconds passed since the last checkpoint "
+                        f"(default {sd.checkpoint_seconds:g}; 0: off)")
+    add_runtime_options(p, limits=False, threads_help=TRAIN_THREADS_HELP)
+    add_progress_options(p)
+    p.set_defaults(func=cmd_train_segment)

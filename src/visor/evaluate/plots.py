@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 _DPI = 100
 _MAX_ANNOTATED_CLASSES = 30  # write the value in each cell up to this many classes
 _MAX_TICK_LABELS = 60  # name the classes on the axes up to this many
-_METRIC_MARKERS = ("acc", "f1", "precision", "recall", "top", "map", "iou")
+_METRIC_MARKERS = ("acc", "f1", "precision", "recall", "top", "map", "iou", "dice")
 
 
 def _new_figure(width: float, height: float) -> Figure:

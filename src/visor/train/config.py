@@ -132,3 +132,79 @@ class DetectTrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectTrainConfig:
         return from_mapping(cls, data, "detection training config")
+
+
+SEGMENT_AUGMENTATIONS = ("hflip", "vflip", "scale", "color")
+SegmentLoss = Literal["ce", "ce+dice"]
+ClassWeights = Literal["auto", "none"]
+
+
+@dataclass(frozen=True)
+class SegmentTrainConfig:
+    """Training a semantic segmenter (FPN decoder) on an ImageNet-pretrained EfficientNet-Lite encoder."""
+
+    model: str = DEFAULT_CLASSIFIER
+    """Registry name of the pretrained encoder."""
+    epochs: int = 40
+    batch_size: int = 8
+    img_size: int = 512
+    """Longer side of the model input; the other side follows the training images' median aspect ratio
+    (both rounded to a multiple of 32). Images are resized to that input (squashed), as at inference."""
+    crop_size: int = 0
+    """Longer side of the random training crop taken from the (scaled) input; 0 trains on whole inputs.
+    Crops make steps cheaper; validation always runs on whole inputs."""
+    lr: float = 3e-3
+    """Peak learning rate of the decoder."""
+    backbone_lr_scale: float = 0.33
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    freeze_epochs: int = 0
+    patience: int = 10
+    """Stop after this many epochs without a better validation mIoU (0: never)."""
+    seed: int = 0
+    augment: tuple[str, ...] = ("hflip", "scale", "color")
+    loss: SegmentLoss = "ce"
+    """``ce``: cross-entropy (ignore index excluded); ``ce+dice``: plus a soft Dice loss over the classes."""
+    class_weights: ClassWeights = "auto"
+    """``auto``: cross-entropy weights sqrt(median class frequency / class frequency), clipped to [0.2, 5],
+    from the training masks' pixel counts, so rare classes count; ``none``: equal weights."""
+    val_fraction: float = 0.1
+    decoder_width: int = 96
+    checkpoint_every: int = 0
+    """Also write the resumable ``last`` checkpoint every this many steps within an epoch (0: off)."""
+    checkpoint_seconds: float = 120.0
+    """Also write it when this many seconds passed since the last one, within an epoch (0: off)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(self.augment))
+        for name in self.augment:
+            if name not in SEGMENT_AUGMENTATIONS:
+                raise ConfigError(f"unknown segmentation augmentation {name!r}.{suggest(name, SEGMENT_AUGMENTATIONS)}")
+        for name in ("epochs", "batch_size", "img_size", "lr", "decoder_width"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("crop_size", "freeze_epochs", "patience", "weight_decay", "warmup_epochs", "backbone_lr_scale",
+                     "checkpoint_every", "checkpoint_seconds"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("img_size", "crop_size"):
+            if getattr(self, name) % 32:
+                raise ConfigError(f"{name} must be a multiple of 32, got {getattr(self, name)}")
+        if self.crop_size > self.img_size:
+            raise ConfigError(f"crop_size ({self.crop_size}) cannot be larger than img_size ({self.img_size})")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name, allowed in (("loss", SegmentLoss), ("class_weights", ClassWeights)):
+            value = getattr(self, name)
+            if value not in allowed.__args__:
+                raise ConfigError(f"{name} must be one of {list(allowed.__args__)}, got {value!r}."
+                                  f"{suggest(str(value), allowed.__args__)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["augment"] = list(self.augment)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SegmentTrainConfig:
+        return from_mapping(cls, data, "segmentation training config")

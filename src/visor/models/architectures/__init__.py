@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 _ARCHITECTURES: dict[str, str] = {
     **{f"efficientnet_lite{i}": "visor.models.architectures.efficientnet_lite" for i in range(5)},
     "fcos_efficientnet_lite0": "visor.models.architectures.fcos",
+    "segfpn_efficientnet_lite0": "visor.models.architectures.seg_fpn",
 }
 
 
