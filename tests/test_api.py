@@ -63,6 +63,25 @@ def test_detect_finds_the_bus_with_the_default_detector(zoo_detector):
     assert both[0].confidence.min() > 0.5
 
 
+def test_segment_gives_a_mask_at_the_image_size_from_every_source_kind(zoo_cache):
+    """visor.segment runs deeplabv3_voc (the default segmenter): the school bus covers 70,728 of the photo's
+    640x427 pixels; every source kind gives the same mask, a list a list, a detector is refused."""
+    from visor.models.segmenter import Segmenter
+
+    mask = visor.segment(SAMPLE)
+    assert mask.model == "deeplabv3_voc" and (mask.width, mask.height) == (640, 427)
+    assert set(mask.areas) == {"background", "bus"} and abs(mask.areas["bus"] - 70728) <= 20
+    segmenter = visor.load("deeplabv3_voc")
+    assert isinstance(segmenter, Segmenter)
+    for source in sources_of_every_kind(SAMPLE):
+        assert np.array_equal(visor.segment(source, model=segmenter).mask, mask.mask)
+    with_conf = visor.segment([SAMPLE, SAMPLE], model=segmenter, with_confidence=True)
+    assert len(with_conf) == 2 and np.array_equal(with_conf[1].mask, mask.mask)
+    assert with_conf[0].confidence.shape == (427, 640) and 0.45 < with_conf[0].confidence.min() <= 1
+    with pytest.raises(ConfigError, match="yolox_nano is a detection model; segment needs a segmentation model"):
+        visor.segment(SAMPLE, model=DEFAULT_DETECTOR)
+
+
 def test_a_model_of_another_task_is_refused(classifier, zoo_detector):
     with pytest.raises(ConfigError, match="efficientnet_lite0 is a classification model; detect needs a detection"):
         visor.detect(SAMPLE, model=classifier)
@@ -125,7 +144,7 @@ def test_import_visor_stays_light():
     """The top-level package exports the verbs and imports neither the service nor PyTorch."""
     code = ("import sys, visor; "
             "assert all(callable(getattr(visor, v)) for v in "
-            "('classify', 'detect', 'read_text', 'moderate', 'properties', 'load', 'embed')); "
+            "('classify', 'detect', 'segment', 'read_text', 'moderate', 'properties', 'load', 'embed')); "
             "heavy = [m for m in ('torch', 'visor.serve', 'fastapi', 'rapidocr_onnxruntime', 'nudenet', 'dlib', "
             "'onnxruntime') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

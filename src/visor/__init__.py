@@ -7,7 +7,7 @@
 
 from visor import faces, models
 from visor.annotate import Annotator, annotate
-from visor.api import classify, detect, moderate, predict, properties, read_text
+from visor.api import classify, detect, moderate, predict, properties, read_text, segment
 from visor.errors import (
     ConfigError,
     CorruptImage,
@@ -61,4 +61,5 @@ __all__ = [
     "properties",
     "read_text",
     "search",
+    "segment",
 ]

@@ -114,6 +114,24 @@ def detect(
                    max_det=max_det, agnostic=agnostic)
 
 
+def segment(
+    images: ImageSource | Iterable[ImageSource],
+    *,
+    with_confidence: bool = False,
+    model: Any = None,
+    batch_size: int = 8,
+    limits: ImageLimits = DEFAULT_LIMITS,
+) -> Any:
+    """Segment one image or a list of images: a ``SegmentationMask`` per image (a class per pixel at the
+    image's own size, class names, per-class areas; ``with_confidence=True`` adds the per-pixel probability).
+
+    ``model``: a registry name (default ``models.registry.DEFAULT_SEGMENTER``, ``deeplabv3_voc``), a
+    ``visor train segment`` run folder, or a loaded :class:`~visor.models.segmenter.Segmenter`.
+    """
+    return predict("segmentation", images, model=model, limits=limits, batch_size=batch_size,
+                   with_confidence=with_confidence)
+
+
 def read_text(
     images: ImageSource | Iterable[ImageSource],
     *,
@@ -151,4 +169,4 @@ def properties(
     return predict("properties", images, limits=limits, colors=colors, seed=seed)
 
 
-__all__ = ["classify", "detect", "moderate", "predict", "properties", "read_text"]
+__all__ = ["classify", "detect", "moderate", "predict", "properties", "read_text", "segment"]

@@ -15,7 +15,13 @@ import pytest
 from visor.cli import common
 from visor.cli.common import ExitCode
 from visor.cli.main import build_parser, main
-from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, DEFAULT_FACE_DETECTOR, builtin
+from visor.models.registry import (
+    DEFAULT_CLASSIFIER,
+    DEFAULT_DETECTOR,
+    DEFAULT_FACE_DETECTOR,
+    DEFAULT_SEGMENTER,
+    builtin,
+)
 from visor.models.tasks import builtin_tasks
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "visor"
@@ -48,11 +54,12 @@ def test_the_command_tree_is_what_this_test_expects():
     """A new command joins the lists below (and so the checks) on purpose."""
     assert sorted(" ".join(w) for w in LEAVES) == sorted([
         "classify", "models", "models list", "models pull", "models import", "data split", "data stats",
-        "data convert", "train classify", "train detect", "evaluate", "monitor", "detect", "faces detect",
+        "data convert", "train classify", "train detect", "train segment", "evaluate", "monitor", "detect",
+        "faces detect",
         "faces enroll", "faces identify", "faces collections", "anonymize", "text", "moderate", "properties",
         "annotate", "serve", "keys create", "keys list", "keys revoke", "review list", "review export",
         "review stats", "batch", "benchmark", "export", "index build", "index add", "index remove", "index info",
-        "search", "curate"])
+        "search", "curate", "segment"])
 
 
 @pytest.mark.parametrize("words", sorted(COMMANDS), ids=lambda w: " ".join(w) or "visor")
@@ -71,7 +78,8 @@ def test_exit_codes_are_one_enum_with_the_documented_values():
 # --------------------------------------------------------------------------- the shared options read alike
 
 #: Commands whose --threads means something else than inference threads of one model, with their own help.
-OWN_THREADS_HELP = {("batch",), ("benchmark",), ("serve",), ("train", "classify"), ("train", "detect")}
+OWN_THREADS_HELP = {("batch",), ("benchmark",), ("serve",), ("train", "classify"), ("train", "detect"),
+                    ("train", "segment")}
 #: Commands whose --json is not a flag: ``visor benchmark --json OUT`` writes the report to OUT ('-': stdout);
 #: ``visor review list --json`` prints review items (not images) as JSON Lines.
 OWN_JSON = {("benchmark",), ("review", "list")}
@@ -106,6 +114,7 @@ def test_shared_options_use_the_kit(words):
 #: Every command that runs a model names it with --model, its default from the task registry.
 MODEL_DEFAULTS = {
     ("classify",): DEFAULT_CLASSIFIER, ("detect",): DEFAULT_DETECTOR, ("annotate",): DEFAULT_CLASSIFIER,
+    ("segment",): DEFAULT_SEGMENTER,
     ("faces", "detect"): DEFAULT_FACE_DETECTOR, ("faces", "enroll"): DEFAULT_FACE_DETECTOR,
     ("faces", "identify"): DEFAULT_FACE_DETECTOR, ("anonymize",): DEFAULT_FACE_DETECTOR,
     ("export",): DEFAULT_CLASSIFIER, ("benchmark",): DEFAULT_CLASSIFIER, ("serve",): DEFAULT_CLASSIFIER,

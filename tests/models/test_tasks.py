@@ -19,16 +19,17 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "visor"
 
 def test_the_builtin_table():
     tasks = builtin_tasks()
-    assert tasks.names() == ["classification", "detection", "face_detection", "embedding", "text", "moderation",
-                             "properties", "crop_hints"]
-    assert tasks.verbs() == ["classify", "detect", "faces", "embed", "read_text", "moderate", "properties"]
-    assert tasks.routes() == ["/v1/classify", "/v1/detect", "/v1/faces"]
-    assert tasks.batch_tasks() == ["classify", "detect"]
-    assert tasks.features() == ["labels", "objects", "faces", "text", "moderation", "properties", "crop_hints"]
+    assert tasks.names() == ["classification", "detection", "face_detection", "segmentation", "embedding", "text",
+                             "moderation", "properties", "crop_hints"]
+    assert tasks.verbs() == ["classify", "detect", "faces", "segment", "embed", "read_text", "moderate", "properties"]
+    assert tasks.routes() == ["/v1/classify", "/v1/detect", "/v1/faces", "/v1/segment"]
+    assert tasks.batch_tasks() == ["classify", "detect", "segment"]
+    assert tasks.features() == ["labels", "objects", "faces", "segmentation", "text", "moderation", "properties",
+                                "crop_hints"]
     assert tasks.get("detection").options == ("conf", "iou", "max_det", "agnostic")
     assert tasks.get("detection").output_formats == ("yolov5", "yolov8", "yolox")
     assert builtin_tasks() is tasks  # immutable, so one shared table
-    assert len(tasks) == 8 and "detection" in tasks and "segmentation" not in tasks
+    assert len(tasks) == 9 and "detection" in tasks and "segmentation" in tasks and "panoptic" not in tasks
 
 
 def test_lookups_by_each_key():
@@ -46,12 +47,12 @@ def test_lookups_by_each_key():
 
 @pytest.mark.parametrize(("lookup", "value", "message"), [
     ("get", "detecton", r"unknown task 'detecton'\. Did you mean 'detection'\? Tasks this visor knows: "
-                        r"classification, detection, face_detection, embedding, text, moderation, properties, "
-                        r"crop_hints"),
+                        r"classification, detection, face_detection, segmentation, embedding, text, moderation, "
+                        r"properties, crop_hints"),
     ("by_verb", "clasify", r"no task has the verb 'clasify'\. Did you mean 'classify'\?"),
     ("by_route", "/v1/detct", r"Did you mean '/v1/detect'\?"),
     ("by_feature", "object", r"Did you mean 'objects'\?"),
-    ("by_batch_task", "annotate", r"no task has the batch task 'annotate'\. Known: classify, detect"),
+    ("by_batch_task", "annotate", r"no task has the batch task 'annotate'\. Known: classify, detect, segment"),
     ("by_cloud_vision", "LABEL_DETECTIONS", r"Did you mean 'LABEL_DETECTION'\?"),
 ])
 def test_unknown_keys_are_config_errors_with_suggestions(lookup, value, message):
@@ -80,7 +81,7 @@ def test_every_registry_card_of_a_known_task_has_a_format_its_task_reads():
         if card.task in tasks:
             tasks.get(card.task).check_output_format(card.name, card.output_format)
             checked.append(card.name)
-    assert checked == ["efficientnet_lite0", "yolox_nano", "yunet"]
+    assert checked == ["deeplabv3_voc", "efficientnet_lite0", "yolox_nano", "yunet"]
 
 
 def _module_exists(reference: str) -> bool:

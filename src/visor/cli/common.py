@@ -77,6 +77,7 @@ JSON_DOCUMENT_HELP = "print the result as one JSON document instead of text"
 
 #: What the model of each task is called in help texts.
 _ROLES = {"classification": "classifier", "detection": "object detector", "face_detection": "face detector",
+          "segmentation": "segmenter",
           "embedding": "classifier whose features embed the images"}
 MODEL_FORMS = "a registry name (see 'visor models'), a model folder, a card.json or an .onnx file"
 _UNSET = object()

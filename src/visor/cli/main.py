@@ -29,6 +29,7 @@ from visor.cli import models as models_cli
 from visor.cli import recognition as recognition_cli
 from visor.cli import review as review_cli
 from visor.cli import search as search_cli
+from visor.cli import segment as segment_cli
 from visor.cli import serve as serve_cli
 from visor.cli import train as train_cli
 from visor.cli.common import (
@@ -124,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_cli.register(sub)
     evaluate_cli.register(sub)
     detect_cli.register(sub)
+    segment_cli.register(sub)
     faces_cli.register(sub)
     recognition_cli.register(sub)
     annotate_cli.register(sub)

@@ -78,7 +78,7 @@ def _decode_and_prepare(
     return decoded, (prepare(good) if prepare is not None and good else None)
 
 
-def _batches(
+def prepared_batches(
     decode: Callable[[ImageSource], Image.Image],
     prepare: Callable[[list[Image.Image]], Any] | None,
     sources: Iterable[ImageSource],
@@ -101,7 +101,7 @@ def decoded_batches(
     decode: Callable[[ImageSource], Image.Image], sources: Iterable[ImageSource], batch_size: int
 ) -> Iterator[tuple[list[ImageSource], list[Image.Image | VisorError]]]:
     """(sources, decoded images or typed errors) per batch; the next batch decodes in a thread meanwhile."""
-    for chunk, decoded, _ in _batches(decode, None, sources, batch_size):
+    for chunk, decoded, _ in prepared_batches(decode, None, sources, batch_size):
         yield chunk, decoded
 
 
@@ -133,7 +133,7 @@ def outcomes(
     ``prepare`` on them (resize, normalise: CPU work that would otherwise sit between two inferences)
     and ``run`` gets what it returned.
     """
-    for chunk, decoded, prepared in _batches(decode, prepare, sources, batch_size):
+    for chunk, decoded, prepared in prepared_batches(decode, prepare, sources, batch_size):
         good = [d for d in decoded if isinstance(d, Image.Image)]
         results = iter(run(good if prepare is None else prepared)) if good else iter(())
         for src, d in zip(chunk, decoded, strict=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +56,11 @@ class OnnxSession:
         """The batch size the graph is fixed to (e.g. 1 for many exports), or None when it is dynamic."""
         dim = self.input_shape[0] if self.input_shape else None
         return dim if isinstance(dim, int) and dim > 0 else None
+
+    @property
+    def output_shape(self) -> tuple[Any, ...]:
+        """The first output's shape as the graph declares it (ints, or names/None for dynamic axes)."""
+        return tuple(self._session.get_outputs()[0].shape)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """The first output for ``batch``."""

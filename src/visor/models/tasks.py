@@ -28,7 +28,7 @@ from typing import Any
 from visor.config import suggest
 from visor.errors import ConfigError
 from visor.models.onnx_import import DETECTOR_FORMATS
-from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, DEFAULT_FACE_DETECTOR
+from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, DEFAULT_FACE_DETECTOR, DEFAULT_SEGMENTER
 
 
 def import_object(reference: str, what: str = "object") -> Any:
@@ -261,6 +261,19 @@ _BUILTIN = (
         annotate_feature="faces",
         cloud_vision=("FACE_DETECTION",),
         description="face detection: boxes, scores and five landmarks",
+    ),
+    TaskSpec(
+        name="segmentation",
+        verb="segment",
+        predictor="visor.models.segmenter:Segmenter",
+        result="visor.types.segmentation:SegmentationMask",
+        default_model=DEFAULT_SEGMENTER,
+        output_formats=("segmentation_logits",),
+        options=("with_confidence",),
+        route="/v1/segment",
+        batch_task="segment",
+        annotate_feature="segmentation",
+        description="semantic segmentation: a class per pixel at the image's size, per-class areas",
     ),
     TaskSpec(
         name="embedding",
