@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from visor.cli.common import (
     ExitCode,
     add_model_option,
@@ -32,6 +34,7 @@ from visor.cli.common import (
 )
 from visor.errors import InvalidInput, VisorError
 from visor.io import ImageLimits, expand_paths
+from visor.models.registry import DEFAULT_SEGMENTER
 
 #: dlib's detectors, chosen by name besides the face-detection models of the registry (visor.faces.DETECTORS).
 _DLIB_DETECTORS = ("hog", "cnn")
@@ -189,8 +192,30 @@ def cmd_collections(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- anonymize
 
 
+def _limits(args: argparse.Namespace) -> ImageLimits:
+    return image_limits(args) if hasattr(args, "max_bytes") else ImageLimits()
+
+
+def _segmenter(args: argparse.Namespace) -> Any:
+    """The segmenter of ``--segmenter`` for ``--people``: a segmentation model with a "person" class."""
+    from visor.errors import ConfigError
+    from visor.faces.anonymize import PERSON
+    from visor.models import load
+    from visor.models.segmenter import Segmenter
+
+    segmenter = load(args.segmenter, limits=_limits(args), threads=getattr(args, "threads", None))
+    if not isinstance(segmenter, Segmenter):
+        raise ConfigError(f"{segmenter.name} is a {segmenter.card.task} model; --segmenter needs a segmentation "
+                          "model")
+    if PERSON not in segmenter.labels:
+        raise ConfigError(f"{segmenter.name} has no {PERSON!r} class for --people; its classes: "
+                          f"{', '.join(segmenter.labels)}")
+    return segmenter
+
+
 def cmd_anonymize(args: argparse.Namespace) -> int:
     from visor.faces import anonymize, sensitive_boxes
+    from visor.faces.anonymize import hide_mask, people_mask
     from visor.io.outputs import check_output_folder, plan_outputs, save_image
 
     paths = _paths(args)
@@ -198,22 +223,40 @@ def cmd_anonymize(args: argparse.Namespace) -> int:
         return ExitCode.FAILED
     check_output_folder(args.out, [*args.paths, *paths], what="--out")
     targets = dict(zip(paths, plan_outputs(paths, args.out, overwrite=args.overwrite), strict=True))
-    analyzer = _analyzer(args)
+    hide_faces = args.faces or not args.people  # faces by default; with --people only when --faces is given
+    analyzer = _analyzer(args) if hide_faces else None
+    segmenter = _segmenter(args) if args.people else None
     reader = None
     if args.text:
         from visor.features.text import TextReader
 
-        reader = TextReader(limits=analyzer.limits)
+        reader = TextReader(limits=analyzer.limits if analyzer is not None else _limits(args))
 
-    def work(path: Path) -> tuple[Path, int, int]:
-        image = analyzer.decode(path)
-        boxes, n_faces, n_texts = sensitive_boxes(image, analyzer=analyzer, text_reader=reader, **_detect_kwargs(args))
-        return save_image(anonymize(image, boxes, args.method, expand=args.expand), targets[path]), n_faces, n_texts
+    def work(path: Path) -> tuple[Path, str]:
+        image = (analyzer or segmenter).decode(path)
+        out, notes = image, []
+        if segmenter is not None:  # whole people: the grown person mask
+            mask = people_mask(segmenter.predict(image), dilate=args.dilate)
+            out = hide_mask(image, mask, args.method)
+            notes.append(f"people {mask.mean():.1%} of the pixels")
+        boxes = np.zeros((0, 4))
+        if analyzer is not None:
+            boxes, n_faces, n_texts = sensitive_boxes(image, analyzer=analyzer, text_reader=reader,
+                                                      **_detect_kwargs(args))
+            notes.insert(0, f"{n_faces} face(s)")
+        elif reader is not None:
+            lines = reader.read(image)
+            boxes, n_texts = np.asarray(lines.xyxy, np.float64).reshape(-1, 4), len(lines)
+        if reader is not None:
+            notes.append(f"{n_texts} text region(s)")
+        if len(boxes):  # found on the original image; hidden on top of the people
+            out = anonymize(out, boxes, args.method, expand=args.expand)
+        return save_image(out, targets[path]), ", ".join(notes)
 
     done = 0
-    for path, (target, n_faces, n_texts) in _each(paths, work, args):
+    for path, (target, notes) in _each(paths, work, args):
         done += 1
-        print(f"{path} -> {target}  {n_faces} face(s)" + (f", {n_texts} text region(s)" if reader else ""))
+        print(f"{path} -> {target}  {notes}")
     return _finish(len(paths) - done, len(paths))
 
 
@@ -244,6 +287,16 @@ def _upsample(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, got {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
@@ -309,10 +362,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _db(p)
     p.set_defaults(func=cmd_collections)
 
-    p = sub.add_parser("anonymize", help="blur, pixelate or black out faces",
-                       description="Hide every detected face in each image and write the result into --out, under "
-                                   "the same relative path, name and format (PNG, WebP, BMP and TIFF losslessly; "
-                                   "JPEG at quality 95). Only pixels in the (slightly expanded) face boxes change, "
+    p = sub.add_parser("anonymize", help="blur, pixelate or black out faces or whole people",
+                       description="Hide every detected face (or with --people every person, whole) in each image "
+                                   "and write the result into --out, under the same relative path, name and format "
+                                   "(PNG, WebP, BMP and TIFF losslessly; JPEG at quality 95). Only pixels in the "
+                                   "(slightly expanded) face boxes and the (slightly grown) person masks change, "
                                    "apart from JPEG and GIF re-encoding. --out may not be, contain or be inside an "
                                    "input, and existing files are kept unless --overwrite.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders or glob patterns")
@@ -322,5 +376,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text", action="store_true", help="also hide every text region (OCR text detection)")
     p.add_argument("--expand", type=_threshold, default=0.2,
                    help="grow each face box by this fraction of its size on each side (default 0.2)")
+    p.add_argument("--people", action="store_true",
+                   help="hide whole people (body, clothing, hair) with the person class of --segmenter, instead of "
+                        "faces; add --faces for both")
+    p.add_argument("--faces", action="store_true",
+                   help="with --people, hide the face boxes too (without --people faces are always hidden)")
+    p.add_argument("--segmenter", default=DEFAULT_SEGMENTER, metavar="SEGMENTER",
+                   help="segmentation model for --people, with a 'person' class: a registry name or a model folder "
+                        f"(default {DEFAULT_SEGMENTER})")
+    p.add_argument("--dilate", type=_pixels, default=None, metavar="PIXELS",
+                   help="grow the person mask by this many pixels to cover its edges (default 1%% of the image's "
+                        "longer side, at least 2)")
     _common(p)
     p.set_defaults(func=cmd_anonymize)

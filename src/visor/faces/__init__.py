@@ -15,7 +15,7 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-from visor.faces.anonymize import anonymize, sensitive_boxes
+from visor.faces.anonymize import anonymize, anonymize_people, hide_mask, people_mask, sensitive_boxes
 from visor.faces.collections import (
     CollectionExists,
     CollectionNotFound,
@@ -53,11 +53,14 @@ __all__ = [
     "PersonNotFound",
     "YuNetDetector",
     "anonymize",
+    "anonymize_people",
     "compare",
     "default_db_path",
     "default_models_dir",
     "detect_faces",
+    "hide_mask",
     "load_face_detector",
+    "people_mask",
     "sensitive_boxes",
 ]
 
