@@ -90,3 +90,56 @@ def test_evaluate_errors(lighting, argv, message, capsys):
 def test_monitor_errors(tmp_path, capsys):
     assert main(["monitor", str(tmp_path / "missing.safetensors"), str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ segmentation
+
+
+@pytest.fixture(scope="module")
+def person_folder(shared_data, tmp_path_factory):
+    """Four coco128 images with person masks (COCO person polygons, crowd ignored), and one image whose mask
+    has the wrong size: images/ + masks/ + classes.txt."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from visor.data.segmentation import SegmentationDataset
+
+    coco = shared_data("coco128")
+    ds = SegmentationDataset.from_coco(coco / "instances.json", coco / "images")
+    root = tmp_path_factory.mktemp("person")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("background\nperson\n")
+    names = ["000000000036.jpg", "000000000042.jpg", "000000000049.jpg", "000000000061.jpg"]
+    for i in [i for i, s in enumerate(ds.samples) if s.image.name in names]:
+        _, mask = ds.load(i)
+        out = np.where(mask == 255, 255, mask == ds.classes.index("person")).astype(np.uint8)
+        shutil.copy(ds.samples[i].image, root / "images")
+        Image.fromarray(out).save(root / "masks" / f"{ds.samples[i].image.stem}.png")
+    shutil.copy(coco / "images" / "000000000071.jpg", root / "images")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(root / "masks" / "000000000071.png")
+    return root
+
+
+def test_evaluate_mask_folder_defaults_to_the_segmenter(zoo_cache, person_folder, capsys):
+    code = main(["evaluate", str(person_folder), "--resamples", "100", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out.startswith("model deeplabv3_voc, split all: 4 images, 1 left out")
+    assert "mIoU: " in captured.out and "person " in captured.out
+    assert "left out " in captured.err and "000000000071.jpg" in captured.err and "10x10" in captured.err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--corruptions", "fog"], "--corruptions: not available for segmentation"),
+    (["--model-card", "card.md"], "--model-card: not available for segmentation"),
+    (["--subgroup-metric", "macro_f1"], "compared on mIoU"),
+    (["--by", "light"], "--by needs per-image metadata"),
+    (["--split", "val"], "no split 'val'"),
+    (["--classes", "backgruond,person"], "dataset classes not known to model deeplabv3_voc: backgruond."),
+])
+def test_evaluate_segmentation_errors(zoo_cache, person_folder, argv, message, capsys):
+    code = main(["evaluate", "--model", "deeplabv3_voc", str(person_folder), *argv, "--no-progress"])
+    assert code == 2 and message in capsys.readouterr().err

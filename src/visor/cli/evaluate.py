@@ -20,14 +20,33 @@ from visor.cli.common import (
 )
 
 
-def _model(args: argparse.Namespace) -> str:
-    """--model (or the deprecated positional MODEL); by default the default classifier or detector, by DATA."""
+def data_task(data: str) -> str:
+    """The task DATA is labelled for: ``"detection"`` (COCO, YOLO, VOC), ``"segmentation"`` (a mask folder),
+    else ``"classification"``."""
     from visor.cli.detection_data import is_detection_data
+    from visor.data.segmentation import is_mask_data
 
+    if is_detection_data(data):
+        return "detection"
+    return "segmentation" if is_mask_data(data) else "classification"
+
+
+def _model(args: argparse.Namespace) -> str:
+    """--model (or the deprecated positional MODEL); by default the default classifier, detector or segmenter,
+    by DATA."""
     model = model_arg(args, "evaluate")
     if model is not None:
         return model
-    return default_model("detection" if is_detection_data(args.data) else "classification")
+    return default_model(data_task(args.data))
+
+
+def _classes(text: str | None) -> tuple[str, ...] | str | None:
+    """--classes: a classes.txt / classes.json file, else comma-separated names."""
+    from pathlib import Path
+
+    if text is None or Path(text).is_file():
+        return text
+    return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -39,7 +58,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         min_group_size=args.min_group_size, metadata=args.metadata, resamples=args.resamples, level=args.ci_level,
         seed=args.seed,
         corruptions=parse_names(args.corruptions, CORRUPTIONS), report=args.report, model_card=args.model_card,
-        profile=args.profile, out=args.out, batch_size=args.batch_size,
+        profile=args.profile, out=args.out, batch_size=args.batch_size, classes=_classes(args.classes),
+        ignore_index=args.ignore_index,
     )
     run = run_evaluation(_model(args), args.data, options, threads=args.threads, progress=show_progress(args))
     result = run.result
@@ -49,8 +69,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(result.format_table())
         for what, path in run.written.items():
             print(f"{what.replace('_', ' ')} written to {path}")
+    from visor.evaluate.segmenter import SegmenterEvaluation
+
+    # a segmentation item can be left out for more than an unreadable file (missing mask, size, values)
+    what = "left out" if isinstance(result, SegmenterEvaluation) else "skipped unreadable"
     for path, reason in result.skipped:
-        err(f"skipped unreadable {path}: {reason}")
+        err(f"{what} {path}: {reason}")
+    for item, reason in getattr(result, "problems", ()):
+        err(f"data problem {item}: {reason}")
     return ExitCode.OK
 
 
@@ -86,10 +112,15 @@ def register(sub) -> None:
         help="measure a model: metrics with CIs, subgroups, robustness, report",
         description=(
             "Evaluate --model (a registry name, a run folder or an ONNX file; by default the built-in classifier for "
-            "a classification dataset and the built-in detector for a detection dataset) on DATA. A classifier is "
+            "a classification dataset, the built-in detector for a detection dataset and the built-in segmenter for "
+            "a mask dataset) on DATA. A classifier is "
             "measured on a folder of class folders or a CSV/JSONL manifest path,label[,split][,metadata...]; a "
             "detector on a COCO, YOLO or VOC dataset (COCO AP, AP50 with a bootstrap interval over images, and AP50 "
-            "per --by group from --metadata). For a classifier: accuracy, top-5, macro and per-class "
+            "per --by group from --metadata); a segmenter on a mask dataset (images/ + masks/ with the same stems, "
+            "CamVid's train/ + trainannot/, or a COCO JSON rasterised to masks; classes matched to the model's "
+            "labels by name): mIoU, per-class IoU, pixel accuracy and mean Dice over all pixels (ignored pixels "
+            "left out), bootstrap intervals over images, the pixel confusion matrix, mIoU per --by group, and the "
+            "worst images (overlays in the --report page). For a classifier: accuracy, top-5, macro and per-class "
             "precision/recall/F1, the confusion matrix, and expected calibration error (15 bins) before and after the"
             " model's temperature scaling, each headline metric with a seeded 95% bootstrap confidence interval. --by"
             " COLUMN reports a metric per value of a manifest column, flags groups whose interval lies below the best"
@@ -98,12 +129,12 @@ def register(sub) -> None:
             "model card; --profile keeps a reference profile for 'visor monitor' and 'visor serve --drift-profile'."
         ),
     )
-    c, d = default_model("classification"), default_model("detection")
+    c, d, s = default_model("classification"), default_model("detection"), default_model("segmentation")
     add_model_option(p, None, default=None, positional=True,
                      help_text=f"the model to evaluate: {MODEL_FORMS} (default {c} for a classification dataset, "
-                               f"{d} for a detection dataset)")
-    p.add_argument("data", metavar="DATA", help="a folder of class folders, a CSV/JSONL manifest, or a COCO, YOLO or "
-                                                "VOC detection dataset")
+                               f"{d} for a detection dataset, {s} for a mask dataset)")
+    p.add_argument("data", metavar="DATA", help="a folder of class folders, a CSV/JSONL manifest, a COCO, YOLO or "
+                                                "VOC detection dataset, or a mask dataset")
     p.add_argument("--split", help="evaluate only this split of DATA (e.g. test)")
     p.add_argument("--by", action="append", metavar="COLUMN",
                    help="report per value of this manifest column (repeat for several columns)")
@@ -115,7 +146,13 @@ def register(sub) -> None:
                    help="per-image metadata columns for --by from a CSV/JSONL file with a path or file_name column "
                         "(for class folders and detection sets; a manifest's own columns work without it)")
     p.add_argument("--resamples", type=positive_int, default=None,
-                   help="bootstrap resamples (default 1000 for a classifier, 200 for a detector)")
+                   help="bootstrap resamples (default 1000 for a classifier or segmenter, 200 for a detector)")
+    p.add_argument("--classes", default=None, metavar="FILE|A,B,...",
+                   help="mask data: class names in id order, or a classes.txt/classes.json file (default: "
+                        "classes.txt/classes.json in DATA, else from the masks); matched to the model's labels by name")
+    p.add_argument("--ignore-index", type=int, default=None,
+                   help="mask data: the mask value of ignored pixels, left out of every metric (default 255; "
+                        "CamVid: 11)")
     p.add_argument("--ci-level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the corruptions (default 0)")
     p.add_argument("--corruptions", nargs="?", const="all", metavar="NAMES",

@@ -1,4 +1,7 @@
-"""Evaluation of classifiers: metrics, calibration (ECE, temperature scaling) and plots.
+"""Evaluation of classifiers, detectors and segmenters: metrics, calibration (ECE, temperature scaling) and plots.
+
+Segmentation metrics live in :mod:`visor.evaluate.segmentation` (its pixel ``confusion_matrix`` takes an
+ignore index, unlike the classification one exported here).
 
 Everything here is a pure function of numpy arrays; matplotlib is imported only when a
 plot is drawn.
@@ -21,11 +24,14 @@ from visor.evaluate.metrics import (
     top_k_accuracy,
 )
 from visor.evaluate.plots import plot_confusion_matrix, plot_reliability_diagram, plot_training_curves
+from visor.evaluate.segmentation import SegmentationOutcomes, SegmentationReport, segmentation_report
 
 __all__ = [
     "ClassMetrics",
     "ClassificationReport",
     "DetectionReport",
+    "SegmentationOutcomes",
+    "SegmentationReport",
     "classification_report",
     "confusion_matrix",
     "evaluate_detections",
@@ -38,6 +44,7 @@ __all__ = [
     "plot_reliability_diagram",
     "plot_training_curves",
     "reliability_bins",
+    "segmentation_report",
     "softmax",
     "top_k_accuracy",
 ]

@@ -15,6 +15,7 @@ from visor.errors import ConfigError
 from visor.evaluate.bootstrap import BootstrapConfig
 from visor.evaluate.classifier import ClassifierEvaluation, evaluate_classifier
 from visor.evaluate.detector import DetectorEvaluation
+from visor.evaluate.segmenter import SegmenterEvaluation
 from visor.evaluate.subgroups import MIN_GROUP_SIZE
 from visor.models import load
 from visor.models.classifier import Classifier
@@ -32,7 +33,8 @@ class EvaluationOptions:
     """A CSV/JSONL side file of per-image metadata columns (``path`` or ``file_name`` + columns), for
     data without its own (class folders, detection sets)."""
     resamples: int | None = None
-    """Bootstrap resamples; None: 1,000 for a classifier, 200 for a detector (each a COCO evaluation)."""
+    """Bootstrap resamples; None: 1,000 for a classifier or a segmenter, 200 for a detector (each a COCO
+    evaluation)."""
     level: float = 0.95
     seed: int = 0
     corruptions: tuple[str, ...] = ()
@@ -46,6 +48,11 @@ class EvaluationOptions:
     out: str | None = None
     """Folder for report.json, confusion.png and reliability.png."""
     batch_size: int = 32
+    classes: tuple[str, ...] | str | None = None
+    """Mask folders: the class names in id order, or a classes.txt / classes.json file (default: the folder's own
+    classes file, else found from the masks)."""
+    ignore_index: int | None = None
+    """Mask folders: the mask value of ignored pixels (default 255)."""
 
     def __post_init__(self) -> None:
         if int(self.min_group_size) < 1:
@@ -63,7 +70,7 @@ class EvaluationOptions:
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    result: ClassifierEvaluation | DetectorEvaluation
+    result: ClassifierEvaluation | DetectorEvaluation | SegmenterEvaluation
     written: dict[str, Path] = field(default_factory=dict)
     """What was written: ``report``, ``model_card``, ``profile``, ``out``."""
 
@@ -105,6 +112,13 @@ def run_evaluation(model_ref: str, data: str | os.PathLike, options: EvaluationO
 
         check_corruptions(options.corruptions)  # before any inference
     model = model if model is not None else load(model_ref, threads=threads)
+    if getattr(getattr(model, "card", None), "task", None) == "segmentation":
+        return _run_segmentation(model, data, options, progress)
+    given = [flag for flag, value in [("--classes", options.classes), ("--ignore-index", options.ignore_index)]
+             if value is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: for segmentation models on mask data only ({model.card.name} is a "
+                          f"{model.card.task} model)")
     if not isinstance(model, Classifier):
         return _run_detection(model, model_ref, data, options, progress)
     config = BootstrapConfig(options.resamples or 1000, options.level, options.seed)
@@ -148,6 +162,45 @@ def _run_detection(model: Any, model_ref: str, data: str | os.PathLike, options:
     return EvaluationRun(result, _write_documents(result.to_dict(), model, model_ref, options))
 
 
+def _run_segmentation(model: Any, data: str | os.PathLike, options: EvaluationOptions,
+                      progress: bool) -> EvaluationRun:
+    """The segmenter branch: pixel metrics with intervals over images, mIoU per group, the worst images;
+    the HTML report (with their overlays) and, with ``out``, report.json and confusion.png."""
+    from visor.evaluate.segmenter import evaluate_segmenter
+
+    refused = [flag for flag, given in [("--corruptions", options.corruptions), ("--profile", options.profile),
+                                        ("--model-card", options.model_card)] if given]
+    if refused:
+        raise ConfigError(f"{', '.join(refused)}: not available for segmentation yet ({model.card.name} is a "
+                          f"segmentation model); drop {'them' if len(refused) > 1 else 'it'}")
+    if options.subgroup_metric != "accuracy":
+        raise ConfigError("segmentation subgroups are compared on mIoU; --subgroup-metric applies to classifiers")
+    config = BootstrapConfig(options.resamples or 1000, options.level, options.seed)
+    result = evaluate_segmenter(model, data, split=options.split, classes=options.classes,
+                                ignore_index=options.ignore_index, by=options.by, metadata=options.metadata,
+                                min_group_size=options.min_group_size, bootstrap_config=config,
+                                batch_size=options.batch_size, progress=progress)
+    written: dict[str, Path] = {}
+    if options.out:
+        written["out"] = save_segmentation(result, options.out)
+    if options.report:
+        from visor.evaluate.report_html import write_report_html
+
+        written["report"] = write_report_html(result.to_dict(), options.report, overlays=result.overlays)
+    return EvaluationRun(result, written)
+
+
+def save_segmentation(result: SegmenterEvaluation, out: str | os.PathLike) -> Path:
+    """``report.json`` (the metrics document) and ``confusion.png`` (row-normalised pixel confusion) in ``out``."""
+    from visor.evaluate.plots import plot_confusion_matrix
+    from visor.io.files import atomic_write
+
+    folder = Path(out)
+    atomic_write(folder / "report.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    plot_confusion_matrix(result.report.confusion, result.report.class_names, folder / "confusion.png")
+    return folder
+
+
 def _write_documents(report: dict[str, Any], model: Any, model_ref: str, options: EvaluationOptions
                      ) -> dict[str, Path]:
     written: dict[str, Path] = {}
@@ -172,4 +225,5 @@ def parse_names(text: str | None, known: Sequence[str]) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
-__all__ = ["EvaluationOptions", "EvaluationRun", "parse_names", "run_evaluation", "training_summary"]
+__all__ = ["EvaluationOptions", "EvaluationRun", "parse_names", "run_evaluation", "save_segmentation",
+           "training_summary"]

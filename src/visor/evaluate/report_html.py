@@ -317,6 +317,9 @@ def _classes_line(report: Mapping[str, Any], total: int) -> str:
     if report.get("task") == "detection":
         boxes = [as_int(k) for k in as_mapping(report.get("support")).values()]
         return f"{sum(k > 0 for k in boxes)} of {total} labels, {sum(boxes)} boxes"
+    if report.get("task") == "segmentation":
+        pixels = [as_int(as_mapping(m).get("support")) for m in as_mapping(report.get("per_class")).values()]
+        return f"{sum(k > 0 for k in pixels)} of {total} classes in the ground truth, {sum(pixels):,} pixels counted"
     per_class = as_mapping(report.get("per_class"))
     present = present_classes(report)
     with_images = sum(as_int(as_mapping(per_class.get(n)).get("support")) > 0 for n in present)
@@ -332,8 +335,10 @@ def _header(report: Mapping[str, Any], title: str) -> list[str]:
         ("model", _e(report.get("model") or "unknown")),
         ("split", _e(report.get("split") or "all")),
         ("images evaluated", _e(as_int(report.get("num_samples", report.get("num_images"))))),
-        ("classes with images", _e(_classes_line(report, len(labels) or len(per_class)))),
-        ("skipped files", f'<span class="{"bad" if skipped else "good"}">{len(skipped)}</span>'),
+        ("classes" if report.get("task") == "segmentation" else "classes with images",
+         _e(_classes_line(report, len(labels) or len(per_class)))),
+        ("skipped files" if report.get("task") != "segmentation" else "items left out",
+         f'<span class="{"bad" if skipped else "good"}">{len(skipped)}</span>'),
     ]
     out = [f"<h1>{_e(title)}</h1>",
            '<div class="panel"><table class="summary">'
@@ -347,7 +352,7 @@ def _header(report: Mapping[str, Any], title: str) -> list[str]:
         more = len(skipped) - MAX_SKIPPED_LISTED
         if more > 0:
             items.append(f"<li>… and {more} more</li>")
-        out.append(f'<details><summary class="small">files that could not be read (not counted)</summary>'
+        out.append(f'<details><summary class="small">files that could not be used (not counted)</summary>'
                    f'<ul class="small">{"".join(items)}</ul></details>')
     out.append("</div>")
     return out
@@ -490,6 +495,7 @@ def _per_class(report: Mapping[str, Any]) -> str:
 
 
 def _confusion_section(report: Mapping[str, Any]) -> str:
+    pixels = report.get("task") == "segmentation"
     cm = _confusion(report)
     if cm is None or cm.sum() == 0:
         return _section("Confusion matrix", [_note("No confusion matrix was recorded.")], "confusion")
@@ -509,16 +515,20 @@ def _confusion_section(report: Mapping[str, Any]) -> str:
         corner = int(cm[np.ix_(rest, rest)].sum())
         m = np.block([[m, cols_other[:, None]], [rows_other[None, :], np.array([[corner]])]])
         labels.append(OTHER)
-    svg = _confusion_svg(m, labels, has_other=bool(rest))
+    svg = _confusion_svg(m, labels, has_other=bool(rest), percent=pixels)
     note = ("Rows are the true class, columns the predicted class; each cell holds a count, shaded by its "
             "share of the row (blue: correct, red: mistakes).")
+    if pixels:
+        note = ("Pixels: rows are the true class, columns the predicted class; each cell holds its share of the "
+                "row's pixels in percent (blank: none, “·”: under 0.5%; the pixel count is in the tooltip), shaded "
+                "by that share (blue: correct, red: mistakes). Ignored pixels are not counted.")
     if rest:
         note += (f" The {len(keep)} classes with the most images get their own row and column; the other "
                  f"{len(rest)} classes present (with images or only predicted) are folded into “{OTHER}”.")
     return _section("Confusion matrix", [_note(note), f'<div class="panel">{svg}</div>'], "confusion")
 
 
-def _confusion_svg(m: np.ndarray, labels: Sequence[str], *, has_other: bool) -> str:
+def _confusion_svg(m: np.ndarray, labels: Sequence[str], *, has_other: bool, percent: bool = False) -> str:
     n = len(labels)
     cell = 22 if n <= 20 else 20
     size = 9 if n > 12 else 10
@@ -558,7 +568,8 @@ def _confusion_svg(m: np.ndarray, labels: Sequence[str], *, has_other: bool) -> 
             parts.append(f'<g><title>{_e(tip)}</title><rect x="{x:.1f}" y="{y:.1f}" width="{cell}" '
                          f'height="{cell}" fill="{fill}" stroke="{_GRID}"/>')
             if count:
-                parts.append(_text(x + cell / 2, y + cell / 2 + size / 2 - 1, str(count), anchor="middle",
+                label = (str(round(100 * share)) if round(100 * share) else "·") if percent else str(count)
+                parts.append(_text(x + cell / 2, y + cell / 2 + size / 2 - 1, label, anchor="middle",
                                    size=size, fill=_ink_on(fill)))
             parts.append("</g>")
     return _svg(width, height, "Confusion matrix: true class (rows) against predicted class (columns)", parts)
@@ -774,13 +785,138 @@ def _mistakes(report: Mapping[str, Any], thumb_size: int) -> str:
                     "mistakes")
 
 
+# --------------------------------------------------------------------------- segmentation
+
+
+def _segmentation_summary(report: Mapping[str, Any]) -> str:
+    cis = as_mapping(report.get("confidence_intervals"))
+    rows = [
+        ("mIoU (mean IoU over the classes in ground truth or prediction)", format_decimal(report.get("miou")),
+         format_decimal_ci(cis.get("miou"))),
+        ("mean Dice", format_decimal(report.get("mean_dice")), format_decimal_ci(cis.get("mean_dice"))),
+        ("pixel accuracy", format_percent(report.get("pixel_accuracy")), format_percent_ci(cis.get("pixel_accuracy"))),
+        ("mean class accuracy", format_percent(report.get("mean_accuracy")), "—"),
+        ("images / pixels counted", f"{as_int(report.get('num_images'))} / {as_int(report.get('num_pixels')):,}", "—"),
+    ]
+    level = as_float(cis.get("level"))
+    caption = ("IoU and Dice are computed over all pixels of the set (not averaged per image); classes absent from "
+               "both ground truth and prediction are left out of the means; pixels whose ground truth is the ignore "
+               "index are not counted.")
+    if cis:
+        caption += (f" {format_percent(level if level is not None else 0.95, 0)} confidence intervals: percentile "
+                    f"bootstrap over images (the images' pixel confusion matrices resampled and summed), "
+                    f"{as_int(cis.get('resamples'))} resamples, seed {cis.get('seed', 'n/a')}.")
+        if cis.get("too_small"):
+            caption += (f" Only {as_int(report.get('num_images'))} images: too few to judge; the intervals show how "
+                        "little they say.")
+    background = [str(x) for x in as_list(report.get("model_labels_as_background"))]
+    if background:
+        caption += (f" The model's labels that the data does not have ({', '.join(background[:12])}"
+                    f"{' …' if len(background) > 12 else ''}) count as background.")
+    head = f"{format_percent(level, 0)} CI" if level is not None else "95% CI"
+    table = _table(["metric", "value", head], [(_e(a), _e(b), _e(c)) for a, b, c in rows], caption)
+    return _section("Summary metrics", [f'<div class="panel">{table}</div>'], "summary")
+
+
+def _segmentation_per_class(report: Mapping[str, Any]) -> str:
+    per_class = as_mapping(report.get("per_class"))
+    scored = [str(n) for n, m in per_class.items() if as_float(as_mapping(m).get("iou")) is not None]
+    absent = [str(n) for n in per_class if str(n) not in set(scored)]
+    if not scored:
+        return _section("Per-class IoU", [_note("No class is in the ground truth or the prediction.")], "per-class")
+
+    def iou(name: str) -> float:
+        return as_float(as_mapping(per_class[name]).get("iou")) or 0.0
+
+    shown = sorted(scored, key=lambda n: (iou(n), n))[:MAX_CHART_CLASSES]
+    bars, rows = [], []
+    for name in shown:
+        m = as_mapping(per_class[name])
+        value, ci, support = as_float(m.get("iou")), as_interval(m.get("iou_ci")), as_int(m.get("support"))
+        note = "not in ground truth" if support == 0 else f"{support:,} px"
+        bars.append(_Bar(name, value, ci, _BAR_LOW if (value or 0) < 0.5 else _BAR, note=note, grey=support == 0,
+                         tooltip=f"{name}: IoU {format_decimal(value)}"
+                                 + (f", 95% CI {format_decimal_ci(ci)}" if ci else "") + f", {support:,} true pixels, "
+                                 f"{as_int(m.get('predicted')):,} predicted"))
+        rows.append((_e(name), _e(format_decimal(value)), _e(format_decimal_ci(ci)), _e(format_decimal(m.get("dice"))),
+                     _e(format_percent(m.get("accuracy"))), _e(f"{support:,}"), _e(f"{as_int(m.get('predicted')):,}")))
+    note = (f"{len(shown)} of {len(scored)} classes in the ground truth or the prediction, lowest IoU first; bars "
+            "below 0.5 are red; whiskers are 95% bootstrap intervals over images. A class only predicted scores 0.")
+    if len(scored) > len(shown):
+        note += f" {len(scored) - len(shown)} more classes are in the JSON report."
+    if absent:
+        note += (f" Absent from both ground truth and prediction (no IoU, left out of the means): "
+                 f"{', '.join(absent[:20])}{' …' if len(absent) > 20 else ''}.")
+    chart = _bar_chart(bars, title="IoU per class with 95% confidence intervals", axis="IoU")
+    table = _table(["class", "IoU", "IoU 95% CI", "Dice", "accuracy (recall)", "true pixels", "predicted pixels"],
+                   rows)
+    return _section("Per-class IoU", [_note(note), f'<div class="panel">{chart}</div>',
+                                      f'<div class="panel">{table}</div>'], "per-class")
+
+
+def _class_legend(report: Mapping[str, Any]) -> str:
+    """Colour swatches (the VOC palette the overlays use) of the classes in the worst images."""
+    from visor.types.segmentation import palette
+
+    names = [str(n) for n in as_list(report.get("labels"))]
+    used = {str(c) for w in as_list(report.get("worst_images")) for key in ("classes", "predicted")
+            for c in as_list(as_mapping(w).get(key))}
+    colours = palette(max(1, len(names)))
+    items = []
+    for i, name in enumerate(names):
+        if name not in used:
+            continue
+        rgb = colours[3 * i: 3 * i + 3]
+        swatch = "transparent; border:1px solid #999" if i == 0 else _hex(rgb)
+        items.append(f'<span style="white-space:nowrap;margin-right:.8rem"><span style="display:inline-block;'
+                     f'width:.8rem;height:.8rem;vertical-align:middle;background:{swatch}"></span> {_e(name)}</span>')
+    return f'<p class="small">{"".join(items)}</p>' if items else ""
+
+
+def _worst_images(report: Mapping[str, Any], overlays: Mapping[str, str], thumb_size: int) -> str:
+    worst = [as_mapping(w) for w in as_list(report.get("worst_images"))]
+    if not worst:
+        return _section("Worst images", [_note("No per-image results were recorded.")], "worst")
+    figs = []
+    for w in worst:
+        path = str(w.get("path", ""))
+        name = path.replace("\\", "/").rsplit("/", 1)[-1] or "(no path)"
+        uri = overlays.get(path)
+        if uri is not None and uri.startswith("data:image/"):
+            img = (f'<img src="{_e(uri)}" alt="{_e(name)}: image, ground truth, prediction, errors" '
+                   'style="max-width:100%">')
+        else:
+            thumb = _thumbnail(path, thumb_size) if path else None
+            box = f"width:{thumb_size}px;height:{thumb_size}px"
+            img = (f'<img src="{thumb}" alt="{_e(name)}" style="{box}">' if thumb is not None
+                   else f'<div class="missing" style="{box}">image not available</div>')
+        caption = (f'<span class="muted fname" title="{_e(path)}">{_e(name)}</span>'
+                   f'mIoU <span class="bad">{_e(format_decimal(w.get("miou")))}</span>, pixel accuracy '
+                   f'{_e(format_percent(w.get("pixel_accuracy")))}<br>'
+                   f'true: {_e(", ".join(str(c) for c in as_list(w.get("classes"))) or "—")}<br>'
+                   f'predicted: {_e(", ".join(str(c) for c in as_list(w.get("predicted"))) or "—")}')
+        figs.append(f'<figure style="max-width:100%">{img}<figcaption>{caption}</figcaption></figure>')
+    note = _note(f"The {len(worst)} images with the lowest mIoU of their own (over the classes in that image's ground "
+                 "truth or prediction), worst first. Each strip: the image, the ground truth over it, the prediction "
+                 "over it (the first class is not tinted; hatched grey: ignored pixels) and the errors (magenta: wrong "
+                 "pixels, grey: ignored).")
+    legend = _class_legend(report) if overlays else ""
+    return _section("Worst images", [note, f'<div class="panel">{legend}<div class="row">{"".join(figs)}</div></div>'],
+                    "worst")
+
+
 # --------------------------------------------------------------------------- page
 
 
-def render_report_html(report: Mapping[str, Any], *, thumb_size: int = 112, title: str | None = None) -> str:
+def render_report_html(report: Mapping[str, Any], *, thumb_size: int = 112, title: str | None = None,
+                       overlays: Mapping[str, str] | None = None) -> str:
     """The evaluation report ``report`` (the dict of ``visor evaluate --json``) as one
     self-contained HTML page: header, summary metrics with confidence intervals, per-class
     recall, confusion matrix, reliability diagram, subgroups, corruptions and example mistakes.
+    A segmentation report (``task`` ``"segmentation"``) gets mIoU / Dice / pixel accuracy, the per-class
+    IoU chart, the pixel confusion matrix, subgroups and its worst images: ``overlays`` maps their paths to
+    ``data:image/...`` strips (:attr:`visor.evaluate.segmenter.SegmenterEvaluation.overlays`); without one,
+    a plain thumbnail.
 
     Raises :class:`~visor.errors.InvalidInput` when ``report`` is not a mapping or
     ``thumb_size`` is not positive.
@@ -793,6 +929,11 @@ def render_report_html(report: Mapping[str, Any], *, thumb_size: int = 112, titl
     if report.get("task") == "detection":
         sections = [("summary", "summary"), ("per-class", "per class"), ("subgroups", "subgroups")]
         body = [_detection_summary(report), _detection_per_class(report), _subgroups(report)]
+    elif report.get("task") == "segmentation":
+        sections = [("summary", "summary"), ("per-class", "per-class IoU"), ("confusion", "confusion"),
+                    ("subgroups", "subgroups"), ("worst", "worst images")]
+        body = [_segmentation_summary(report), _segmentation_per_class(report), _confusion_section(report),
+                _subgroups(report), _worst_images(report, as_mapping(overlays), int(thumb_size))]
     else:
         sections = [("summary", "summary"), ("per-class", "per class"), ("confusion", "confusion"),
                     ("calibration", "calibration"), ("subgroups", "subgroups"), ("corruptions", "corruptions"),
@@ -814,10 +955,10 @@ def render_report_html(report: Mapping[str, Any], *, thumb_size: int = 112, titl
 
 
 def write_report_html(report: Mapping[str, Any], path: str | os.PathLike, *, thumb_size: int = 112,
-                      title: str | None = None) -> Path:
+                      title: str | None = None, overlays: Mapping[str, str] | None = None) -> Path:
     """Render the report page and write it to ``path`` atomically (a temporary file in the
     same folder, then ``os.replace``); parent folders are created. Returns the path."""
-    text = render_report_html(report, thumb_size=thumb_size, title=title)
+    text = render_report_html(report, thumb_size=thumb_size, title=title, overlays=overlays)
     return write_text_atomic(Path(path), text)
 
 

@@ -3,9 +3,9 @@ confidence intervals, the gap to the best group, and flags.
 
 For each group of samples sharing a column value (lighting, camera, site, a demographic
 attribute the user supplies) the report gives ``n``, the score (accuracy or macro-F1 for a
-classifier, AP50 for a detector) and its interval within the group: a Wilson score interval
+classifier, AP50 for a detector, mIoU for a segmenter) and its interval within the group: a Wilson score interval
 for accuracy (a proportion; honest at 0% and 100%), a percentile bootstrap drawn within the
-group for macro-F1 and AP50. The best group is the highest-scoring one among those with at least ``min_size``
+group for macro-F1, AP50 and mIoU. The best group is the highest-scoring one among those with at least ``min_size``
 samples. A group is flagged ``"worse"`` when its whole interval lies below the best group's
 interval (the intervals do not overlap); a group smaller than ``min_size`` is reported with
 its score and interval but marked ``"too_small"`` to judge, never hidden.
@@ -190,5 +190,21 @@ def detection_subgroups(ground_truth: Sequence[Any], predictions: Sequence[Any],
     return SubgroupReport(column, "ap50", config, int(min_size), best, groups)
 
 
+def segmentation_subgroups(outcomes: Any, values: Sequence[str], column: str, *, metric: str = "miou",
+                           config: BootstrapConfig | None = None, min_size: int = MIN_GROUP_SIZE) -> SubgroupReport:
+    """mIoU (or pixel accuracy / mean Dice) per group of images (``values[i]`` is image i's group) of a
+    :class:`~visor.evaluate.segmentation.SegmentationOutcomes`: each group's pixels summed over its images,
+    a percentile bootstrap over the group's images for the interval."""
+    config = config or BootstrapConfig()
+    if len(values) != len(outcomes):
+        raise ConfigError(f"{len(values)} group values for {len(outcomes)} images")
+    scored = []
+    for name, index in _groups(values):
+        sub = outcomes.subset(index)
+        scored.append((name, len(index), sub.point(metric), sub.interval(metric, config, column, name)))
+    best, groups = judge_groups(scored, min_size)
+    return SubgroupReport(column, metric, config, int(min_size), best, groups)
+
+
 __all__ = ["MIN_GROUP_SIZE", "MISSING", "GroupResult", "SubgroupReport", "classification_subgroups",
-           "detection_subgroups", "group_column", "judge_groups"]
+           "detection_subgroups", "group_column", "judge_groups", "segmentation_subgroups"]
