@@ -34,9 +34,12 @@ def annotator(zoo_cache):
 
 
 def test_features_are_the_registrys():
+    from visor.annotate import OPT_IN_FEATURES, default_features
     from visor.models.tasks import builtin_tasks
 
-    assert tuple(builtin_tasks().features()) == FEATURES
+    # the default features are the registry's but the opt-in segmentation, in the registry's order
+    assert default_features() == FEATURES and OPT_IN_FEATURES == ("segmentation",)
+    assert set(builtin_tasks().features()) == {*FEATURES, *OPT_IN_FEATURES}
     assert check_features(["labels", "objects", "labels"]) == ("labels", "objects")
 
 

@@ -41,14 +41,20 @@ from visor.io import DEFAULT_LIMITS, ImageLimits, ImageSource, bounded_copy, des
 from visor.models import load
 from visor.models.tasks import TaskRegistry, TaskSpec, builtin_tasks
 
-#: The built-in features (the annotate features of :func:`~visor.models.tasks.builtin_tasks`), all run by default.
+#: The built-in features run by default (the annotate features of :func:`~visor.models.tasks.builtin_tasks` but
+#: the :data:`OPT_IN_FEATURES`).
 FEATURES: tuple[str, ...] = ("labels", "objects", "faces", "text", "moderation", "properties", "crop_hints")
+#: Features run only when asked for by name (``--features segmentation``): a per-pixel model, and a bigger slot.
+OPT_IN_FEATURES: tuple[str, ...] = ("segmentation",)
 #: Aspect ratios (width / height) crop hints are made for.
 CROP_ASPECT_RATIOS: tuple[float, ...] = (1.0, 16 / 9, 4 / 5)
 #: Pixel budgets of the expensive features (see the module docstring).
 LABELS_SIDE = 1024
 FACE_PIXELS = 2_000_000
 TEXT_SIDE = 2048
+#: ``segmentation``: the mask is made for a copy at most this many pixels on its long side (the zoo's segmenter
+#: sees 257x257, so nothing it finds is lost) and its RLE segments and areas are in that copy's pixels.
+SEGMENTATION_SIDE = 512
 #: Features whose models are used by one thread at a time (dlib, RapidOCR and nudenet keep state).
 SERIAL_FEATURES: tuple[str, ...] = ("faces", "text", "moderation")
 #: The face detectors of dlib, chosen by name instead of a face-detection model.
@@ -64,6 +70,12 @@ def check_features(features: Sequence[str], tasks: TaskRegistry | None = None) -
     return tuple(dict.fromkeys(features))
 
 
+def default_features(tasks: TaskRegistry | None = None) -> tuple[str, ...]:
+    """The features run when none are named: every feature of the task registry but :data:`OPT_IN_FEATURES`."""
+    known = (tasks if tasks is not None else builtin_tasks()).features()
+    return tuple(f for f in known if f not in OPT_IN_FEATURES)
+
+
 def _is_predictor_class(cls: type) -> bool:
     return hasattr(cls, "from_card") and hasattr(cls, "predict")
 
@@ -72,9 +84,10 @@ def _is_predictor_class(cls: type) -> bool:
 class Annotator:
     """Runs the requested features on images; reuse one for many images (models load once).
 
-    ``classifier`` (labels), ``detector`` (objects) and ``face_detector`` (faces) are registry names,
-    model folders or ``.onnx`` files, or loaded models; None is the feature's default model in the task
-    registry (``efficientnet_lite0``, ``yolox_nano``, ``yunet``). ``face_detector`` may also be ``"hog"``
+    ``classifier`` (labels), ``detector`` (objects), ``face_detector`` (faces) and ``segmenter``
+    (segmentation) are registry names, model folders or ``.onnx`` files, or loaded models; None is the
+    feature's default model in the task registry (``efficientnet_lite0``, ``yolox_nano``, ``yunet``,
+    ``deeplabv3_voc``). ``face_detector`` may also be ``"hog"``
     or ``"cnn"`` (dlib's detectors). ``moderation_parts`` adds nudenet's part detector to open_nsfw, as
     :class:`~visor.features.moderation.Moderator`'s ``parts``: None (default, as ``visor.moderate``) when
     nudenet is installed, True requires it (the ``moderation`` extra), False never.
@@ -86,6 +99,7 @@ class Annotator:
     classifier: Any = None
     detector: Any = None
     face_detector: Any = None
+    segmenter: Any = None
     moderation_parts: bool | None = None
     top_k: int = 5
     crop_aspect_ratios: tuple[float, ...] = CROP_ASPECT_RATIOS
@@ -141,6 +155,8 @@ class Annotator:
             return self._predictor(spec, self.classifier)
         if feature == "objects":
             return self._predictor(spec, self.detector)
+        if feature == "segmentation":
+            return self._predictor(spec, self.segmenter)
         if feature == "faces":
             from visor.faces import FaceAnalyzer
 
@@ -173,6 +189,8 @@ class Annotator:
             detections = model.predict(image)
             results["_detections"] = detections
             return detections.to_dict()
+        if feature == "segmentation":  # SegmentationMask JSON of a bounded copy: areas and one RLE per class
+            return model.predict(bounded_copy(image, max_side=SEGMENTATION_SIDE)).to_dict()
         if feature == "properties":
             return model(image, limits=self.limits).to_dict()
         if feature == "crop_hints":

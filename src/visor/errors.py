@@ -76,8 +76,11 @@ class WeightsError(VisorError):
 
 
 class WeightsNotCached(WeightsError):
-    """URL weights are not in the cache and could not be downloaded (offline, or the download failed)."""
+    """URL weights are not in the cache and could not be downloaded (offline, or the download failed).
 
+    503: the service is fine, the model is not there yet (``visor models pull`` / ``import`` brings it)."""
+
+    http_status = 503
     code = "weights_not_cached"
 
 

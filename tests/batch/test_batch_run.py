@@ -248,7 +248,7 @@ def test_a_custom_task_registry_entry_flows_into_batch(tmp_path, image_folder):
     pets = make_constant_detector(tmp_path / "pets.onnx")
     custom = TaskRegistry([dataclasses.replace(s, batch_task="boxes", default_model=str(pets), options=("conf",))
                            if s.name == "detection" else s for s in builtin_tasks()])
-    assert batch_tasks(custom) == ("classify", "boxes", "annotate") and batch_tasks() == TASKS
+    assert batch_tasks(custom) == ("classify", "boxes", "segment", "annotate") and batch_tasks() == TASKS
     _, good, _ = image_folder
     out = tmp_path / "boxes.jsonl"
     summary = run_batch(good[:3], task="boxes", tasks=custom, out=out, conf=0.5)
@@ -260,7 +260,7 @@ def test_a_custom_task_registry_entry_flows_into_batch(tmp_path, image_folder):
     # conf above the box's 0.9: no box, the option reached the predictor
     run_batch(good[:1], task="boxes", tasks=custom, out=tmp_path / "none.jsonl", conf=0.95)
     assert [(r["label"], r["count"]) for r in iter_results(tmp_path / "none.jsonl")] == [(None, 0)]
-    with pytest.raises(ConfigError, match=r"unknown task 'boxes'\. Choose one of classify, detect, annotate"):
+    with pytest.raises(ConfigError, match=r"unknown task 'boxes'\. Choose one of classify, detect, segment, annotate"):
         run_batch(good[:1], task="boxes", out=tmp_path / "x.jsonl")
     with pytest.raises(ConfigError, match=r"unknown task 'detct'\. Did you mean 'detect'\?"):
         run_batch(good[:1], task="detct", out=tmp_path / "x.jsonl")

@@ -52,27 +52,29 @@ class LiveServer:
         self.thread.join(30)
 
 
-def require_default_detector(overrides: dict[str, Any]) -> None:
-    """A server with the default detector (yolox_nano) needs its weights, imported into the session's cache from
-    ../shared/models by tests/conftest.py: missing, a failure in CI and a skip elsewhere (never a download)."""
+def require_default_models(overrides: dict[str, Any]) -> None:
+    """A server with the default detector (yolox_nano) or segmenter (deeplabv3_voc) needs their weights, imported
+    into the session's cache from ../shared/models by tests/conftest.py: missing, a failure in CI and a skip
+    elsewhere (never a download)."""
     from visor.models import weights
-    from visor.models.registry import DEFAULT_DETECTOR, builtin
+    from visor.models.registry import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, builtin
 
-    if overrides.get("detector", DEFAULT_DETECTOR) != DEFAULT_DETECTOR:
-        return
-    if not weights.is_present(builtin().get(DEFAULT_DETECTOR).weights):
-        msg = (f"the default detector's weights ({DEFAULT_DETECTOR}) are not in the test cache: check out ../shared "
-               "(tests/conftest.py imports ../shared/models)")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+    for role, default in (("detector", DEFAULT_DETECTOR), ("segmenter", DEFAULT_SEGMENTER)):
+        if overrides.get(role, default) != default:
+            continue
+        if not weights.is_present(builtin().get(default).weights):
+            msg = (f"the default {role}'s weights ({default}) are not in the test cache: check out ../shared "
+                   "(tests/conftest.py imports ../shared/models)")
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(msg)
+            pytest.skip(msg)
 
 
 def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     """Start a server with a fresh database and one API key; waits until /readyz says ready.
 
-    The server runs the default models (efficientnet_lite0 and the yolox_nano detector) unless
-    ``overrides`` name others (``detector="none"``: no detector)."""
+    The server runs the default models (efficientnet_lite0, the yolox_nano detector and the deeplabv3_voc
+    segmenter) unless ``overrides`` name others (``detector="none"``: no detector)."""
     import httpx
     import uvicorn
 
@@ -81,7 +83,7 @@ def start_server(tmp: Path, **overrides: Any) -> LiveServer:
     from visor.serve.keys import KeyStore
     from visor.serve.settings import ServeSettings
 
-    require_default_detector(overrides)
+    require_default_models(overrides)
     tmp.mkdir(parents=True, exist_ok=True)
     overrides.setdefault("batch_calibration", False)  # 2 s per start; tested on its own
     db_url = overrides.pop("db", f"sqlite:///{tmp / 'serve.db'}")
@@ -114,7 +116,7 @@ def start_server(tmp: Path, **overrides: Any) -> LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory, visor_cache):
-    """A server on loopback with the default classifier and detector that queues every prediction for review
+    """A server on loopback with the default classifier, detector and segmenter that queues every prediction for review
     (threshold 1.0).
 
     ``.url``, ``.key`` (an API key), ``.headers`` (``X-API-Key``), ``.db_url``.

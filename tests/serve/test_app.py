@@ -21,6 +21,7 @@ from conftest import start_server
 
 REPO = Path(__file__).resolve().parents[2]
 BUS = REPO / "assets" / "bus.jpg"
+DEEPLAB_SHA = "48a46b346ca7e2e96760b8a10a302046a3b5a9ce55e59d4c659c36d9cbd44118"  # ../shared/README.md
 
 
 def upload(*items: tuple[str, bytes]) -> list:
@@ -46,7 +47,7 @@ def png_bomb() -> bytes:
 def test_health_routes_need_no_key(live_server):
     assert httpx.get(f"{live_server.url}/livez").json() == {"status": "ok"}
     r = httpx.get(f"{live_server.url}/readyz")
-    assert r.status_code == 200 and r.json()["models"] == ["efficientnet_lite0", "yolox_nano"]
+    assert r.status_code == 200 and r.json()["models"] == ["efficientnet_lite0", "yolox_nano", "deeplabv3_voc"]
 
 
 @pytest.mark.parametrize("route", ["/v1/models", "/metrics", "/v1/review/items", "/v1/collections"])
@@ -127,7 +128,9 @@ def test_models_route(live_server, classifier, yolox_nano):
                        "version": classifier.card.weights.sha256[:12], "sha256": classifier.card.weights.sha256,
                        "num_classes": 1000, "max_batch": 16},
                       {"role": "detector", "name": "yolox_nano", "task": "detection", "version": yolox_sha[:12],
-                       "sha256": yolox_sha, "num_classes": 80, "max_batch": 16}]
+                       "sha256": yolox_sha, "num_classes": 80, "max_batch": 16},
+                      {"role": "segmenter", "name": "deeplabv3_voc", "task": "segmentation",
+                       "version": DEEPLAB_SHA[:12], "sha256": DEEPLAB_SHA, "num_classes": 21, "max_batch": 16}]
 
 
 def test_bad_inputs_get_typed_errors(live_server):
@@ -234,8 +237,8 @@ def test_a_review_item_is_queued_from_each_task(live_server):
     assert [d["class_name"] for d in detect["prediction"]["detections"]] == ["bus", "car"]
 
 
-def test_detector_none_switches_detection_off(tmp_path, visor_cache):
-    server = start_server(tmp_path, detector="none")
+def test_detector_and_segmenter_none_switch_detection_and_segmentation_off(tmp_path, visor_cache):
+    server = start_server(tmp_path, detector="none", segmenter="none")
     try:
         h, url = server.headers, server.url
         assert httpx.get(f"{url}/readyz").json()["models"] == ["efficientnet_lite0"]
@@ -243,11 +246,17 @@ def test_detector_none_switches_detection_off(tmp_path, visor_cache):
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
         assert r.json()["error"]["message"] == ("this service has no object detector (it was started with --detector "
                                                 "none): start it with --detector MODEL (default yolox_nano)")
-        # annotate: objects are left out of the default features, and asked for, answer 404 in their slot
-        r = httpx.post(f"{url}/v1/annotate", headers=h, params={"features": "objects,properties"},
+        r = httpx.post(f"{url}/v1/segment", headers=h, files=upload(("a.jpg", BUS.read_bytes())))
+        assert r.status_code == 404 and r.json()["error"]["message"] == (
+            "this service has no segmenter (it was started with --segmenter none): start it with --segmenter MODEL "
+            "(default deeplabv3_voc)")
+        # annotate: objects are left out of the default features, and asked for, answer 404 in their slot (as
+        # segmentation does, never a default model loaded on a request)
+        r = httpx.post(f"{url}/v1/annotate", headers=h, params={"features": "objects,properties,segmentation"},
                        files=upload(("bus.jpg", BUS.read_bytes())))
         doc = r.json()["results"][0]
         assert doc["objects"]["error"]["code"] == "model_not_found" and doc["properties"]["type"] == "properties"
+        assert doc["segmentation"]["error"]["code"] == "model_not_found"
         assert "objects" not in server.app.state.service.default_features()
         assert httpx.post(f"{url}/v1/classify", headers=h, files=upload(("bus.jpg", BUS.read_bytes()))
                           ).status_code == 200

@@ -86,8 +86,10 @@ def png(rgb: tuple[int, int, int]) -> bytes:
 
 
 def settings(tmp: Path, **kw):
+    """Service settings on ``tmp``, without keys, calibration or (unless given) the segmenter."""
     from visor.serve.settings import ServeSettings
 
+    kw.setdefault("segmenter", None)
     return ServeSettings(db=f"sqlite:///{tmp / 'serve.db'}", faces_db=str(tmp / "faces.db"), require_keys=False,
                          batch_calibration=False, **kw)
 
@@ -235,3 +237,12 @@ def test_the_detector_defaults_to_yolox_nano_and_none_switches_it_off(capsys):
     assert json.loads(capsys.readouterr().out)["detector"] == "yolox_nano"
     assert main(["serve", "--print-settings", "--no-keys", "--detector", "none"]) == 0
     assert json.loads(capsys.readouterr().out)["detector"] is None
+
+
+def test_the_segmenter_defaults_to_deeplabv3_voc_and_none_switches_it_off(capsys):
+    from visor.cli.main import main
+
+    assert main(["serve", "--print-settings", "--no-keys"]) == 0
+    assert json.loads(capsys.readouterr().out)["segmenter"] == "deeplabv3_voc"
+    assert main(["serve", "--print-settings", "--no-keys", "--segmenter", "none"]) == 0
+    assert json.loads(capsys.readouterr().out)["segmenter"] is None

@@ -130,6 +130,7 @@ def run_batch(
     top_k: int = 5,
     features: tuple[str, ...] | list[str] | None = None,
     detector: str | None = None,
+    segmenter: str | None = None,
     conf: float = 0.25,
     iou: float = 0.45,
     max_det: int = 300,
@@ -146,11 +147,14 @@ def run_batch(
     """Run ``task`` over every input and write one row per input to ``out`` (a folder of parts,
     ``.parquet`` or ``.jsonl``; see :mod:`visor.batch.store`).
 
-    ``task``: a batch task of the task registry (``tasks``, default visor's: ``classify``, ``detect``) or
-    ``annotate``. ``model`` defaults to the registry's default model for the task (``detect``:
-    ``yolox_nano``), and the task's options (``top_k`` for classify; ``conf``, ``iou``, ``max_det``,
-    ``agnostic`` for detect) are the ones the registry lists for it. ``annotate`` runs ``features``
-    (default: all) with ``model`` as the classifier and ``detector`` for ``objects``.
+    ``task``: a batch task of the task registry (``tasks``, default visor's: ``classify``, ``detect``,
+    ``segment``) or ``annotate``. ``model`` defaults to the registry's default model for the task (``detect``:
+    ``yolox_nano``, ``segment``: ``deeplabv3_voc``), and the task's options (``top_k`` for classify; ``conf``,
+    ``iou``, ``max_det``, ``agnostic`` for detect) are the ones the registry lists for it. ``segment`` writes
+    per image the mask's JSON (class names, and per class present its area in pixels and COCO RLE) with the
+    largest non-background class as ``label``. ``annotate`` runs ``features`` (default: all but
+    ``segmentation``) with ``model`` as the classifier, ``detector`` for ``objects`` and ``segmenter`` for
+    ``segmentation``.
 
     ``inputs``: a folder, glob, image file or manifest (CSV / JSON Lines / Parquet with a ``path``
     column), or a list of them. Bad images go to the quarantine table and the run goes on. Run it
@@ -176,8 +180,8 @@ def run_batch(
         streams = int(streams or (1 if task == "annotate" else min(4, cpus)))
         if threads is None:
             threads = max(1, cpus // streams)
-    spec = TaskSpec(task=task, model=model, detector=detector, features=tuple(features or ()), top_k=top_k,
-                    conf=conf, iou=iou, max_det=max_det, agnostic=agnostic, max_bytes=limits.max_bytes,
+    spec = TaskSpec(task=task, model=model, detector=detector, segmenter=segmenter, features=tuple(features or ()),
+                    top_k=top_k, conf=conf, iou=iou, max_det=max_det, agnostic=agnostic, max_bytes=limits.max_bytes,
                     max_pixels=limits.max_pixels, threads=threads, tasks=tasks)
     if output_format(out) == "parquet":
         require_pyarrow("Parquet output")  # before loading anything

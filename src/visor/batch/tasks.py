@@ -10,10 +10,10 @@ work in two:
   postprocessing, giving one result row, or a typed error, per input.
 
 The ``--task`` values are the task registry's batch tasks (:mod:`visor.models.tasks`:
-``classify``, ``detect``, and those of a custom registry passed as ``tasks=``) and ``annotate``. For
-a registry task the registry names the predictor, its default model (``detect``: ``yolox_nano``) and
-the options it takes; one :class:`PredictorRunner` runs any of them (workers: decode +
-``predictor.prepare``; inference: ``predictor.infer`` + ``predictor.postprocess``).
+``classify``, ``detect``, ``segment``, and those of a custom registry passed as ``tasks=``) and ``annotate``.
+For a registry task the registry names the predictor, its default model (``detect``: ``yolox_nano``,
+``segment``: ``deeplabv3_voc``) and the options it takes; one :class:`PredictorRunner` runs any of them
+(workers: decode + ``predictor.prepare``; inference: ``predictor.infer`` + ``predictor.postprocess``).
 
 Classification has no special path any more: the runner that had the workers normalise straight into
 the batch array (two passes, bit-identical) was not measurably faster than the generic one (2 busy
@@ -42,7 +42,7 @@ from visor.models.tasks import TaskSpec as ModelTask
 #: The task that runs several features per image (:mod:`visor.annotate`), beside the registry's batch tasks.
 ANNOTATE = "annotate"
 #: visor's ``--task`` values: the batch tasks of :func:`~visor.models.tasks.builtin_tasks`, then annotate.
-TASKS = ("classify", "detect", ANNOTATE)
+TASKS = ("classify", "detect", "segment", ANNOTATE)
 #: Images inferred at once, over all concurrent inference calls, by default: ONNX Runtime's memory
 #: grows with it (EfficientNet-Lite0 at 224 px: about 20-25 MB per image in flight; two calls of
 #: 8 images peak near 0.5 GB for the whole process, two of 16 near 0.8-1 GB) while the throughput
@@ -74,8 +74,11 @@ class TaskSpec:
     """The task's model (annotate: the classifier of ``labels``); None: the registry's default model."""
     detector: str | None = None
     """annotate only: the detector for the ``objects`` feature (None: the registry's default)."""
+    segmenter: str | None = None
+    """annotate only: the segmenter for the ``segmentation`` feature (None: the registry's default)."""
     features: tuple[str, ...] = ()
-    """annotate only: the features to run (default: every feature of the task registry, as ``visor.annotate``)."""
+    """annotate only: the features to run (default: every feature of the task registry but the opt-in ones,
+    :func:`visor.annotate.default_features`, as ``visor.annotate``)."""
     top_k: int = 5
     conf: float = 0.25
     iou: float = 0.45
@@ -101,12 +104,14 @@ class TaskSpec:
         if int(self.top_k) < 1:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
         if self.task == ANNOTATE:
-            from visor.annotate import check_features
+            from visor.annotate import check_features, default_features
 
-            wanted = self.features or tuple(self.task_registry.features())
+            wanted = self.features or default_features(self.tasks)
             object.__setattr__(self, "features", check_features(wanted, self.tasks))
         elif self.features:
             raise ConfigError("features apply to --task annotate only")
+        if self.segmenter is not None and self.task != ANNOTATE:
+            raise ConfigError("segmenter applies to --task annotate only (--task segment takes --model)")
 
     @property
     def task_registry(self) -> TaskRegistry:
@@ -131,6 +136,8 @@ class TaskSpec:
             opts["top_k"] = self.top_k
             opts["features"] = list(self.features)
             opts["detector"] = self.detector
+            if "segmentation" in self.features:
+                opts["segmenter"] = self.segmenter
         else:
             opts.update(self.predict_options())
         return opts
@@ -250,7 +257,10 @@ def _row(result: dict[str, Any], label=None, class_id=None, confidence=None, cou
 
 def result_row(result: Any) -> dict[str, Any]:
     """The output row of one result: its JSON, and the best item's label, class id and confidence (the one
-    scoring highest: the top class, the best box) with the number of items, where the result type has them."""
+    scoring highest: the top class, the best box) with the number of items, where the result type has them.
+    A segmentation mask: :func:`segmentation_row`."""
+    if getattr(result, "TYPE", None) == "segmentation":
+        return segmentation_row(result)
     count = len(result) if hasattr(result, "__len__") else None
     confidence = getattr(result, "confidence", None)
     label = class_id = best_confidence = None
@@ -264,6 +274,23 @@ def result_row(result: Any) -> dict[str, Any]:
             labels = (getattr(result, "data", None) or {}).get("class_name")
         label = str(labels[best]) if labels is not None else None
     return _row(result.to_dict(), label, class_id, best_confidence, count)
+
+
+def segmentation_row(mask: Any) -> dict[str, Any]:
+    """The output row of a :class:`~visor.types.segmentation.SegmentationMask`: its JSON (the size, class names
+    and per present class its area in pixels and COCO RLE), ``count`` = the classes present, ``label`` /
+    ``class_id`` = the class covering most pixels, a class named ``background`` only when nothing else is
+    present (ties: the lower class id), ``confidence`` None (a mask has no single score)."""
+    doc = mask.to_dict()
+    segments = doc["segments"]
+    label = class_id = None
+    if segments:
+        def rank(seg: dict[str, Any]) -> tuple[bool, int, int]:
+            return (str(seg["label"]).lower() != "background", int(seg["area"]), -int(seg["class_id"]))
+
+        best = max(segments, key=rank)
+        label, class_id = str(best["label"]), int(best["class_id"])
+    return _row(doc, label, class_id, None, len(segments))
 
 
 # --------------------------------------------------------------------------- any registry task
@@ -313,7 +340,8 @@ class PredictorRunner(Runner):
 
 class AnnotateRunner(Runner):
     """Decode in the workers; the features run one image at a time (each model batches internally).
-    The classifier (``labels``) and detector (``objects``) are the registry's defaults unless named."""
+    The classifier (``labels``), detector (``objects``) and segmenter (``segmentation``) are the registry's
+    defaults unless named."""
 
     def __init__(self, spec: TaskSpec) -> None:
         from visor.annotate import Annotator
@@ -325,9 +353,12 @@ class AnnotateRunner(Runner):
             clf = _load(_model_name(spec.model, registry.by_feature("labels")), spec)
         if "objects" in spec.features:
             det = _load(_model_name(spec.detector, registry.by_feature("objects"), "--detector"), spec)
-        self.annotator = Annotator(classifier=clf, detector=det, top_k=spec.top_k, limits=spec.limits,
-                                   tasks=spec.tasks)
-        models = [m for m in (clf, det) if m is not None]
+        seg = None
+        if "segmentation" in spec.features:
+            seg = _load(_model_name(spec.segmenter, registry.by_feature("segmentation"), "--segmenter"), spec)
+        self.annotator = Annotator(classifier=clf, detector=det, segmenter=seg, top_k=spec.top_k,
+                                   limits=spec.limits, tasks=spec.tasks)
+        models = [m for m in (clf, det, seg) if m is not None]
         self.model_name = "+".join(m.name for m in models) or ANNOTATE
         self.model_sha256 = "+".join(weights_sha256(m) for m in models)
         self.card_sha256 = "+".join(card_sha256(m) for m in models)

@@ -1,4 +1,4 @@
-"""``visor batch``: classify, detect or annotate many images into a resumable Parquet / JSON Lines output.
+"""``visor batch``: classify, detect, segment or annotate many images into a resumable Parquet / JSON Lines output.
 
 Exit status: 0 when the run finished (quarantined images are recorded in the output, not failures),
 2 for usage errors (an output made with other parameters, a missing optional package, a bad manifest),
@@ -40,9 +40,9 @@ def cmd_batch(args: argparse.Namespace) -> int:
             summary = run_batch(
                 args.inputs, out=args.out, task=args.task, model=args.model, engine=args.engine,
                 workers=args.workers, batch_size=args.batch_size, streams=args.streams, top_k=args.top_k,
-                features=features, detector=args.detector, conf=args.conf, iou=args.iou, max_det=args.max_det,
-                agnostic=args.agnostic, limits=limits, threads=args.threads, chunk_size=args.chunk_size,
-                overwrite=args.overwrite, ray_address=args.ray_address, progress=show_bar,
+                features=features, detector=args.detector, segmenter=args.segmenter, conf=args.conf, iou=args.iou,
+                max_det=args.max_det, agnostic=args.agnostic, limits=limits, threads=args.threads,
+                chunk_size=args.chunk_size, overwrite=args.overwrite, ray_address=args.ray_address, progress=show_bar,
             )
     except BatchError as e:
         err(f"{type(e).__name__}: {e}")
@@ -83,10 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "batch",
         help="run a model over many images into a resumable Parquet or JSON Lines output",
         description=(
-            "Classify, detect or annotate every image of INPUT: a folder (searched recursively), a quoted glob, "
-            "an image file, or a manifest (.csv, .jsonl or .parquet with a 'path' column; relative paths are "
+            "Classify, detect, segment or annotate every image of INPUT: a folder (searched recursively), a quoted "
+            "glob, an image file, or a manifest (.csv, .jsonl or .parquet with a 'path' column; relative paths are "
             "relative to the manifest). --out names a folder of parts ending in .parquet or .jsonl: one row per "
-            "image (path, status, top label and confidence, the full result as JSON, model and its sha256), "
+            "image (path, status, top label and confidence, the full result as JSON, model and its sha256; "
+            "segment: the largest class other than background as label, and in the result the class names and "
+            "per class present its area in pixels and COCO RLE), "
             "and unreadable images in its _quarantine/ table (path, error type, code, message). Parts are "
             "written atomically: after a crash or Ctrl-C, run the same command again and it skips the images "
             "already done. An output made with another task, model or options is refused (--overwrite starts "
@@ -99,14 +101,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output_options(p, json=None, out="output folder ending in .parquet or .jsonl", out_required=True,
                        out_metavar="OUT")
     add_model_option(p, None, default=None,
-                     help_text=f"classifier (classify, annotate) or object detector (detect): {MODEL_FORMS} "
-                               f"(default {default_model('classification')} for classify and annotate, "
-                               f"{default_model('detection')} for detect)")
+                     help_text=f"classifier (classify, annotate), object detector (detect) or segmenter (segment): "
+                               f"{MODEL_FORMS} (default {default_model('classification')} for classify and "
+                               f"annotate, {default_model('detection')} for detect, "
+                               f"{default_model('segmentation')} for segment)")
     p.add_argument("--detector", default=None, metavar="MODEL",
                    help=model_help("detection", default=None, role="annotate: the object detector for the objects "
                                                                    "feature"))
+    p.add_argument("--segmenter", default=None, metavar="MODEL",
+                   help=model_help("segmentation", default=None, role="annotate: the segmenter for the segmentation "
+                                                                      "feature"))
     p.add_argument("--features", default=None,
-                   help="annotate: comma-separated features (default: all but objects, as 'visor annotate')")
+                   help="annotate: comma-separated features (default: all but segmentation, as 'visor annotate')")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local threads, or Ray Data (needs pip install 'visor-vision[ray]') (default local)")
     p.add_argument("--workers", type=positive_int, default=None,

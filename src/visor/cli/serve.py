@@ -12,7 +12,7 @@ import signal
 import sys
 
 from visor.cli.common import ExitCode, add_model_option, add_runtime_options, err, fraction, positive_int
-from visor.models.registry import DEFAULT_DETECTOR
+from visor.models.registry import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
 
 def _positive_float(text: str) -> float:
@@ -50,6 +50,7 @@ def settings_from_args(args: argparse.Namespace):
 
     return ServeSettings(
         host=args.host, port=args.port, workers=args.workers, classifier=args.model, detector=args.detector,
+        segmenter=args.segmenter,
         index=args.index,
         threads=args.threads, max_batch=args.max_batch, batch_calibration=not args.no_batch_calibration,
         max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, deadline_ms=args.deadline_ms,
@@ -117,6 +118,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default=DEFAULT_DETECTOR,
                    help=f"object detector for /v1/detect, annotate's objects and Cloud Vision's OBJECT_LOCALIZATION: "
                         f"registry name, model folder or .onnx (default {DEFAULT_DETECTOR}); 'none' for no detector")
+    p.add_argument("--segmenter", default=DEFAULT_SEGMENTER,
+                   help=f"semantic segmenter for /v1/segment and annotate's segmentation: registry name or model "
+                        f"folder (default {DEFAULT_SEGMENTER}); 'none' for no segmenter")
     p.add_argument("--index", default=None, help="a `visor index build` folder; enables POST /v1/search")
     add_runtime_options(p, limits=False, threads_help="ONNX Runtime threads per model (default: one per physical core)")
     g = p.add_argument_group("batching and load")

@@ -31,7 +31,9 @@ from visor.serve.auth import bearer_matches, key_from_request, redact_access_log
 from visor.serve.inputs import (
     ClassifyOptions,
     DetectOptions,
+    NotAcceptable,
     PayloadTooLarge,
+    SegmentOptions,
     int_option,
     list_option,
     read_images,
@@ -53,7 +55,7 @@ PURGE_EVERY_S = 3600.0
 DOCS_ASSETS = "/docs-assets"  # swagger-ui and redoc, vendored in static/docs/
 #: Tasks with a route of their own below (documented options); any other served task with a route in the
 #: task registry gets a generic one (:func:`_task_route`).
-BUILTIN_ROUTES = ("classification", "detection")
+BUILTIN_ROUTES = ("classification", "detection", "segmentation")
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `visor keys create`")
 _x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `visor keys create`")
@@ -143,6 +145,32 @@ def answer_response(answer: BatchAnswer) -> JSONResponse:
     return JSONResponse(answer.to_dict(), answer.status, headers)
 
 
+def accepts_png(accept: str) -> bool:
+    """Whether an ``Accept`` header names ``image/png`` (a wildcard does not count: JSON stays the default)."""
+    return any(part.split(";")[0].strip().lower() == "image/png" for part in accept.split(","))
+
+
+def png_response(answer: BatchAnswer) -> Response:
+    """A one-image ``/v1/segment`` answer (format png) as the PNG itself; the rest of the answer in headers:
+    ``X-Visor-Model``, ``X-Visor-Areas`` and ``X-Visor-Class-Names`` (JSON, ASCII)."""
+    import base64
+
+    result = answer.results[0]
+    doc = result["segmentation"]
+    model = str(doc.get("model") or "")
+    headers = {"X-Visor-Model": model if model.isascii() and model.isprintable() else json.dumps(model),
+               "X-Visor-Areas": json.dumps(result["areas"]),
+               "X-Visor-Class-Names": json.dumps(doc["class_names"]),
+               "Content-Disposition": f"inline; filename={json.dumps(_png_name(result.get('image')))}"}
+    return Response(base64.b64decode(doc["png"]), 200, headers, media_type="image/png")
+
+
+def _png_name(name: str | None) -> str:
+    stem = os.path.splitext(os.path.basename(name or ""))[0]
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in stem)
+    return f"{safe or 'mask'}.png"
+
+
 # --------------------------------------------------------------------------- app
 
 
@@ -214,10 +242,14 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
 
     @app.get("/readyz", tags=["health"], responses=docs.READYZ)
     async def readyz() -> JSONResponse:
-        """Ready once the models are loaded (503 until then; no key needed)."""
+        """Ready once the models are loaded (503 until then; no key needed). A model other than the classifier
+        whose weights are not on this machine is listed under ``unavailable`` (its task answers 503)."""
         m = service.manager
         if m.ready:
-            return JSONResponse({"status": "ready", "models": [x.name for x in m.models()]})
+            body: dict[str, Any] = {"status": "ready", "models": [x.name for x in m.models()]}
+            if m.unavailable():  # configured, weights missing: their routes answer 503 with the fix
+                body["unavailable"] = m.unavailable()
+            return JSONResponse(body)
         if m.load_error is not None:
             return JSONResponse({"status": "failed", "error": str(m.load_error)}, 503)
         return JSONResponse({"status": "loading"}, 503, {"Retry-After": "2"})
@@ -278,6 +310,28 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
         return answer_response(await service.predict_route("detection", images, options, deadline=until,
                                                            key_name=key))
 
+    @app.post("/v1/segment", tags=["recognition"], openapi_extra=docs.images_body(docs.SEGMENT_OPTIONS),
+              responses=docs.SEGMENT)
+    async def segment(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
+                      format: str = Query("rle", description="rle: one COCO RLE per class in the JSON; png: the "  # noqa: A002
+                                          "index mask as a base64 PNG (or the PNG itself with Accept: image/png)"),
+                      ) -> Response:
+        """Semantic segmentation with the service's segmenter (deeplabv3_voc, Pascal VOC's 21 classes, unless
+        --segmenter names another; 404 with --segmenter none): a class per pixel at the image's size, with the
+        pixel count of each class present. ``Accept: image/png`` with one image answers the index PNG itself
+        (palette: Pascal VOC's), its class areas in the ``X-Visor-Areas`` header."""
+        service.manager.check_admission("segmentation")
+        raw = accepts_png(request.headers.get("accept", ""))
+        images, opts = await read_images(request, max_images=settings.max_images)
+        options = SegmentOptions.from_request(opts, format="png" if raw else format)
+        if raw and (len(images) != 1 or options.format != "png"):
+            raise NotAcceptable("Accept: image/png answers one image with its PNG mask: send one image (without "
+                                "format=rle), or accept application/json")
+        answer = await service.segment(images, options, deadline=until, key_name=key)
+        if not raw or answer.status != 200:
+            return answer_response(answer)
+        return png_response(answer)
+
     # any other task the manager serves (a custom task registry's): the same pipeline, at the task's route
     for task in service.manager.served_tasks():
         spec = service.manager.tasks.get(task)
@@ -288,7 +342,8 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
               responses=docs.ANNOTATE)
     async def annotate(request: Request, key: str | None = Depends(auth), until: float = Depends(deadline),
                        features: str | None = Query(None, description="comma-separated: labels, objects, faces, "
-                                                    "text, moderation, properties, crop_hints"),
+                                                    "text, moderation, properties, crop_hints (the default), "
+                                                    "segmentation"),
                        top_k: int = Query(5, ge=1, le=1000)) -> JSONResponse:
         """Every recognition feature in one document per image (the schema of ``visor annotate``)."""
         images, opts = await read_images(request, max_images=settings.max_images)

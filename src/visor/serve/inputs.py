@@ -365,9 +365,43 @@ class DetectOptions:
         return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det}
 
 
+#: How ``POST /v1/segment`` answers with a mask: COCO RLE per class in JSON, or an index PNG.
+SEGMENT_FORMATS = ("rle", "png")
+
+
+class NotAcceptable(VisorError):
+    """The answer cannot be given in the media type the request's ``Accept`` asks for (HTTP 406)."""
+
+    http_status = 406
+    code = "not_acceptable"
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """The options of ``POST /v1/segment``: the mask's ``format``, ``"rle"`` (``SegmentationMask`` JSON: one
+    COCO RLE per present class) or ``"png"`` (an index PNG, base64 in the JSON answer). Nothing changes the
+    prediction itself, so :meth:`as_kwargs` is empty."""
+
+    format: str = "rle"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.format, str) or self.format.strip().lower() not in SEGMENT_FORMATS:
+            raise InvalidInput(f"format must be one of {', '.join(SEGMENT_FORMATS)}, got {_shown(self.format)}")
+        object.__setattr__(self, "format", self.format.strip().lower())
+
+    @classmethod
+    def from_request(cls, options: dict[str, Any], *, format: str = "rle") -> SegmentOptions:  # noqa: A002
+        """From the request's options (query string, form fields or JSON keys); keyword values are the defaults."""
+        return cls(format=options.get("format", format))
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return {}
+
+
 #: The typed options of each task's route, by task (a task not here takes its options as sent, checked by its
 #: predictor's ``check_options``).
-ROUTE_OPTIONS: dict[str, type] = {"classification": ClassifyOptions, "detection": DetectOptions}
+ROUTE_OPTIONS: dict[str, type] = {"classification": ClassifyOptions, "detection": DetectOptions,
+                                  "segmentation": SegmentOptions}
 
 
 def task_options(task: str, names: Sequence[str], options: dict[str, Any]) -> Any:

@@ -5,7 +5,8 @@ receives (tests and embedders can inject their own). The manager holds one :clas
 per model, keyed by the model's name: its predictor, its :class:`~visor.models.tasks.TaskSpec`,
 its admission counter, micro-batcher and batch size. Which model serves which task comes from
 the settings through the task registry (``classification`` -> ``settings.classifier``,
-``detection`` -> ``settings.detector``), plus any ``models={task: model}`` given.
+``detection`` -> ``settings.detector``, ``segmentation`` -> ``settings.segmenter``), plus any
+``models={task: model}`` given.
 
 Every task runs the same pipeline, built from the :class:`~visor.models.predictor.Predictor` base:
 
@@ -17,7 +18,12 @@ batched ``predictor.infer``
     images and runs ONNX Runtime once (the classifier with ``--drift-profile`` runs the graph that
     also gives embeddings, and feeds the drift window);
 ``finish(output, meta, **options)``
-    ``predictor.postprocess(output, [meta], **options)[0]``.
+    ``predictor.postprocess(output, [meta], **options)[0]`` (in a decoder thread for the tasks of
+    :data:`THREADED_FINISH`, whose postprocessing works on every pixel of the image).
+
+A model other than the classifier whose weights are not in the cache (:class:`WeightsNotCached`: an
+offline machine that has not run ``visor models pull`` / ``import``) does not stop the service: its
+task answers 503 (:class:`ModelUnavailable`, with the command that fixes it) and the others serve.
 
 :meth:`ModelManager.predict` does all three for one image, with admission (503 when the model
 is full) and the request's deadline (504).
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import itertools
 import logging
 import os
@@ -39,7 +46,7 @@ from typing import Any
 import anyio
 import numpy as np
 
-from visor.errors import ConfigError, ModelNotFound, VisorError
+from visor.errors import ConfigError, ModelNotFound, VisorError, WeightsNotCached
 from visor.models.tasks import TaskRegistry, TaskSpec, builtin_tasks
 from visor.serve.batcher import DeadlineExceeded, MicroBatcher, Overloaded, calibrate_batch_size
 from visor.serve.settings import ServeSettings
@@ -48,14 +55,33 @@ log = logging.getLogger("visor.serve")
 
 #: The tasks the settings name a model for: task -> the role (the ServeSettings field, the
 #: ``role`` of /v1/models and of the ``visor_model_info`` metric).
-ROLES: dict[str, str] = {"classification": "classifier", "detection": "detector"}
+ROLES: dict[str, str] = {"classification": "classifier", "detection": "detector", "segmentation": "segmenter"}
+#: Tasks whose ``postprocess`` is heavy enough (per pixel of the original image) to run off the event loop.
+THREADED_FINISH = frozenset({"segmentation"})
+#: Tasks the service cannot run without: their models' load failures fail the whole service.
+REQUIRED_TASKS = frozenset({"classification"})
 
 #: Why a task has no model here (HTTP 404), by task; others get a generic message.
 _NO_MODEL = {
     "classification": "this service has no classifier",
     "detection": "this service has no object detector (it was started with --detector none): start it with "
                  "--detector MODEL (default yolox_nano)",
+    "segmentation": "this service has no segmenter (it was started with --segmenter none): start it with "
+                    "--segmenter MODEL (default deeplabv3_voc)",
 }
+
+
+class ModelUnavailable(VisorError):
+    """The task's model is configured but could not be loaded because its weights are not in this machine's
+    cache (HTTP 503): the other tasks still serve; fetch the weights and restart the service."""
+
+    http_status = 503
+    code = "model_unavailable"
+    retry_after = 60
+
+
+#: annotate features served by the manager's own models, and their tasks.
+ANNOTATE_ROLES = {"objects": "detection", "segmentation": "segmentation"}
 
 
 class ModelsLoading(VisorError):
@@ -213,6 +239,7 @@ class ModelManager:
                 raise ConfigError(f"the {task} task has no predictor to serve")
         self._models: dict[str, LoadedModel] = {}  # by model name
         self._by_task: dict[str, LoadedModel] = {}
+        self._unavailable: dict[str, str] = {}  # task -> why its model could not be loaded
         self.batch_rates: dict[str, dict[int, float]] = {}
         self.drift: Any = None  # a visor.monitor.DriftWindow with --drift-profile
         # decoding and preprocessing threads: a few per core, not anyio's 40, so that the event
@@ -250,8 +277,17 @@ class ModelManager:
             with self._lock:
                 for task, ref in self._configured.items():
                     spec = self.tasks.get(task)
-                    # no busy-waiting ORT threads: HTTP and decoding share the cores
-                    predictor = load(ref, limits=s.limits, threads=s.threads, spin=False, tasks=self.tasks)
+                    try:
+                        # no busy-waiting ORT threads: HTTP and decoding share the cores
+                        predictor = load(ref, limits=s.limits, threads=s.threads, spin=False, tasks=self.tasks)
+                    except WeightsNotCached as e:
+                        if task in REQUIRED_TASKS:
+                            raise
+                        role = ROLES.get(task, task)
+                        self._unavailable[task] = (f"the {role} {ref} is not loaded: {e}; then restart the "
+                                                   f"service (or start it with --{role} none)")
+                        log.warning("%s is off: %s", task, self._unavailable[task])
+                        continue
                     if predictor.card.task not in spec.predictor_class().accepted_tasks():
                         raise ConfigError(f"{ref} is a {predictor.card.task} model; the {task} task needs a "
                                           f"{task} model")
@@ -263,8 +299,10 @@ class ModelManager:
                     slot = LoadedModel(ROLES.get(task, task), spec, predictor, door)
                     self._models[predictor.name] = self._by_task[task] = slot
                 classifier, detector = self._by_task.get("classification"), self._by_task.get("detection")
+                segmenter = self._by_task.get("segmentation")
                 self._annotator = Annotator(classifier=classifier.predictor if classifier else s.classifier,
-                                            detector=detector.predictor if detector else None, limits=s.limits,
+                                            detector=detector.predictor if detector else None,
+                                            segmenter=segmenter.predictor if segmenter else None, limits=s.limits,
                                             tasks=self.tasks)
                 for feature in ("faces", "text", "moderation"):
                     if feature in s.preload:
@@ -354,10 +392,17 @@ class ModelManager:
             raise ModelNotFound(_NO_MODEL.get(task, f"this service runs no {task} model"))
         return self.tasks.get(task)
 
+    def unavailable(self) -> dict[str, str]:
+        """Configured tasks whose model could not be loaded (weights not cached), with the reason."""
+        return dict(self._unavailable)
+
     def model_for(self, task: str) -> LoadedModel:
-        """The loaded model serving ``task``: 503 while loading, 404 when none is configured."""
+        """The loaded model serving ``task``: 503 while loading or when its weights are missing
+        (:class:`ModelUnavailable`), 404 when none is configured."""
         self.require_ready()
         self.require_task(task)
+        if task in self._unavailable:
+            raise ModelUnavailable(self._unavailable[task])
         return self._by_task[task]
 
     def model_name(self, task: str) -> str | None:
@@ -399,6 +444,9 @@ class ModelManager:
             output = await wait_for(slot.batcher.submit(batch, deadline), deadline)
         finally:
             slot.admission.leave()
+        if task in THREADED_FINISH:
+            return await anyio.to_thread.run_sync(functools.partial(slot.finish, output, meta, **options),
+                                                  limiter=self.decoders)
         return slot.finish(output, meta, **options)
 
     # ------------------------------------------------------------------ annotate
@@ -412,7 +460,8 @@ class ModelManager:
         their own lock for one image (bounded by the annotator's pixel budgets), the other
         features run concurrently. A feature not started by ``deadline`` (monotonic) raises
         :class:`DeadlineExceeded` (504) for the image. ``objects`` without a detector gives
-        its 404 in its slot (the annotator is not left to load a default one).
+        its 404 in its slot (the annotator is not left to load a default one), and so does
+        ``segmentation`` without a segmenter; a model whose weights are missing gives its 503 there.
         """
         self.require_ready()
         options: dict[str, Any] = {"top_k": int(top_k)}
@@ -425,9 +474,16 @@ class ModelManager:
 
         features = list(features)
         missing: dict[str, Any] = {}
-        if "objects" in features and not self.serves("detection"):
-            features.remove("objects")
-            missing["objects"] = {"error": ModelNotFound(_NO_MODEL["detection"]).to_dict()}
+        for feature, task in ANNOTATE_ROLES.items():  # never a default model loaded on a request
+            if feature not in features:
+                continue
+            if not self.serves(task):
+                error: VisorError | None = ModelNotFound(_NO_MODEL[task])
+            else:
+                error = ModelUnavailable(self._unavailable[task]) if task in self._unavailable else None
+            if error is not None:
+                features.remove(feature)
+                missing[feature] = {"error": error.to_dict()}
         doc = dataclasses.replace(self._annotator, **options).annotate(data, features, check=check)
         doc.update(missing)
         return doc
@@ -444,5 +500,5 @@ class ModelManager:
         return self._annotator.feature_lock("faces")
 
 
-__all__ = ["ROLES", "Admission", "LoadedModel", "ModelInfo", "ModelManager", "ModelsLoading", "check_deadline",
-           "monotonic_deadline", "split_outputs", "wait_for"]
+__all__ = ["ROLES", "THREADED_FINISH", "Admission", "LoadedModel", "ModelInfo", "ModelManager", "ModelUnavailable",
+           "ModelsLoading", "check_deadline", "monotonic_deadline", "split_outputs", "wait_for"]

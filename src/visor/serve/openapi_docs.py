@@ -20,7 +20,7 @@ first error's status (400 bad input, 413 too large, 415 unsupported format, 503 
 """
 
 TAGS = [
-    {"name": "recognition", "description": "Labels, objects and every feature in one document"},
+    {"name": "recognition", "description": "Labels, objects, segmentation masks and every feature in one document"},
     {"name": "cloud vision", "description": "Google Cloud Vision v1 compatible `images:annotate`"},
     {"name": "search", "description": "Visual search over an index built with `visor index build`"},
     {"name": "faces", "description": "Face collections: enroll people, identify faces"},
@@ -79,8 +79,52 @@ CLASSIFY_OPTIONS = {"top_k": {"type": "integer", "minimum": 1, "maximum": 1000, 
 DETECT_OPTIONS = {"conf": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.25},
                   "iou": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.45},
                   "max_det": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 300}}
-ANNOTATE_OPTIONS = {"features": {"type": "string", "example": "labels,faces,text"},
+ANNOTATE_OPTIONS = {"features": {"type": "string", "example": "labels,faces,text",
+                                 "description": "comma-separated; default: all but segmentation (opt-in)"},
                     "top_k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 5}}
+
+SEGMENT_OPTIONS = {"format": {"type": "string", "enum": ["rle", "png"], "default": "rle",
+                              "description": "rle: one COCO RLE per present class; png: the index mask as a "
+                                             "base64 PNG"}}
+_SEGMENT_NAMES = ["background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+                  "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+                  "tvmonitor"]
+_SEGMENT_RLE = {"image": "bus.jpg", "areas": {"background": 2, "bus": 4}, "review_id": None, "segmentation": {
+    "type": "segmentation", "model": "deeplabv3_voc", "width": 3, "height": 2, "class_names": _SEGMENT_NAMES,
+    "ignore_index": None, "segments": [
+        {"class_id": 0, "label": "background", "area": 2, "rle": {"size": [2, 3], "counts": "024"}},
+        {"class_id": 6, "label": "bus", "area": 4, "rle": {"size": [2, 3], "counts": "24"}}]}}
+_SEGMENT_PNG = {"image": "bus.jpg", "areas": {"background": 2, "bus": 4}, "review_id": None, "segmentation": {
+    "type": "segmentation", "model": "deeplabv3_voc", "width": 3, "height": 2, "class_names": _SEGMENT_NAMES,
+    "ignore_index": None, "format": "png", "png": "iVBORw0KGgo..."}}
+SEGMENT = {
+    200: {"description": "per image: `areas` (pixels per class present, by name) and `segmentation`: with "
+                         "format=rle the mask's JSON (one COCO RLE per class present, column-major as "
+                         "pycocotools), with format=png the index PNG in base64 (pixel value = class id, Pascal "
+                         "VOC palette). With `Accept: image/png` and one image: the PNG itself, the areas in "
+                         "the `X-Visor-Areas` header (JSON), the class names in `X-Visor-Class-Names`.",
+          "content": {"application/json": {"examples": {
+              "rle": {"summary": "format=rle (default)", "value": {"model": "deeplabv3_voc",
+                                                                   "results": [_SEGMENT_RLE]}},
+              "png": {"summary": "format=png", "value": {"model": "deeplabv3_voc", "results": [_SEGMENT_PNG]}}}},
+              "image/png": {"schema": {"type": "string", "format": "binary"}}}},
+    **IMAGE_ERRORS,
+    400: _error("invalid_input", "format must be one of rle, png, got 'jpg'", "bad input (an option, an image)"),
+    404: _error("model_not_found", "this service has no segmenter (it was started with --segmenter none)",
+                "segmentation switched off"),
+    406: _error("not_acceptable", "Accept: image/png answers one image with its PNG mask",
+                "Accept: image/png with several images (or format=rle)"),
+    503: {"description": "the segmenter's weights are not on this machine, or the queue is full (see Retry-After)",
+          "content": {"application/json": {"schema": ERROR_SCHEMA, "examples": {
+              "model_unavailable": {"summary": "weights not cached", "value": {"error": {
+                  "type": "ModelUnavailable", "code": "model_unavailable",
+                  "message": "the segmenter deeplabv3_voc is not loaded: downloads are off (VISOR_OFFLINE is set): "
+                             "unset it to pull deeplabv3_voc, or on a machine without internet `visor models "
+                             "import deeplabv3_voc FILE`; then restart the service (or start it with --segmenter "
+                             "none)"}}},
+              "overloaded": {"summary": "queue full", "value": {"error": {
+                  "type": "Overloaded", "code": "overloaded", "message": "model is at capacity; retry after 1 s"}}}}}}},
+    **AUTH_ERRORS}
 
 _CLASSIFICATIONS = {"type": "classifications", "model": DEFAULT_CLASSIFIER,
                     "predictions": [{"class_id": 779, "label": "school bus", "confidence": 0.93}]}

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from starlette.concurrency import run_in_threadpool
 
-from visor.errors import VisorError
+from visor.errors import InvalidInput, VisorError
 from visor.serve.auth import RateLimiter, Unauthorized
 from visor.serve.batcher import DeadlineExceeded
 from visor.serve.inputs import ImageInput
@@ -78,6 +78,22 @@ REVIEW_SIGNALS: dict[str, Callable[[Any], tuple[str | None, float | None]]] = {
     "classification": _top_class,
     "detection": _weakest_box,
 }
+
+
+def segmentation_fields(mask: Any, fmt: str = "rle") -> dict[str, Any]:
+    """The fields of one image's ``/v1/segment`` answer: ``areas`` (pixels per present class, by name) and
+    ``segmentation``: ``mask.to_dict()`` (``fmt="rle"``), or (``fmt="png"``) ``{"type", "model", "width",
+    "height", "class_names", "ignore_index", "format": "png", "png": base64 of mask.to_png_bytes()}``."""
+    if fmt == "rle":
+        return {"areas": mask.areas, "segmentation": mask.to_dict()}
+    if fmt != "png":
+        raise InvalidInput(f"format must be rle or png, got {fmt!r}")
+    import base64
+
+    doc = {"type": mask.TYPE, "model": mask.model, "width": mask.width, "height": mask.height,
+           "class_names": list(mask.class_names), "ignore_index": mask.ignore_index, "format": "png",
+           "png": base64.b64encode(mask.to_png_bytes()).decode("ascii")}
+    return {"areas": mask.areas, "segmentation": doc}
 
 
 def _as_json(result: Any) -> Any:
@@ -217,13 +233,16 @@ class VisorService:
     # ------------------------------------------------------------------ routes' work
 
     async def predict_route(self, task: str, images: Sequence[ImageInput], options: Any = None, *,
-                            deadline: float, key_name: str | None = None) -> BatchAnswer:
+                            deadline: float, key_name: str | None = None,
+                            encode: Callable[[Any], dict[str, Any]] | None = None) -> BatchAnswer:
         """A task's route (``/v1/classify``, ``/v1/detect``, any task of the registry the manager serves):
         each image through :meth:`ModelManager.predict`, then review queueing and the prediction log.
 
         ``options``: the route's typed options (``ClassifyOptions``, ``DetectOptions``: anything with
         ``as_kwargs()``) or a mapping, checked once by the task's predictor. 404 for the whole request when
         the service runs no model for ``task``; while the models load each image answers 503.
+        ``encode(result)``: the fields of an image's answer (run in a decoder thread; default
+        ``{result.TYPE: result.to_dict()}``); the prediction log and the review queue keep ``to_dict()``.
         """
         m = self.manager
         spec = m.require_task(task)
@@ -237,15 +256,31 @@ class VisorService:
             started = time.perf_counter()
             result = await m.predict(task, img.data, deadline, **kwargs)
             model = m.model_for(task)
-            doc = _as_json(result)
+            if encode is None:
+                doc = _as_json(result)
+                fields = {getattr(result, "TYPE", "") or spec.name: doc}
+            else:  # the JSON form only where it is kept (the log, the review queue): a mask's RLE costs
+                keep = self.settings.log_predictions or self.settings.review_enabled
+                doc, fields = await anyio.to_thread.run_sync(
+                    lambda: (_as_json(result) if keep else None, encode(result)), limiter=m.decoders)
             label, confidence = signal(result) if signal is not None else (None, None)
             review_id = await self._after(verb, img, review_task, model.name, doc, label, confidence, model.labels,
                                           key_name, started)
-            return {getattr(result, "TYPE", "") or spec.name: doc, "review_id": review_id}
+            return {**fields, "review_id": review_id}
 
         answer = await self._each(verb, images, one)
         answer.extra["model"] = m.model_name(task)
         return answer
+
+    async def segment(self, images: Sequence[ImageInput], options: Any = None, *, deadline: float,
+                      key_name: str | None = None) -> BatchAnswer:
+        """``POST /v1/segment``: :meth:`predict_route` for the segmentation task, each image answered as
+        ``{"areas": {class name: pixels}, "segmentation": ...}``: the ``SegmentationMask`` JSON (one COCO RLE
+        per present class) with ``format="rle"``, or with ``format="png"`` the mask as an index PNG
+        (base64; palette: Pascal VOC's) beside the size and class names (:func:`segmentation_fields`)."""
+        fmt = getattr(options, "format", None) or "rle"
+        return await self.predict_route("segmentation", images, options, deadline=deadline, key_name=key_name,
+                                        encode=functools.partial(segmentation_fields, fmt=fmt))
 
     async def annotate(self, images: Sequence[ImageInput], *, features: Sequence[str], top_k: int, deadline: float,
                        key_name: str | None = None) -> BatchAnswer:

@@ -10,11 +10,13 @@ from typing import Any
 from visor.config import from_mapping
 from visor.errors import ConfigError
 from visor.io import DEFAULT_LIMITS, ImageLimits
-from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR
+from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
 MB = 1024 * 1024
 #: The model name that switches a role off (``visor serve --detector none``).
 NO_MODEL = "none"
+#: The settings naming a model that ``none`` switches off.
+OPTIONAL_ROLES = ("detector", "segmenter")
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,10 @@ class ServeSettings:
 
     Models: ``classifier`` serves the classification task (``/v1/classify``, annotate's labels),
     ``detector`` the detection task (``/v1/detect``, annotate's objects, Cloud Vision's
-    OBJECT_LOCALIZATION); the detector defaults to the zoo's COCO detector, and ``None`` (or
-    ``"none"``, as ``visor serve --detector none`` gives it) switches detection off.
+    OBJECT_LOCALIZATION), ``segmenter`` the segmentation task (``/v1/segment``, annotate's
+    segmentation); the detector defaults to the zoo's COCO detector and the segmenter to the zoo's
+    Pascal VOC DeepLabV3, and ``None`` (or ``"none"``, as ``visor serve --detector none`` gives it)
+    switches that task off.
     """
 
     host: str = "127.0.0.1"
@@ -39,6 +43,7 @@ class ServeSettings:
     workers: int = 1
     classifier: str = DEFAULT_CLASSIFIER
     detector: str | None = DEFAULT_DETECTOR
+    segmenter: str | None = DEFAULT_SEGMENTER
     index: str | None = None  # a `visor index build` folder: enables POST /v1/search
     threads: int | None = None
     # micro-batching and load shedding
@@ -94,19 +99,21 @@ class ServeSettings:
                             *self.review_thresholds.items()]:
             if value is not None and not 0.0 <= float(value) <= 1.0:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value}")
-        unknown = set(self.preload) - {"classifier", "detector", "faces", "text", "moderation"}
+        unknown = set(self.preload) - {"classifier", "detector", "segmenter", "faces", "text", "moderation"}
         if unknown:
-            raise ConfigError(f"unknown preload entries {sorted(unknown)}: use classifier, detector, faces, text"
-                              ", moderation")
+            raise ConfigError(f"unknown preload entries {sorted(unknown)}: use classifier, detector, segmenter, "
+                              "faces, text, moderation")
         if self.metrics_public and not self.loopback:
             raise ConfigError(f"--metrics-public needs a loopback address (the service listens on {self.host}); "
                               "give Prometheus a bearer token with --metrics-token-file instead")
         if not isinstance(self.classifier, str) or not self.classifier.strip():
             raise ConfigError(f"classifier must name a model, got {self.classifier!r}")
-        if self.detector is not None and (not isinstance(self.detector, str) or not self.detector.strip()):
-            raise ConfigError(f"detector must name a model, or be 'none' for no detector, got {self.detector!r}")
-        if isinstance(self.detector, str) and self.detector.strip().lower() == NO_MODEL:
-            object.__setattr__(self, "detector", None)
+        for role in OPTIONAL_ROLES:
+            value = getattr(self, role)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{role} must name a model, or be 'none' for no {role}, got {value!r}")
+            if isinstance(value, str) and value.strip().lower() == NO_MODEL:
+                object.__setattr__(self, role, None)
         object.__setattr__(self, "review_labels", tuple(self.review_labels))
         object.__setattr__(self, "preload", tuple(self.preload))
 
