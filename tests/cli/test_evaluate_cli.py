@@ -134,7 +134,7 @@ def test_evaluate_mask_folder_defaults_to_the_segmenter(zoo_cache, person_folder
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--corruptions", "fog"], "--corruptions: not available for segmentation"),
-    (["--model-card", "card.md"], "--model-card: not available for segmentation"),
+    (["--profile", "p.safetensors"], "--profile: not available for segmentation"),
     (["--subgroup-metric", "macro_f1"], "compared on mIoU"),
     (["--by", "light"], "--by needs per-image metadata"),
     (["--split", "val"], "no split 'val'"),

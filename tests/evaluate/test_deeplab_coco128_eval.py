@@ -110,4 +110,4 @@ def test_report_page_and_files(evaluated):
     assert "https://" not in page and "<script" not in page
     assert sorted(p.name for p in (out / "metrics").iterdir()) == ["confusion.png", "report.json"]
     assert json.loads((out / "metrics" / "report.json").read_text())["miou"] == report["miou"]
-    assert not (out / "model_card.md").exists()  # no segmentation model card yet
+    assert (out / "model_card.md").read_text().startswith("# Model card: deeplabv3\\_voc")  # the card beside the report

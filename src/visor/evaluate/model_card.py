@@ -6,6 +6,11 @@ its intended use, what is known about its training data, the evaluation data, me
 95% confidence intervals, subgroup results, robustness to corruptions and calibration, and
 a list of limitations generated from those findings. What is not known is said plainly
 ("not recorded") or marked :data:`FILL_IN` for a person to complete.
+
+Classifier, detector and segmenter reports (``report["task"]``) each get their own evaluation
+data, metrics and limitations; a segmenter's card shows mIoU, mean Dice and pixel accuracy with
+their bootstrap intervals over images, IoU per class (classes absent from both the ground truth
+and the prediction left out and named), mIoU per subgroup and the worst images.
 """
 
 from __future__ import annotations
@@ -32,12 +37,15 @@ from visor.evaluate.report_html import (
     present_classes,
     write_text_atomic,
 )
+from visor.evaluate.segmentation import SEGMENTATION_METRICS
 from visor.models.card import ModelCard
 
 #: Marks what a person has to write in.
 FILL_IN = "[FILL IN]"
 #: A class whose recall is below this is listed as a limitation.
 LOW_RECALL = 0.5
+#: A segmentation class whose IoU is below this is listed as a limitation.
+LOW_IOU = 0.5
 #: An ECE above this is listed as a limitation.
 HIGH_ECE = 0.05
 #: An evaluation set with fewer images than this is listed as a limitation.
@@ -48,6 +56,8 @@ MAX_NAMED = 20
 MAX_TABLE_ROWS = 40
 #: Worst corruptions named in the limitations.
 WORST_CORRUPTIONS = 3
+#: How segmentation metrics are named in the card.
+SEGMENTATION_NAMES = {"miou": "mIoU", "mean_dice": "mean Dice", "pixel_accuracy": "pixel accuracy"}
 
 MEASURED_ONLY = ("All the figures above were measured on the evaluation data described in this card only; they may "
                  "not hold for images from other sources, cameras, places, populations or conditions, and should be "
@@ -103,16 +113,21 @@ def _details(report: Mapping[str, Any], card: ModelCard | None) -> list[str]:
     ]
     if card.source:
         out.append(f"- **Source:** {md(card.source)}")
+    segmentation = card.task == "segmentation"
     out += [
         f"- **Labels:** {card.num_classes} classes",
         f"- **Preprocessing:** {p.input_size[0]}×{p.input_size[1]} input, {md(p.resize)}"
         + (f" (crop {p.crop_pct:g})" if p.resize == "center_crop" else "")
         + f", {md(p.interpolation)} interpolation, {p.channel_order.upper()}, "
-        f"mean {list(p.mean)}, std {list(p.std)}",
-        f"- **Softmax temperature:** {card.temperature:.3f}"
-        + (f" ({md(card.metrics['temperature_fit'])})" if isinstance(card.metrics.get("temperature_fit"), str)
-           else " (uncalibrated)" if card.temperature == 1.0 else " (fitted on validation data)"),
+        f"mean {list(p.mean)}, std {list(p.std)}" + (f", {md(p.layout.upper())}" if segmentation else ""),
     ]
+    if segmentation:
+        out.append("- **Output:** a class per pixel (the arg-max of the logits, resized to the image)")
+    else:
+        fit = card.metrics.get("temperature_fit")
+        out.append(f"- **Softmax temperature:** {card.temperature:.3f}"
+                   + (f" ({md(fit)})" if isinstance(fit, str)
+                      else " (uncalibrated)" if card.temperature == 1.0 else " (fitted on validation data)"))
     if card.metrics:
         ref = [f"{md(k)} {md(v)}" for k, v in card.metrics.items() if _is_scalar(v) and k != "temperature_fit"]
         if ref:
@@ -122,7 +137,7 @@ def _details(report: Mapping[str, Any], card: ModelCard | None) -> list[str]:
 
 def _intended_use(report: Mapping[str, Any], card: ModelCard | None) -> list[str]:
     n = card.num_classes if card is not None else len(as_list(report.get("labels")))
-    task = card.task if card is not None else "classification"
+    task = card.task if card is not None else str(report.get("task") or "classification")
     description = card.description.strip() if card is not None else ""
     out = ["## Intended use", ""]
     if description:
@@ -130,17 +145,22 @@ def _intended_use(report: Mapping[str, Any], card: ModelCard | None) -> list[str
     else:
         out += [f"**{FILL_IN}** Describe what this model is for, who will use it and in which setting "
                 "(the model card gives no description).", ""]
+    unknown = "the model always answers with one of its labels, so an unknown object gets a wrong one"
     if task == "detection":
         what = f"finds objects of its {n} classes in an image and draws a box around each"
+    elif task == "segmentation":
+        what = (f"assigns one of its {n} classes to every pixel of an image (semantic segmentation: one class map, "
+                "objects of one class are not told apart)")
+        unknown = ("every pixel gets one of its labels, so an unknown object is painted as background or as a wrong "
+                   "class")
     else:
         what = f"assigns one of its {n} labels to a whole image (single-label classification)"
     out += [
         f"- **Primary use:** the model {what}. It is meant for images like the evaluation data below; "
         "measure it on data from the intended use before relying on it.",
         "- **Out-of-scope uses:** images unlike the evaluation data (other domains, cameras, places or "
-        "conditions); objects outside its labels (the model always answers with one of its labels, so an unknown "
-        "object gets a wrong one); decisions about people, or any decision with serious consequences, without "
-        "review by a person; uses the licence does not allow.",
+        f"conditions); objects outside its labels ({unknown}); decisions about people, or any decision with serious "
+        "consequences, without review by a person; uses the licence does not allow.",
         "",
     ]
     return out
@@ -312,24 +332,188 @@ def _detection_metrics(report: Mapping[str, Any]) -> list[str]:
     return out
 
 
+class _Scores:
+    """How a subgroup metric is written: proportions as percentages (gaps in points), segmentation scores
+    (mIoU, mean Dice, pixel accuracy) with 4 decimals (gaps signed, in the metric's own units)."""
+
+    def __init__(self, metric: str) -> None:
+        self.decimal = metric in SEGMENTATION_METRICS
+        self.name = md(SEGMENTATION_NAMES.get(metric, metric))
+
+    def value(self, x: Any) -> str:
+        return format_decimal(x) if self.decimal else format_percent(x)
+
+    def ci(self, x: Any) -> str:
+        return format_decimal_ci(x) if self.decimal else format_percent_ci(x)
+
+    def gap(self, x: Any) -> str:
+        if not self.decimal:
+            return format_points(x)
+        f = as_float(x)
+        return "—" if f is None else f"{f:+.4f}"
+
+
+def _listed(entries: Sequence[Any], limit: int = 10) -> list[str]:
+    """``(item, reason)`` pairs as indented bullets, the first ``limit`` of them."""
+    out = []
+    for entry in entries[:limit]:
+        e = as_list(entry)
+        item = str(e[0] if e else entry)
+        out.append(f"  - `{Path(item).name.replace('`', '')}`" + (f": {md(e[1])}" if len(e) > 1 else ""))
+    if len(entries) > limit:
+        out.append(f"  - … and {len(entries) - limit} more")
+    return out
+
+
+def _segmentation_classes(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """(classes with an IoU, classes absent from both ground truth and prediction), in the report's order."""
+    per_class = as_mapping(report.get("per_class"))
+    scored = [str(n) for n, m in per_class.items() if as_float(as_mapping(m).get("iou")) is not None]
+    absent = [str(n) for n in per_class if str(n) not in set(scored)]
+    return scored, absent
+
+
+def _segmentation_evaluation_data(report: Mapping[str, Any]) -> list[str]:
+    per_class = as_mapping(report.get("per_class"))
+    labels = [str(x) for x in as_list(report.get("labels"))] or [str(n) for n in per_class]
+    in_truth = [n for n in labels if as_int(as_mapping(per_class.get(n)).get("support")) > 0]
+    skipped = as_list(report.get("skipped_files"))
+    problems = as_list(report.get("data_problems"))
+    background = [str(x) for x in as_list(report.get("model_labels_as_background"))]
+    ignore = report.get("ignore_index")
+    out = ["## Evaluation data", "",
+           f"- **Split:** {md(report.get('split') or 'all')}",
+           f"- **Images evaluated:** {as_int(report.get('num_images'))}, {as_int(report.get('num_pixels')):,} "
+           "pixels counted"
+           + (f" (pixels whose ground truth is the ignore index {as_int(ignore)} are not counted)"
+              if as_float(ignore) is not None else ""),
+           f"- **Classes:** {len(labels)} in the data, {len(in_truth)} of them in the ground truth"]
+    if background:
+        out.append(f"- **Model labels the data does not have, counted as background:** {len(background)} "
+                   f"({_names(background)})")
+    out.append(f"- **Items left out (not counted):** {len(skipped)}")
+    out += _listed(skipped)
+    if problems:
+        out.append(f"- **Other problems found in the data:** {len(problems)}")
+        out += _listed(problems)
+    return [*out, ""]
+
+
+def _segmentation_metrics(report: Mapping[str, Any]) -> list[str]:
+    cis = as_mapping(report.get("confidence_intervals"))
+    rows = [("mIoU", format_decimal(report.get("miou")), format_decimal_ci(cis.get("miou"))),
+            ("Mean Dice", format_decimal(report.get("mean_dice")), format_decimal_ci(cis.get("mean_dice"))),
+            ("Pixel accuracy", format_decimal(report.get("pixel_accuracy")),
+             format_decimal_ci(cis.get("pixel_accuracy"))),
+            ("Mean class accuracy", format_decimal(report.get("mean_accuracy")), "—")]
+    level = as_float(cis.get("level"))
+    head = f"{format_percent(level, 0)} CI" if level is not None else "95% CI"
+    out = ["## Metrics", "", *_table(["Metric", "Value", head], rows, "lrr"), "",
+           "IoU and Dice are computed over all pixels of the set, not averaged per image; mIoU and mean Dice are "
+           "unweighted means over the classes in the ground truth or the prediction (a class only predicted scores "
+           "0 and counts); pixel accuracy is the share of counted pixels predicted right.", ""]
+    if cis:
+        out += [f"Confidence intervals: percentile bootstrap over images (each resample's per-image pixel confusion "
+                f"matrices summed and every metric recomputed), {as_int(cis.get('resamples'))} resamples, seed "
+                f"{md(cis.get('seed', 'n/a'))}."
+                + (f" Only {as_int(report.get('num_images'))} images: too few to judge; the intervals show how "
+                   "little they say." if cis.get("too_small") else ""), ""]
+    else:
+        out += ["No confidence intervals were recorded.", ""]
+    per_class = as_mapping(report.get("per_class"))
+    scored, absent = _segmentation_classes(report)
+    shown = sorted(scored, key=lambda n: (as_float(as_mapping(per_class[n]).get("iou")) or 0.0, n))[:MAX_TABLE_ROWS]
+    if shown:
+        rows = []
+        for n in shown:
+            m = as_mapping(per_class[n])
+            rows.append((md(n), format_decimal(m.get("iou")), format_decimal_ci(m.get("iou_ci")),
+                         format_decimal(m.get("dice")), f"{as_int(m.get('support')):,}",
+                         f"{as_int(m.get('predicted')):,}"))
+        what = (f"the {len(shown)} lowest of {len(scored)} classes in the ground truth or the prediction"
+                if len(scored) > len(shown) else f"all {len(shown)} classes in the ground truth or the prediction")
+        out += [f"IoU per class ({what}; lowest IoU first):", "",
+                *_table(["Class", "IoU", "IoU 95% CI", "Dice", "Ground-truth pixels", "Predicted pixels"], rows), ""]
+    else:
+        out += ["No class is in the ground truth or the prediction.", ""]
+    if absent:
+        out += [f"Absent from both the ground truth and the prediction (no IoU, left out of the means, not in the "
+                f"table): {_names(absent)}.", ""]
+    worst = [as_mapping(w) for w in as_list(report.get("worst_images"))]
+    if worst:
+        rows = [(f"`{Path(str(w.get('path', ''))).name.replace('`', '')}`", format_decimal(w.get("miou")),
+                 format_decimal(w.get("pixel_accuracy"))) for w in worst]
+        out += ["Images with the lowest mIoU (each over the classes in its own ground truth or prediction):", "",
+                *_table(["Image", "mIoU", "Pixel accuracy"], rows), ""]
+    return out
+
+
+def _segmentation_limitations(report: Mapping[str, Any]) -> list[str]:
+    """Low IoU classes, classes not measured, a small set and items left out (after the subgroup findings)."""
+    out = []
+    per_class = as_mapping(report.get("per_class"))
+    scored, absent = _segmentation_classes(report)
+
+    def iou(n: str) -> float:
+        return as_float(as_mapping(per_class[n]).get("iou")) or 0.0
+
+    low = sorted((n for n in scored if iou(n) < LOW_IOU), key=lambda n: (iou(n), n))
+    if low:
+        def named(n: str) -> str:
+            only = as_int(as_mapping(per_class[n]).get("support")) == 0
+            return f"{md(n)} ({iou(n):.4f}{', only predicted, never in the ground truth' if only else ''})"
+
+        out.append(f"IoU is below {LOW_IOU} for {len(low)} class{'es' if len(low) > 1 else ''}: "
+                   + ", ".join(named(n) for n in low[:MAX_NAMED])
+                   + (f" and {len(low) - MAX_NAMED} more" if len(low) > MAX_NAMED else "") + ".")
+    if absent:
+        out.append(f"{len(absent)} class{'es' if len(absent) > 1 else ''} of the data "
+                   f"{'are' if len(absent) > 1 else 'is'} absent from both the ground truth and the prediction "
+                   f"({_names(absent)}): these images say nothing about how the model does on "
+                   f"{'them' if len(absent) > 1 else 'it'}.")
+    background = [str(x) for x in as_list(report.get("model_labels_as_background"))]
+    if background:
+        out.append(f"Only the data's classes were measured: the model's {len(background)} other label"
+                   f"{'s were' if len(background) > 1 else ' was'} counted as background ({_names(background)}), "
+                   "so how well it finds those is unknown.")
+    n = as_int(report.get("num_images"))
+    if n < SMALL_SAMPLE:
+        out.append(f"The evaluation set is too small to judge ({n} images, fewer than {SMALL_SAMPLE}): the "
+                   "confidence intervals are wide, and a few images say little about other scenes.")
+    elif n < SMALL_EVALUATION:
+        out.append(f"The evaluation set is small ({n} images, fewer than {SMALL_EVALUATION}): the confidence "
+                   "intervals are wide and rare scenes may not show up at all.")
+    skipped = len(as_list(report.get("skipped_files")))
+    if skipped:
+        out.append(f"{skipped} item{'s were' if skipped > 1 else ' was'} left out and not evaluated (the reasons are "
+                   "under Evaluation data).")
+    return out
+
+
 def _subgroups(report: Mapping[str, Any]) -> list[str]:
     out = ["## Subgroup results", ""]
     reports = [as_mapping(s) for s in as_list(report.get("subgroups"))]
     if not reports:
+        if report.get("task") == "segmentation":
+            return [*out, "No subgroup analysis was run: no --by column was given (mask data takes its columns from "
+                          "a --metadata file).", ""]
         return [*out, "No subgroup analysis was run: the evaluation data had no metadata columns to group by.", ""]
     for s in reports:
         column, metric = str(s.get("column", "?")), str(s.get("metric", "accuracy"))
+        scores = _Scores(metric)
         groups = [as_mapping(g) for g in as_list(s.get("groups"))]
         best = s.get("best")
+        pooled = (" (the pixels of each group's images summed, as for the whole set)"
+                  if metric in SEGMENTATION_METRICS else "")
         out += [f"### By {md(column)}", "",
-                f"Scores are {md(metric)} per group; groups with fewer than {as_int(s.get('min_size'))} images are "
-                "too small to judge. A group is worse when its whole 95% confidence interval lies below the best "
-                "group's.", ""]
-        rows = [(md(g.get("group", "")), str(as_int(g.get("n"))), format_percent(g.get("score")),
-                 format_percent_ci(g.get("ci")), format_points(g.get("gap")),
+                f"Scores are {scores.name} per group{pooled}; groups with fewer than {as_int(s.get('min_size'))} "
+                "images are too small to judge. A group is worse when its whole 95% confidence interval lies below "
+                "the best group's.", ""]
+        rows = [(md(g.get("group", "")), str(as_int(g.get("n"))), scores.value(g.get("score")),
+                 scores.ci(g.get("ci")), scores.gap(g.get("gap")),
                  "too small to judge" if g.get("status") == "too_small" else md(g.get("status", "")))
                 for g in groups]
-        out += [*_table(["Group", "n", md(metric), "95% CI", "Gap to best", "Status"], rows, "lrrrrl"), ""]
+        out += [*_table(["Group", "n", scores.name, "95% CI", "Gap to best", "Status"], rows, "lrrrrl"), ""]
         best_g = next((g for g in groups if g.get("group") == best), None)
         worse = [g for g in groups if g.get("status") == "worse"]
         for g in worse:
@@ -346,12 +530,13 @@ def _subgroups(report: Mapping[str, Any]) -> list[str]:
 
 
 def _worse_sentence(column: str, metric: str, g: Mapping[str, Any], best: Mapping[str, Any] | None) -> str:
-    s = (f"{md(column)} = **{md(g.get('group'))}** has {md(metric)} {format_percent(g.get('score'))} "
-         f"(95% CI {format_percent_ci(g.get('ci'))}, n={as_int(g.get('n'))})")
+    scores = _Scores(metric)
+    s = (f"{md(column)} = **{md(g.get('group'))}** has {scores.name} {scores.value(g.get('score'))} "
+         f"(95% CI {scores.ci(g.get('ci'))}, n={as_int(g.get('n'))})")
     if best:
-        s += (f", against {format_percent(best.get('score'))} (95% CI {format_percent_ci(best.get('ci'))}) for "
+        s += (f", against {scores.value(best.get('score'))} (95% CI {scores.ci(best.get('ci'))}) for "
               f"the best group **{md(best.get('group'))}**")
-    return s + f": a gap of {format_points(g.get('gap'))}, with the intervals apart."
+    return s + f": a gap of {scores.gap(g.get('gap'))}, with the intervals apart."
 
 
 def _corruption_rows(c: Mapping[str, Any]) -> list[tuple[str, list[float | None], float | None]]:
@@ -424,6 +609,8 @@ def limitations(report: Mapping[str, Any]) -> list[str]:
             names = ", ".join(f"{md(g.get('group'))} (n={as_int(g.get('n'))})" for g in small)
             out.append(f"Some {md(column)} groups are too small to judge (fewer than {as_int(s.get('min_size'))} "
                        f"images): {names}; how the model does on them is unknown.")
+    if report.get("task") == "segmentation":
+        return [*out, *_segmentation_limitations(report), MEASURED_ONLY]
     c = as_mapping(report.get("corruptions"))
     rows = [r for r in _corruption_rows(c) if r[2] is not None]
     if rows:
@@ -480,13 +667,18 @@ def render_model_card(report: Mapping[str, Any], card: ModelCard | None = None, 
     if card is not None and not isinstance(card, ModelCard):
         raise InvalidInput(f"card must be a ModelCard, got {type(card).__name__}")
     name = card.name if card is not None else report.get("model") or "unknown model"
-    detection = report.get("task") == "detection"
-    n_images = as_int(report.get("num_images" if detection else "num_samples"))
-    measured = ([*_detection_metrics(report), *_subgroups(report),
-                 "## Robustness and calibration", "", "Not measured for detectors by this version of visor.", ""]
-                if detection else
-                [*_evaluation_data(report), *_metrics(report), *_subgroups(report), *_robustness(report),
-                 *_calibration(report)])
+    task = report.get("task")
+    n_images = as_int(report.get("num_images" if task in ("detection", "segmentation") else "num_samples"))
+    if task == "detection":
+        measured = [*_detection_metrics(report), *_subgroups(report),
+                    "## Robustness and calibration", "", "Not measured for detectors by this version of visor.", ""]
+    elif task == "segmentation":
+        measured = [*_segmentation_evaluation_data(report), *_segmentation_metrics(report), *_subgroups(report),
+                    "## Robustness and calibration", "",
+                    "Not measured for segmentation models by this version of visor.", ""]
+    else:
+        measured = [*_evaluation_data(report), *_metrics(report), *_subgroups(report), *_robustness(report),
+                    *_calibration(report)]
     lines = [
         f"# Model card: {md(name)}", "",
         f"Evaluated on split {md(report.get('split') or 'all')} ({n_images} images). "
@@ -509,5 +701,5 @@ def write_model_card(report: Mapping[str, Any], path: str | os.PathLike, card: M
     return write_text_atomic(Path(path), render_model_card(report, card, training=training))
 
 
-__all__ = ["FILL_IN", "HIGH_ECE", "LOW_RECALL", "SMALL_EVALUATION", "limitations", "md", "render_model_card",
+__all__ = ["FILL_IN", "HIGH_ECE", "LOW_IOU", "LOW_RECALL", "SMALL_EVALUATION", "limitations", "md", "render_model_card",
            "write_model_card"]

@@ -113,7 +113,7 @@ def run_evaluation(model_ref: str, data: str | os.PathLike, options: EvaluationO
         check_corruptions(options.corruptions)  # before any inference
     model = model if model is not None else load(model_ref, threads=threads)
     if getattr(getattr(model, "card", None), "task", None) == "segmentation":
-        return _run_segmentation(model, data, options, progress)
+        return _run_segmentation(model, model_ref, data, options, progress)
     given = [flag for flag, value in [("--classes", options.classes), ("--ignore-index", options.ignore_index)]
              if value is not None]
     if given:
@@ -162,14 +162,15 @@ def _run_detection(model: Any, model_ref: str, data: str | os.PathLike, options:
     return EvaluationRun(result, _write_documents(result.to_dict(), model, model_ref, options))
 
 
-def _run_segmentation(model: Any, data: str | os.PathLike, options: EvaluationOptions,
+def _run_segmentation(model: Any, model_ref: str, data: str | os.PathLike, options: EvaluationOptions,
                       progress: bool) -> EvaluationRun:
     """The segmenter branch: pixel metrics with intervals over images, mIoU per group, the worst images;
-    the HTML report (with their overlays) and, with ``out``, report.json and confusion.png."""
+    the HTML report (with their overlays), the model card (beside the report unless ``model_card`` says where)
+    and, with ``out``, report.json and confusion.png."""
     from visor.evaluate.segmenter import evaluate_segmenter
 
-    refused = [flag for flag, given in [("--corruptions", options.corruptions), ("--profile", options.profile),
-                                        ("--model-card", options.model_card)] if given]
+    refused = [flag for flag, given in [("--corruptions", options.corruptions), ("--profile", options.profile)]
+               if given]
     if refused:
         raise ConfigError(f"{', '.join(refused)}: not available for segmentation yet ({model.card.name} is a "
                           f"segmentation model); drop {'them' if len(refused) > 1 else 'it'}")
@@ -183,11 +184,37 @@ def _run_segmentation(model: Any, data: str | os.PathLike, options: EvaluationOp
     written: dict[str, Path] = {}
     if options.out:
         written["out"] = save_segmentation(result, options.out)
-    if options.report:
-        from visor.evaluate.report_html import write_report_html
-
-        written["report"] = write_report_html(result.to_dict(), options.report, overlays=result.overlays)
+    if options.report or options.model_card:
+        written |= _write_documents(result.to_dict(), model, model_ref, options, overlays=result.overlays,
+                                    training=segmentation_training_summary(model, model_ref))
     return EvaluationRun(result, written)
+
+
+def segmentation_training_summary(model: Any, model_ref: str) -> dict[str, Any] | None:
+    """What is known about a segmenter's training: a ``visor train segment`` run folder's config and metrics
+    (validation mIoU over its images), else the card's source and description."""
+    run = Path(model_ref)
+    if not (run.is_dir() and (run / "metrics.json").is_file()):
+        return training_summary(model, model_ref)
+    metrics = json.loads((run / "metrics.json").read_text())
+    config = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+    val = metrics.get("val") if isinstance(metrics.get("val"), dict) else {}
+    settings = config.get("config") if isinstance(config.get("config"), dict) else {}
+    summary = {
+        "data": config.get("data"),
+        "classes": len(model.labels),
+        "input size": "x".join(str(v) for v in config.get("input_size") or []) or None,
+        "validation images": val.get("num_images"),
+        "validation mIoU": val.get("miou"),
+        "validation pixel accuracy": val.get("pixel_accuracy"),
+        "epochs_run": metrics.get("epochs_run"),
+        "best_epoch": metrics.get("best_epoch"),
+        "stopped_early": metrics.get("stopped_early"),
+        "loss": settings.get("loss"),
+        "augment": settings.get("augment"),
+        "skipped_files": metrics.get("skipped_files"),
+    }
+    return {k: v for k, v in summary.items() if v is not None}
 
 
 def save_segmentation(result: SegmenterEvaluation, out: str | os.PathLike) -> Path:
@@ -201,18 +228,22 @@ def save_segmentation(result: SegmenterEvaluation, out: str | os.PathLike) -> Pa
     return folder
 
 
-def _write_documents(report: dict[str, Any], model: Any, model_ref: str, options: EvaluationOptions
+def _write_documents(report: dict[str, Any], model: Any, model_ref: str, options: EvaluationOptions, *,
+                     overlays: dict[str, str] | None = None, training: dict[str, Any] | None = None
                      ) -> dict[str, Path]:
+    """The HTML report (``overlays``: images by path, for a segmenter's worst images) and the model card
+    (``training``: the training summary, default :func:`training_summary`)."""
     written: dict[str, Path] = {}
     if options.report:
         from visor.evaluate.report_html import write_report_html
 
-        written["report"] = write_report_html(report, options.report)
+        written["report"] = write_report_html(report, options.report, overlays=overlays)
     if options.report or options.model_card:
         from visor.evaluate.model_card import write_model_card
 
-        written["model_card"] = write_model_card(report, options.card_path, card=model.card,
-                                                 training=training_summary(model, model_ref))
+        written["model_card"] = write_model_card(
+            report, options.card_path, card=model.card,
+            training=training if training is not None else training_summary(model, model_ref))
     return written
 
 
@@ -226,4 +257,4 @@ def parse_names(text: str | None, known: Sequence[str]) -> tuple[str, ...]:
 
 
 __all__ = ["EvaluationOptions", "EvaluationRun", "parse_names", "run_evaluation", "save_segmentation",
-           "training_summary"]
+           "segmentation_training_summary", "training_summary"]
