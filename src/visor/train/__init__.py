@@ -11,7 +11,7 @@ _EXPORTS = {
     "Checkpoint": "visor.train.checkpoint",
     "load_checkpoint": "visor.train.checkpoint",
     "save_checkpoint": "visor.train.checkpoint",
-    "EpochEnd": "visor.train.classifier",
+    "EpochEnd": "visor.train.common",
     "TrainResult": "visor.train.classifier",
     "train_classifier": "visor.train.classifier",
     "TrainConfig": "visor.train.config",

@@ -32,20 +32,18 @@ from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSourc
 from visor.models.preprocess import normalize, preprocess
 from visor.models.weights import resolve, sha256_file
 from visor.train.checkpoint import load_checkpoint
-from visor.train.common import BEST, LoopState, epoch_order, open_run, optimizer_and_schedule, write_json
+from visor.train.common import (
+    BEST,
+    EpochEnd,
+    LoopState,
+    epoch_order,
+    open_run,
+    optimizer_and_schedule,
+    write_json,
+)
 from visor.train.config import AUTO_BALANCE_RATIO, TrainConfig
 
 TEMPERATURE_BOUNDS = (0.1, 10.0)
-
-
-@dataclass(frozen=True)
-class EpochEnd:
-    """What callbacks receive after each epoch's checkpoint is safely on disk."""
-
-    epoch: int
-    """1-based number of the epoch just finished."""
-    metrics: dict[str, float]
-    run_dir: Path
 
 
 @dataclass(frozen=True)

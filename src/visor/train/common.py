@@ -41,6 +41,16 @@ def write_json(path: Path, data: Any) -> None:
 LAST, BEST = "last.safetensors", "best.safetensors"
 
 
+@dataclass(frozen=True)
+class EpochEnd:
+    """What callbacks receive after each epoch's checkpoint is safely on disk."""
+
+    epoch: int
+    """1-based number of the epoch just finished."""
+    metrics: dict[str, float]
+    run_dir: Path
+
+
 @dataclass
 class LoopState:
     """Epoch bookkeeping shared by the training loops: history, best epoch, patience counter."""
@@ -201,3 +211,65 @@ def optimizer_and_schedule(model, backbone_params: list, config, num_samples: in
                                    {"params": others, "lr": config.lr}], weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup))
     return optimizer, scheduler, steps_per_epoch
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What one epoch's validation gives :func:`run_epochs`: the monitored value (higher is better), the
+    metrics for the history row, and the words for the epoch's line (``"val AP50 0.5123, AP 0.3012"``)."""
+
+    value: float
+    metrics: dict[str, float]
+    summary: str
+
+
+def run_epochs(*, model, optimizer, scheduler, loop: LoopState, config, run_dir: Path, num_samples: int,
+               steps_per_epoch: int, backbone_params: list, backbone, train_step, validate, common: dict[str, Any],
+               callbacks=(), progress: bool = True, metric: str = "val") -> bool:
+    """The epoch loop the box and mask trainers share; returns whether it stopped early.
+
+    Per epoch: the backbone frozen for ``config.freeze_epochs``, the seeded sample order, ``train_step(indices,
+    epoch) -> loss`` per batch (forward, backward, optimizer and scheduler steps), a step checkpoint when one is due
+    (``config.checkpoint_every`` / ``checkpoint_seconds``), then ``validate() -> Validation``, the best/last
+    checkpoints and the callbacks (``EpochEnd``). A run resumed within an epoch skips the steps already taken.
+    """
+    from tqdm import tqdm
+
+    history, start_epoch = loop.history, loop.epoch
+    bar = tqdm(total=steps_per_epoch * config.epochs, initial=start_epoch * steps_per_epoch + loop.step,
+               unit="step", disable=not progress, desc="training")
+    stopped_early = False
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            if loop.should_stop(config.patience):
+                stopped_early = True
+                break
+            t0 = time.perf_counter()
+            model.train()
+            frozen = epoch < config.freeze_epochs
+            for p in backbone_params:
+                p.requires_grad_(not frozen)
+            if frozen:
+                backbone.eval()
+            order = epoch_order(num_samples, epoch, config.seed)
+            done, losses = (loop.step, list(loop.losses)) if epoch == start_epoch else (0, [])
+            for start in range(done * config.batch_size, len(order), config.batch_size):
+                losses.append(float(train_step(order[start : start + config.batch_size], epoch)))
+                bar.update(1)
+                bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}",
+                                **{metric: f"{history[-1][metric]:.3f}" if history else "-"})
+                done += 1
+                if done < steps_per_epoch and loop.checkpoint_due(done, config.checkpoint_every,
+                                                                  config.checkpoint_seconds):
+                    loop.save_within_epoch(run_dir, done, losses, model, optimizer, scheduler, common)
+            result = validate()
+            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), **result.metrics,
+                   "lr": optimizer.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0}
+            improved = loop.end_epoch(run_dir, row, result.value, model, optimizer, scheduler, common)
+            bar.write(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, {result.summary}"
+                      f"{' (best)' if improved else ''}")
+            for callback in callbacks:
+                callback(EpochEnd(epoch + 1, row, run_dir))
+    finally:
+        bar.close()
+    return stopped_early

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,16 @@ from visor.models import architectures, registry
 from visor.models.card import CARD_FILENAME, ModelCard, Preprocess, WeightsSource
 from visor.models.weights import resolve, sha256_file
 from visor.train.checkpoint import load_checkpoint
-from visor.train.classifier import EpochEnd
-from visor.train.common import BEST, LoopState, epoch_order, open_run, optimizer_and_schedule, write_json
+from visor.train.common import (
+    BEST,
+    EpochEnd,
+    LoopState,
+    Validation,
+    open_run,
+    optimizer_and_schedule,
+    run_epochs,
+    write_json,
+)
 from visor.train.config import DetectTrainConfig
 from visor.types import Detections
 
@@ -160,8 +167,6 @@ def train_detector(
     Needs the ``train`` extra (PyTorch, albumentations): without it, a :class:`~visor.errors.ConfigError` says so.
     """
     torch = architectures.require_torch("training", augment=True)
-    from tqdm import tqdm
-
     from visor.data.detection import DetectionDataset
     from visor.models.architectures.fcos import backbone_filter
     from visor.train.detection_loss import fcos_loss
@@ -201,62 +206,36 @@ def train_detector(
         backbone_params = list(model.backbone.parameters())
         optimizer, scheduler, steps_per_epoch = optimizer_and_schedule(model, backbone_params, config,
                                                                        len(train_items))
-        total_steps = steps_per_epoch * config.epochs
-
         loop = LoopState.restore(ckpt, model, optimizer, scheduler) if ckpt is not None else LoopState()
-        history, start_epoch = loop.history, loop.epoch
+
+        def train_step(idx: np.ndarray, epoch: int) -> float:
+            batch = [train_tf(train_items[i], sample_seed(config.seed, epoch, int(i))) for i in idx]
+            x = torch.from_numpy(_to_tensor(np.stack([b[0] for b in batch]), mean, inv_std))
+            targets = [(torch.from_numpy(b[1]), torch.from_numpy(b[2])) for b in batch]
+            parts = fcos_loss(model.forward_raw(x), model.strides, targets, len(classes))
+            optimizer.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            optimizer.step()
+            scheduler.step()
+            return float(parts["loss"].detach())
+
+        def validate() -> Validation:
+            report = _validate(model, val_x, val_items, classes, config, progress)
+            return Validation(report.ap50, {"val_ap": report.ap, "val_ap50": report.ap50},
+                              f"val AP50 {report.ap50:.4f}, AP {report.ap:.4f}")
 
         common = {"config": config.to_dict(), "data": data_ref, "classes": list(classes)}
-        stopped_early = False
-        bar = tqdm(total=total_steps, initial=start_epoch * steps_per_epoch + loop.step, unit="step",
-                   disable=not progress, desc="training")
-        for epoch in range(start_epoch, config.epochs):
-            if loop.should_stop(config.patience):
-                stopped_early = True
-                break
-            t0 = time.perf_counter()
-            model.train()
-            frozen = epoch < config.freeze_epochs
-            for p in backbone_params:
-                p.requires_grad_(not frozen)
-            if frozen:
-                model.backbone.eval()
-            order = epoch_order(len(train_items), epoch, config.seed)
-            done, losses = (loop.step, list(loop.losses)) if epoch == start_epoch else (0, [])
-            for start in range(done * config.batch_size, len(order), config.batch_size):
-                idx = order[start : start + config.batch_size]
-                batch = [train_tf(train_items[i], sample_seed(config.seed, epoch, int(i))) for i in idx]
-                x = torch.from_numpy(_to_tensor(np.stack([b[0] for b in batch]), mean, inv_std))
-                targets = [(torch.from_numpy(b[1]), torch.from_numpy(b[2])) for b in batch]
-                parts = fcos_loss(model.forward_raw(x), model.strides, targets, len(classes))
-                optimizer.zero_grad(set_to_none=True)
-                parts["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(parts["loss"].detach()))
-                bar.update(1)
-                bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{losses[-1]:.3f}",
-                                val_ap50=f"{history[-1]['val_ap50']:.3f}" if history else "-")
-                done += 1
-                if done < steps_per_epoch and loop.checkpoint_due(done, config.checkpoint_every,
-                                                                  config.checkpoint_seconds):
-                    loop.save_within_epoch(run_dir, done, losses, model, optimizer, scheduler, common)
-
-            report = _validate(model, val_x, val_items, classes, config, progress)
-            row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_ap": report.ap,
-                   "val_ap50": report.ap50, "lr": optimizer.param_groups[1]["lr"], "seconds": time.perf_counter() - t0}
-            improved = loop.end_epoch(run_dir, row, report.ap50, model, optimizer, scheduler, common)
-            bar.write(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, val AP50 "
-                      f"{report.ap50:.4f}, AP {report.ap:.4f}{' (best)' if improved else ''}")
-            for callback in callbacks:
-                callback(EpochEnd(epoch + 1, row, run_dir))
-        bar.close()
+        stopped_early = run_epochs(
+            model=model, optimizer=optimizer, scheduler=scheduler, loop=loop, config=config, run_dir=run_dir,
+            num_samples=len(train_items), steps_per_epoch=steps_per_epoch, backbone_params=backbone_params,
+            backbone=model.backbone, train_step=train_step, validate=validate, common=common, callbacks=callbacks,
+            progress=progress, metric="val_ap50")
 
         model.load_state_dict(load_checkpoint(run_dir / BEST).model)
         report = _validate(model, val_x, val_items, classes, config, progress)
-        return _finish(model, run_dir, base, prep, classes, config, report, history, loop.best, stopped_early,
-                       skipped, data_ref)
+        return _finish(model, run_dir, base, prep, classes, config, report, loop.history, loop.best,
+                       stopped_early, skipped, data_ref)
     finally:
         torch.set_num_threads(previous_threads)
 
