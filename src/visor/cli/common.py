@@ -178,3 +178,33 @@ def add_output_options(p: argparse.ArgumentParser, *, json: Literal["lines", "do
         p.add_argument("--json", action="store_true", help=JSON_LINES_HELP if json == "lines" else JSON_DOCUMENT_HELP)
     if out is not None:
         p.add_argument("--out", required=out_required, default=out_default, metavar=out_metavar, help=out)
+
+
+# --------------------------------------------------------------------------- per-image output
+
+
+def print_outcome(outcome, bar, *, json_lines: bool, format_text) -> bool:
+    """One image's outcome as the image commands print it: an error as one line on stderr, then the JSON Lines
+    record with ``--json`` (errors included), else ``format_text(record, stdout)`` for a result. Returns whether
+    it failed. ``bar`` is the command's progress bar (cleared before anything is printed)."""
+    import json
+
+    d = outcome.to_dict()
+    if outcome.error is not None:
+        bar.clear()
+        err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
+    if json_lines:
+        print(json.dumps(d), flush=True)
+    elif outcome.error is None:
+        bar.clear()
+        format_text(d, sys.stdout)
+    return outcome.error is not None
+
+
+def failed_exit(failed: int, total: int) -> ExitCode:
+    """The image commands' exit status: 1 (and "N of M images failed" for several) when any failed, else 0."""
+    if failed:
+        if total > 1:
+            err(f"{failed} of {total} images failed")
+        return ExitCode.FAILED
+    return ExitCode.OK

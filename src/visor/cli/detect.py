@@ -7,7 +7,6 @@ an unknown model or bad configuration raises and ``visor.cli.main.main`` turns i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -21,9 +20,11 @@ from visor.cli.common import (
     add_progress_options,
     add_runtime_options,
     err,
+    failed_exit,
     fraction,
     image_limits,
     positive_int,
+    print_outcome,
     show_progress,
 )
 from visor.errors import ConfigError, VisorError
@@ -95,21 +96,8 @@ def cmd_detect(args: argparse.Namespace) -> int:
                     failed += 1
                     bar.clear()
                     err(f"{path}: {type(e).__name__}: {e}")
-            d = outcome.to_dict()
-            if outcome.error is not None:
-                failed += 1
-                bar.clear()
-                err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
-            if args.json:
-                print(json.dumps(d), flush=True)
-            elif outcome.error is None:
-                bar.clear()
-                _format_text(d, sys.stdout)
-    if failed:
-        if len(paths) > 1:
-            err(f"{failed} of {len(paths)} images failed")
-        return ExitCode.FAILED
-    return ExitCode.OK
+            failed += print_outcome(outcome, bar, json_lines=args.json, format_text=_format_text)
+    return failed_exit(failed, len(paths))
 
 
 def register(sub: argparse._SubParsersAction) -> None:

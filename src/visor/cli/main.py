@@ -8,7 +8,6 @@ reported on stderr), 2 for usage errors, an unknown model or bad configuration, 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import select
 import sys
@@ -39,8 +38,10 @@ from visor.cli.common import (
     add_progress_options,
     add_runtime_options,
     err,
+    failed_exit,
     image_limits,
     positive_int,
+    print_outcome,
     show_progress,
 )
 from visor.errors import ConfigError, VisorError
@@ -74,21 +75,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
     with tqdm(total=len(paths), unit="img", disable=not show_bar, file=sys.stderr) as bar:
         for outcome in outcomes:
             bar.update(1)
-            d = outcome.to_dict()
-            if outcome.error is not None:
-                failed += 1
-                bar.clear()
-                err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
-            if args.json:
-                print(json.dumps(d), flush=True)
-            elif outcome.error is None:
-                bar.clear()
-                _format_text(d, sys.stdout)
-    if failed:
-        if len(paths) > 1:
-            err(f"{failed} of {len(paths)} images failed")
-        return ExitCode.FAILED
-    return ExitCode.OK
+            failed += print_outcome(outcome, bar, json_lines=args.json, format_text=_format_text)
+    return failed_exit(failed, len(paths))
 
 
 # --------------------------------------------------------------------------- parser

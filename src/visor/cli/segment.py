@@ -8,7 +8,6 @@ an unknown model or bad configuration raises and ``visor.cli.main.main`` turns i
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -20,7 +19,9 @@ from visor.cli.common import (
     add_progress_options,
     add_runtime_options,
     err,
+    failed_exit,
     image_limits,
+    print_outcome,
     show_progress,
 )
 from visor.errors import ConfigError, VisorError
@@ -100,21 +101,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     failed += 1
                     bar.clear()
                     err(f"{path}: {type(e).__name__}: {e}")
-            d = outcome.to_dict()
-            if outcome.error is not None:
-                failed += 1
-                bar.clear()
-                err(f"{d['image']}: {type(outcome.error).__name__}: {outcome.error}")
-            if args.json:
-                print(json.dumps(d), flush=True)
-            elif outcome.error is None:
-                bar.clear()
-                format_areas(d["image"], outcome.result, sys.stdout)
-    if failed:
-        if len(paths) > 1:
-            err(f"{failed} of {len(paths)} images failed")
-        return ExitCode.FAILED
-    return ExitCode.OK
+            failed += print_outcome(outcome, bar, json_lines=args.json,
+                                    format_text=lambda d, out, r=outcome.result: format_areas(d["image"], r, out))
+    return failed_exit(failed, len(paths))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
