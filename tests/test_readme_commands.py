@@ -188,6 +188,17 @@ def _bccd_subset(src: Path, dst: Path, n_train: int = 6, n_val: int = 2) -> None
         (main / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
 
 
+def _camvid_subset(src: Path, dst: Path, n_train: int = 8, n_val: int = 4) -> None:
+    """A small CamVid copy (SegNet layout: train/ + trainannot/, val/ + valannot/) with its classes.txt."""
+    from visor.data.segmentation import CAMVID_CLASSES
+
+    for split, n in (("train", n_train), ("val", n_val)):
+        for image in sorted((src / split).glob("*.jpg"))[:n]:
+            _copy(image, dst / split / image.name)
+            _copy(src / f"{split}annot" / f"{image.stem}.png", dst / f"{split}annot" / f"{image.stem}.png")
+    (dst / "classes.txt").write_text("\n".join(CAMVID_CLASSES) + "\n")
+
+
 def _coco_subset(src: Path, dst: Path, n: int = 8) -> None:
     data = json.loads((src / "instances.json").read_text())
     images = data["images"][:n]
@@ -240,6 +251,7 @@ def ws(tmp_path_factory, shared_data, classifier, zoo_cache) -> Workspace:
     (root / "scans.csv").write_text("file_name,scanner\n" + "".join(
         f"{image_id}.jpg,{'AB'[i % 2]}\n" for i, image_id in enumerate(val_ids)))
     _coco_subset(shared_data("coco128"), root / "coco")
+    _camvid_subset(shared_data("camvid"), root / "camvid")
     import nudenet  # a test dependency: its 320n.onnx is a real YOLOv8n export (AGPL-3.0 weights)
 
     _copy(Path(nudenet.__file__).parent / "320n.onnx", root / "yolov8n.onnx")
@@ -414,6 +426,56 @@ def check_anonymize(r, ws):
     assert len(list((ws.root / "blurred").rglob("*.jpg"))) == 30
 
 
+def check_segment_default(r, ws):
+    """No --model: the built-in deeplabv3_voc (imported from ../shared/models) finds the bus's pixels."""
+    rows = [line.split() for line in _lines(r)]
+    assert [row[:2] for row in rows] == [["assets/bus.jpg", "background"], ["assets/bus.jpg", "bus"]], r.stdout
+    assert rows[1][-1] == "70728", r.stdout
+
+
+def check_segment_folder(r, ws):
+    masks = sorted(p.relative_to(ws.root / "masks") for p in (ws.root / "masks").rglob("*.png"))
+    photos = sorted(p.relative_to(ws.root / "photos") for p in (ws.root / "photos").rglob("*.jpg"))
+    assert [m for m in masks if not m.stem.endswith("_overlay")] == [p.with_suffix(".png") for p in photos]
+    assert len(list((ws.root / "masks").rglob("*_overlay.*"))) == len(photos)
+
+
+def check_convert_masks(r, ws):
+    out = ws.root / "coco-masks"
+    assert len(list((out / "masks").glob("*.png"))) == 8
+    assert (out / "classes.txt").read_text().splitlines()[:2] == ["background", "person"]
+
+
+def check_data_stats_camvid(r, ws):
+    assert "samples: 12 (train 8, val 4); loaded: 12; classes: 11; ignore index on disk: 11" in r.stdout, r.stdout
+    assert re.search(r"^\s*3\s+Road\s+12\.87%\s+28\.11%\s+18\.15%\s+12$", r.stdout, re.M), r.stdout
+    assert "no problems found" in r.stdout
+
+
+def check_train_segment(r, ws):
+    run = ws.root / "runs" / "roads"
+    assert (run / "model.onnx").is_file()
+    card = json.loads((run / "card.json").read_text())
+    assert card["task"] == "segmentation" and card["labels"][:3] == ["Sky", "Building", "Pole"]
+    assert "val mIoU" in r.stdout and "use it: visor segment --model" in r.stdout
+
+
+def check_evaluate_segmenter(r, ws):
+    assert "mIoU" in r.stdout and "Road" in r.stdout, r.stdout
+    assert (ws.root / "roads.html").read_text().startswith("<!DOCTYPE html>")
+
+
+def check_segment_run(r, ws):
+    (line,) = _lines(r)
+    record = json.loads(line)
+    assert record["image"] == "street.jpg"
+    assert record["segmentation"]["class_names"][:2] == ["Sky", "Building"], record
+
+
+def check_anonymize_people(r, ws):
+    assert len(list((ws.root / "hidden").rglob("*.jpg"))) == 30
+
+
 def check_text(r, ws):
     assert "GIN KEE" in r.stdout.upper() and "7.42" in r.stdout
 
@@ -563,6 +625,7 @@ _ENROLL = "visor faces enroll --collection staff --person ada ada1.jpg ada2.jpg"
 _TRAIN_DETECT = "visor train detect bccd/ --out runs/cells --img-size 384"
 _BATCH = "visor batch photos/ --task classify --out results.parquet"
 _INDEX = "visor index build catalogue/ --out catalogue.idx --labels parent"
+_TRAIN_SEGMENT = "visor train segment camvid/ --out runs/roads --ignore-index 11 --img-size 480 --crop-size 384"
 _QUICK_EVAL = ("--resamples", "50", "--no-progress")
 
 CASES: dict[str, Case] = {c.readme: c for c in [
@@ -593,6 +656,16 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case("visor evaluate --model runs/cells bccd/ --split val --by scanner --metadata scans.csv",
          check_evaluate_detector, needs=(_TRAIN_DETECT,), extra=_QUICK_EVAL),
     Case("visor detect --model yolov8n.onnx street.jpg --json", check_detect_onnx),
+    Case("visor segment assets/bus.jpg", check_segment_default),
+    Case("visor segment photos/ --out masks/ --overlay", check_segment_folder, extra=("--no-progress",)),
+    Case("visor data convert coco/instances.json --to masks coco-masks/", check_convert_masks),
+    Case("visor data stats camvid/ --ignore-index 11", check_data_stats_camvid),
+    Case(_TRAIN_SEGMENT, check_train_segment,
+         extra=("--epochs", "1", "--img-size", "96", "--crop-size", "64", "--batch-size", "4", "--no-progress")),
+    Case("visor evaluate --model runs/roads camvid/ --split val --ignore-index 11 --report roads.html",
+         check_evaluate_segmenter, needs=(_TRAIN_SEGMENT,), extra=_QUICK_EVAL),
+    Case("visor segment --model runs/roads street.jpg --json", check_segment_run, needs=(_TRAIN_SEGMENT,)),
+    Case("visor anonymize photos/ --people --out hidden/", check_anonymize_people),
     Case(_ENROLL, check_enroll),  # creates the collection on first enrolment
     Case("visor faces identify --collection staff group.jpg", check_identify, needs=(_ENROLL,)),
     Case("visor anonymize photos/ --method blur --out blurred/", check_anonymize),
