@@ -392,3 +392,13 @@ def test_python_dash_m_visor_runs():
 @pytest.mark.parametrize("module", sorted(NOT_IMPORTED_ALONE))
 def test_modules_left_out_exist(module):
     assert module in discover()
+
+
+def test_test_module_names_are_unique():
+    """pytest imports test files by base name (the test folders are not packages): two files named alike in
+    different folders stop the whole run at collection, so each test (and helper) module name is used once."""
+    from collections import Counter
+
+    tests = Path(__file__).resolve().parent
+    names = Counter(p.name for p in tests.rglob("*.py") if p.name not in ("conftest.py", "__init__.py"))
+    assert [n for n, count in names.items() if count > 1] == []
