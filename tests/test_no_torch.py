@@ -36,6 +36,7 @@ sys.meta_path.insert(0, _NoTrainExtra())
 TORCH_ONLY_MODULES = [
     "visor.models.architectures.efficientnet_lite",
     "visor.models.architectures.fcos",
+    "visor.models.architectures.seg_fpn",
     "visor.train.detection_loss",
 ]
 

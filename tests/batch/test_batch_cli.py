@@ -61,4 +61,4 @@ def test_cli_usage_errors(tmp_path, dev60, capsys):
     assert visor_batch(str(dev60[0]), "--out", str(tmp_path / "r.txt")) == 2
     assert ".parquet or .jsonl" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        visor_batch(str(dev60[0]), "--out", str(tmp_path / "r.parquet"), "--task", "segment")
+        visor_batch(str(dev60[0]), "--out", str(tmp_path / "r.parquet"), "--task", "panoptic")

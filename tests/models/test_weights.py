@@ -237,7 +237,7 @@ def test_download_errors_are_typed(http_root, tmp_path):
         f"downloading them failed (cannot download {base}/absent.bin: HTTP Error 404: File not found): download "
         f"that file on a machine with internet and put it at that path (its sha256 must be {SHA})"
     )
-    assert isinstance(exc.value, WeightsError) and exc.value.http_status == 500
+    assert isinstance(exc.value, WeightsError) and exc.value.http_status == 503  # the model is absent (503)
     with pytest.raises(WeightsError, match=r"^cannot download .*HTTP Error 404"):
         download(src.location, SHA, tmp_path / "weights", progress=False)
     assert list((tmp_path / "weights" / SHA).iterdir()) == []  # no empty .part left
