@@ -39,6 +39,13 @@ class CorruptImage(InvalidInput):
     code = "corrupt_image"
 
 
+class CorruptVideo(CorruptImage):
+    """A video that is empty, truncated or cannot be decoded (HTTP 400). A :class:`CorruptImage`, so that
+    handlers of damaged input catch it too."""
+
+    code = "corrupt_video"
+
+
 class ImageTooLarge(InvalidInput):
     """The image exceeds the configured byte size or pixel count (HTTP 413)."""
 
