@@ -197,6 +197,22 @@ def resume_conflicts(saved, wanted) -> list[str]:
             for f in dataclasses.fields(saved) if getattr(saved, f.name) != getattr(merged, f.name)]
 
 
+def train_val_split(ds, items: str, seed: int, val_fraction: float):
+    """``(train, val)`` subsets of a dataset with ``splits``, ``subset`` and a tuple of split-tagged items named
+    ``items`` (``"images"`` for boxes, ``"samples"`` for masks): its own train and val splits when it has both, else
+    a seeded ``val_fraction`` of its train items (or all of them) held out as val."""
+    splits = set(ds.splits)
+    if "train" in splits and "val" in splits:
+        return ds.subset("train"), ds.subset("val")
+    base = ds.subset("train") if "train" in splits else ds
+    entries = getattr(base, items)
+    order = np.random.default_rng(seed).permutation(len(entries))
+    val_idx = set(order[: max(1, round(len(order) * val_fraction))].tolist())
+    tagged = tuple(dataclasses.replace(e, split="val" if i in val_idx else "train") for i, e in enumerate(entries))
+    carved = dataclasses.replace(base, **{items: tagged})
+    return carved.subset("train"), carved.subset("val")
+
+
 def optimizer_and_schedule(model, backbone_params: list, config, num_samples: int):
     """AdamW with the backbone at ``lr * backbone_lr_scale`` and everything else at ``lr``, and a
     per-step warm-up + cosine schedule. Returns ``(optimizer, scheduler, steps_per_epoch)``."""

@@ -13,7 +13,6 @@ resumed run skips the steps already taken and continues exactly as a straight ru
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from visor.train.common import (
     open_run,
     optimizer_and_schedule,
     run_epochs,
+    train_val_split,
     write_json,
 )
 from visor.train.config import DetectTrainConfig
@@ -175,7 +175,7 @@ def train_detector(
 
     ds = data if isinstance(data, DetectionDataset) else formats.load(data)
     data_ref = str(data) if not isinstance(data, DetectionDataset) else str(ds.root or "")
-    train_ds, val_ds = _splits(ds, config)
+    train_ds, val_ds = train_val_split(ds, "images", config.seed, config.val_fraction)
     classes = ds.classes
     base = registry.builtin().get(config.model)
     prep = Preprocess(input_size=(config.img_size, config.img_size), resize="letterbox", interpolation="bilinear",
@@ -238,20 +238,6 @@ def train_detector(
                        stopped_early, skipped, data_ref)
     finally:
         torch.set_num_threads(previous_threads)
-
-
-def _splits(ds, config: DetectTrainConfig):
-    splits = set(ds.splits)
-    if "train" in splits and "val" in splits:
-        return ds.subset("train"), ds.subset("val")
-    base = ds.subset("train") if "train" in splits else ds
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(base.images))
-    n_val = max(1, round(len(order) * config.val_fraction))
-    val_idx = set(order[:n_val].tolist())
-    images = [dataclasses.replace(im, split="val" if i in val_idx else "train") for i, im in enumerate(base.images)]
-    carved = dataclasses.replace(base, images=tuple(images))
-    return carved.subset("train"), carved.subset("val")
 
 
 def _to_tensor(batch: np.ndarray, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ Pixels with the ignore index (255 inside visor, whatever the dataset stores) cou
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from visor.train.common import (
     open_run,
     optimizer_and_schedule,
     run_epochs,
+    train_val_split,
     write_json,
 )
 from visor.train.config import SegmentTrainConfig
@@ -179,7 +179,7 @@ def train_segmenter(
         ignore_index = ignore_index if ignore_index is not None else ckpt.state.get("ignore_index")
     ds = _dataset(data, classes, ignore_index)
     data_ref = str(data) if not _is_dataset(data) else str(ds.root or "")
-    train_ds, val_ds = _splits(ds, config)
+    train_ds, val_ds = train_val_split(ds, "samples", config.seed, config.val_fraction)
     classes = tuple(ds.classes)
     num_classes = len(classes)
     if num_classes < 2:
@@ -280,20 +280,6 @@ def _dataset(data, classes, ignore_index):
     if path.suffix.lower() == ".json":
         return SegmentationDataset.from_coco(path)
     return SegmentationDataset.from_folder(path, classes=classes, ignore_index=ignore_index)
-
-
-def _splits(ds, config: SegmentTrainConfig):
-    splits = set(ds.splits)
-    if "train" in splits and "val" in splits:
-        return ds.subset("train"), ds.subset("val")
-    base = ds.subset("train") if "train" in splits else ds
-    rng = np.random.default_rng(config.seed)
-    order = rng.permutation(len(base.samples))
-    n_val = max(1, round(len(order) * config.val_fraction))
-    val_idx = set(order[:n_val].tolist())
-    samples = [dataclasses.replace(s, split="val" if i in val_idx else "train") for i, s in enumerate(base.samples)]
-    carved = dataclasses.replace(base, samples=tuple(samples))
-    return carved.subset("train"), carved.subset("val")
 
 
 def _load(ds, progress: bool, what: str) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[tuple[str, str]]]:
