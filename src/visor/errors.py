@@ -46,6 +46,13 @@ class CorruptVideo(CorruptImage):
     code = "corrupt_video"
 
 
+class StreamUnavailable(InvalidInput):
+    """A live source (RTSP, HTTP MJPEG, webcam) that cannot be reached or stays down after every reconnect
+    attempt (HTTP 400; the CLI exits 1)."""
+
+    code = "stream_unavailable"
+
+
 class ImageTooLarge(InvalidInput):
     """The image exceeds the configured byte size or pixel count (HTTP 413)."""
 
