@@ -50,7 +50,9 @@ def _current_umask() -> int:
     return umask
 
 
-def _umasked(mode: int) -> int:
+def umasked(mode: int) -> int:
+    """``mode`` less the process umask: the permissions of a file written with :data:`PUBLIC` (for writers that
+    cannot go through :func:`atomic_open`, such as OpenCV's video writer, which needs its own file name)."""
     return mode & ~_current_umask()
 
 
@@ -72,7 +74,7 @@ def atomic_open(
     tmp = _temp_beside(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.fchmod(fd, permissions if permissions == PRIVATE else _umasked(permissions))
+        os.fchmod(fd, permissions if permissions == PRIVATE else umasked(permissions))
         with os.fdopen(fd, mode, **({"encoding": encoding or "utf-8"} if mode == "w" else {})) as fh:
             yield fh
             if fsync:
@@ -100,7 +102,7 @@ def atomic_path(path: str | os.PathLike, *, permissions: int = PUBLIC, fsync: bo
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"nothing was written to {tmp}")
-        os.chmod(tmp, permissions if permissions == PRIVATE else _umasked(permissions))
+        os.chmod(tmp, permissions if permissions == PRIVATE else umasked(permissions))
         if fsync:
             _fsync(tmp)
         os.replace(tmp, target)
