@@ -25,6 +25,7 @@ from visor.models import Classifier, Detector, ModelCard, Predictor, load
 from visor.retrieval import curate, embed, search
 from visor.types import Classifications, Detections
 from visor.version import __version__
+from visor.video.track import track
 
 __all__ = [
     "Annotator",
@@ -62,4 +63,5 @@ __all__ = [
     "read_text",
     "search",
     "segment",
+    "track",
 ]

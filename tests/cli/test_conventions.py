@@ -59,7 +59,7 @@ def test_the_command_tree_is_what_this_test_expects():
         "faces enroll", "faces identify", "faces collections", "anonymize", "text", "moderate", "properties",
         "annotate", "serve", "keys create", "keys list", "keys revoke", "review list", "review export",
         "review stats", "batch", "benchmark", "export", "index build", "index add", "index remove", "index info",
-        "search", "curate", "segment"])
+        "search", "curate", "segment", "track", "watch"])
 
 
 @pytest.mark.parametrize("words", sorted(COMMANDS), ids=lambda w: " ".join(w) or "visor")
@@ -114,7 +114,7 @@ def test_shared_options_use_the_kit(words):
 #: Every command that runs a model names it with --model, its default from the task registry.
 MODEL_DEFAULTS = {
     ("classify",): DEFAULT_CLASSIFIER, ("detect",): DEFAULT_DETECTOR, ("annotate",): DEFAULT_CLASSIFIER,
-    ("segment",): DEFAULT_SEGMENTER,
+    ("segment",): DEFAULT_SEGMENTER, ("track",): DEFAULT_DETECTOR, ("watch",): DEFAULT_DETECTOR,
     ("faces", "detect"): DEFAULT_FACE_DETECTOR, ("faces", "enroll"): DEFAULT_FACE_DETECTOR,
     ("faces", "identify"): DEFAULT_FACE_DETECTOR, ("anonymize",): DEFAULT_FACE_DETECTOR,
     ("export",): DEFAULT_CLASSIFIER, ("benchmark",): DEFAULT_CLASSIFIER, ("serve",): DEFAULT_CLASSIFIER,

@@ -10,6 +10,7 @@ commands agree on names, defaults and wording.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from enum import IntEnum
 from typing import Literal
@@ -30,6 +31,13 @@ class ExitCode(IntEnum):
     """``visor monitor --fail-on-alert``: the drift check alerted."""
     INTERRUPTED = 130
     """Ctrl-C or SIGTERM (128 + SIGINT, as shells report it)."""
+
+
+def quiet_decoder_logs() -> None:
+    """Keep FFmpeg's and OpenCV's own warnings (``moov atom not found``, ``Invalid NAL unit size``...) off stderr: the
+    video readers turn them into one typed error. Set unless the user set them, before OpenCV is first imported."""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 
 def err(message: str) -> None:
