@@ -30,7 +30,9 @@ from visor.cli import review as review_cli
 from visor.cli import search as search_cli
 from visor.cli import segment as segment_cli
 from visor.cli import serve as serve_cli
+from visor.cli import track as track_cli
 from visor.cli import train as train_cli
+from visor.cli import watch as watch_cli
 from visor.cli.common import (
     ExitCode,
     add_model_option,
@@ -42,6 +44,7 @@ from visor.cli.common import (
     image_limits,
     positive_int,
     print_outcome,
+    quiet_decoder_logs,
     show_progress,
 )
 from visor.errors import ConfigError, VisorError
@@ -114,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate_cli.register(sub)
     detect_cli.register(sub)
     segment_cli.register(sub)
+    track_cli.register(sub)
+    watch_cli.register(sub)
     faces_cli.register(sub)
     recognition_cli.register(sub)
     annotate_cli.register(sub)
@@ -130,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # argparse itself ignores a closed pipe for --help
+    quiet_decoder_logs()
     try:
         code = args.func(args)
         sys.stdout.flush()

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from visor.errors import InvalidInput, VisorError
 from visor.serve import openapi_docs as docs
 from visor.serve.auth import bearer_matches, key_from_request, redact_access_log
+from visor.serve.events import EventNotFound
 from visor.serve.inputs import (
     ClassifyOptions,
     DetectOptions,
@@ -56,6 +57,10 @@ DOCS_ASSETS = "/docs-assets"  # swagger-ui and redoc, vendored in static/docs/
 #: Tasks with a route of their own below (documented options); any other served task with a route in the
 #: task registry gets a generic one (:func:`_task_route`).
 BUILTIN_ROUTES = ("classification", "detection", "segmentation")
+EVENTS_LIST = {200: {"description": "the events, newest first"},
+               400: {"description": "bad limit", "content": {"application/json": {"schema": docs.ERROR_SCHEMA}}},
+               **docs.AUTH_ERRORS}
+EVENT_SNAPSHOT = {200: {"description": "the JPEG bytes", "content": {"image/jpeg": {}}}, **docs.NOT_FOUND}
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from `visor keys create`")
 _x_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key from `visor keys create`")
@@ -464,6 +469,23 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
         body = await read_model(request, docs.Decision)  # in here, so the key is checked first
         item = await run_in_threadpool(service.review.decide, item_id, body.action, body.label, key)
         return item.to_dict()
+
+    # ------------------------------------------------------------------ watch events
+
+    @app.get("/v1/events", tags=["events"], responses=EVENTS_LIST)
+    async def events(limit: int = Query(100, ge=1, le=1000), rule: str | None = Query(None, max_length=255),
+                     _: str | None = Depends(auth)) -> list[dict[str, Any]]:
+        """The events `visor watch` stored, newest first (of one rule with `rule`)."""
+        return await run_in_threadpool(service.events.list, limit, rule)
+
+    @app.get("/v1/events/{event_id}/snapshot", tags=["events"], response_class=Response,
+             responses=EVENT_SNAPSHOT)
+    async def event_snapshot(event_id: str = Path(..., max_length=64), _: str | None = Depends(auth)) -> Response:
+        """The annotated frame stored with an event (JPEG)."""
+        data = await run_in_threadpool(service.events.snapshot, event_id)
+        if data is None:
+            raise EventNotFound(f"no snapshot for event {event_id!r}")
+        return Response(data, media_type="image/jpeg")
 
     # ------------------------------------------------------------------ web UI
 

@@ -1,4 +1,4 @@
-"""The service database: API keys, the review queue and the prediction log (SQLAlchemy 2).
+"""The service database: API keys, the review queue, the prediction log and watch events (SQLAlchemy 2).
 
 SQLite by default (:func:`default_db_url`), in WAL mode with a 5 s busy timeout and foreign
 keys on; any other SQLAlchemy URL (``postgresql://...``) works unchanged, since nothing here
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Float,
@@ -41,7 +42,7 @@ from visor.errors import ConfigError, InvalidInput
 from visor.io.dburl import parse_db_url
 from visor.io.files import SQLITE_SIDE_FILES, data_home, make_private, private_dir, private_sqlite
 
-__all__ = ["ApiKeyRow", "PredictionRow", "ReviewItemRow", "ServiceDB", "default_db_url", "utcnow"]
+__all__ = ["ApiKeyRow", "EventRow", "PredictionRow", "ReviewItemRow", "ServiceDB", "default_db_url", "utcnow"]
 
 DB_FILE = "serve.db"
 
@@ -149,6 +150,27 @@ class PredictionRow(Base):
     result = Column(Text, nullable=False)  # JSON
     latency_ms = Column(Float, nullable=False)
     key_name = Column(String(255), nullable=True)
+
+
+class EventRow(Base):
+    """One ``visor watch`` event (:class:`visor.video.rules.Event`) and its annotated snapshot."""
+
+    __tablename__ = "events"
+    id = Column(String(32), primary_key=True)  # the event's uuid4 hex
+    rule = Column(String(255), nullable=False, index=True)
+    kind = Column(String(16), nullable=False)
+    class_name = Column(String(255), nullable=False)
+    tracker_id = Column(BigInteger, nullable=False)
+    frame = Column(BigInteger, nullable=False)
+    timestamp_s = Column(Float, nullable=True)  # video time
+    created = Column(UTCDateTime, nullable=False, index=True)  # the event's wall-clock time
+    source = Column(String(1024), nullable=False)
+    zone = Column(String(255), nullable=True)
+    line = Column(String(255), nullable=True)
+    direction = Column(String(8), nullable=True)
+    confidence = Column(Float, nullable=False)
+    box = Column(Text, nullable=False)  # JSON [x1, y1, x2, y2]
+    snapshot = deferred(Column(LargeBinary, nullable=True))  # JPEG, at most events.MAX_SNAPSHOT_BYTES
 
 
 # --------------------------------------------------------------------------- engine

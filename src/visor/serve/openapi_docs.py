@@ -25,6 +25,7 @@ TAGS = [
     {"name": "search", "description": "Visual search over an index built with `visor index build`"},
     {"name": "faces", "description": "Face collections: enroll people, identify faces"},
     {"name": "review", "description": "The human review queue that feeds corrected labels back into training"},
+    {"name": "events", "description": "Events raised by `visor watch` rules, and their snapshots"},
     {"name": "models", "description": "The loaded models"},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics"},
 ]

@@ -1,7 +1,7 @@
 """The service's behaviour, independent of HTTP: what each route does, as async methods.
 
 :class:`VisorService` ties the :class:`~visor.serve.manager.ModelManager` (inference), the
-database (keys, review queue, prediction log), the rate limiter and the metrics together.
+database (keys, review queue, prediction log, watch events), the rate limiter and the metrics together.
 Routes in :mod:`visor.serve.app` only parse the request, call one method and encode the answer.
 """
 
@@ -109,6 +109,7 @@ class VisorService:
     def __init__(self, settings: ServeSettings, *, manager: ModelManager | None = None, db: Any = None,
                  metrics: ServiceMetrics | None = None, rng: random.Random | None = None) -> None:
         from visor.serve.db import ServiceDB
+        from visor.serve.events import EventStore
         from visor.serve.keys import KeyStore
         from visor.serve.predictions import PredictionLog
         from visor.serve.review import ReviewPolicy, ReviewQueue
@@ -124,6 +125,7 @@ class VisorService:
         self.keys = KeyStore(self.db)
         self.review = ReviewQueue(self.db)
         self.predictions = PredictionLog(self.db)
+        self.events = EventStore(self.db)  # what `visor watch` stored
         self.policy = ReviewPolicy(threshold=settings.review_threshold if settings.review_threshold is not None
                                    else 0.0, thresholds=dict(settings.review_thresholds),
                                    labels=tuple(settings.review_labels), sample_rate=settings.review_sample_rate)
