@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from visor.cli.common import (
     MODEL_FORMS,
@@ -49,7 +50,68 @@ def _classes(text: str | None) -> tuple[str, ...] | str | None:
     return tuple(n.strip() for n in text.split(",") if n.strip())
 
 
+def is_tracking_output(path: str | None) -> bool:
+    """Whether PATH is a tracker's MOT CSV: a ``.txt`` / ``.csv`` file, or a folder with ``tracks.txt`` (what
+    ``visor track --out`` writes) that is not a model folder (no ``card.json``)."""
+    if path is None:
+        return False
+    p = Path(path)
+    if p.is_file():
+        return p.suffix.lower() in (".txt", ".csv")
+    return p.is_dir() and (p / "tracks.txt").is_file() and not (p / "card.json").exists()
+
+
+def _tracking_files(pred: str, gt: str) -> tuple[Path, Path]:
+    """The MOT files of PRED (a file, or a folder with ``tracks.txt``) and GT (a file, or a MOTChallenge
+    sequence folder with ``gt/gt.txt``, or a folder with ``gt.txt``)."""
+    from visor.errors import InvalidInput
+
+    p = Path(pred)
+    if p.is_dir():
+        p = p / "tracks.txt"
+    g = Path(gt)
+    if g.is_dir():
+        found = [c for c in (g / "gt" / "gt.txt", g / "gt.txt") if c.is_file()]
+        if not found:
+            raise InvalidInput(f"{gt}: a ground-truth folder needs gt/gt.txt (MOTChallenge layout) or gt.txt")
+        g = found[0]
+    elif not g.is_file():
+        raise InvalidInput(f"{gt}: no such ground-truth file or folder")
+    return p, g
+
+
+def cmd_evaluate_tracking(args: argparse.Namespace) -> int:
+    """``visor evaluate PRED GT``: CLEAR MOT and ID metrics of a tracker's MOT CSV against MOT ground truth."""
+    from visor.data.mot import read_mot
+    from visor.errors import ConfigError, InvalidInput
+    from visor.evaluate.tracking import evaluate_tracking
+
+    if args.model is not None:
+        raise ConfigError("--model does not apply to 'visor evaluate PRED GT' (a tracker's MOT CSV is scored as it "
+                          "is); run 'visor track --model M SOURCE --out DIR' first")
+    if not 0.0 < args.iou <= 1.0:
+        raise ConfigError(f"--iou must be in (0, 1], got {args.iou}")
+    try:
+        pred_path, gt_path = _tracking_files(args.model_positional, args.data)
+        gt = read_mot(gt_path, min_confidence=None if args.all_gt_rows else 1.0)
+        pred = read_mot(pred_path)
+        report = evaluate_tracking(gt, pred, iou_threshold=args.iou)
+    except InvalidInput as e:
+        err(str(e))
+        return ExitCode.FAILED
+    if args.json:
+        doc = {"prediction": str(pred_path), "ground_truth": str(gt_path),
+               "ground_truth_rows": "all" if args.all_gt_rows else "confidence >= 1", **report.to_dict()}
+        print(json.dumps(doc, indent=2, allow_nan=False))
+    else:
+        print(f"{pred_path} against {gt_path}")
+        print(report.format_table())
+    return ExitCode.OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if is_tracking_output(getattr(args, "model_positional", None)):
+        return cmd_evaluate_tracking(args)
     from visor.evaluate.corruptions import CORRUPTIONS
     from visor.evaluate.pipeline import EvaluationOptions, parse_names, run_evaluation
 
@@ -126,7 +188,12 @@ def register(sub) -> None:
             " COLUMN reports a metric per value of a manifest column, flags groups whose interval lies below the best"
             " group's, and marks groups too small to judge. --corruptions measures accuracy under a seeded mini "
             "ImageNet-C (8 corruptions x 5 severities). --report writes a self-contained HTML page and a Markdown "
-            "model card; --profile keeps a reference profile for 'visor monitor' and 'visor serve --drift-profile'."
+            "model card; --profile keeps a reference profile for 'visor monitor' and 'visor serve --drift-profile'. "
+            "'visor evaluate PRED GT' scores a tracker instead: PRED a MOT CSV (frame,id,x,y,w,h,conf,...; "
+            "'tracks.txt' or the 'visor track --out' folder holding it), GT MOT ground truth (a gt.txt, or a "
+            "MOTChallenge sequence folder with gt/gt.txt; rows with confidence 0 are ignored unless --all-gt-rows): "
+            "MOTA, MOTP, IDF1, IDP, IDR, ID switches, false positives, misses, mostly tracked/partially tracked/"
+            "mostly lost, fragmentations and HOTA, at IoU >= --iou."
         ),
     )
     c, d, s = default_model("classification"), default_model("detection"), default_model("segmentation")
@@ -134,7 +201,8 @@ def register(sub) -> None:
                      help_text=f"the model to evaluate: {MODEL_FORMS} (default {c} for a classification dataset, "
                                f"{d} for a detection dataset, {s} for a mask dataset)")
     p.add_argument("data", metavar="DATA", help="a folder of class folders, a CSV/JSONL manifest, a COCO, YOLO or "
-                                                "VOC detection dataset, or a mask dataset")
+                                                "VOC detection dataset, or a mask dataset; after a tracker's PRED "
+                                                "(visor evaluate PRED GT), MOT ground truth")
     p.add_argument("--split", help="evaluate only this split of DATA (e.g. test)")
     p.add_argument("--by", action="append", metavar="COLUMN",
                    help="report per value of this manifest column (repeat for several columns)")
@@ -162,6 +230,12 @@ def register(sub) -> None:
     p.add_argument("--report", metavar="HTML", help="write a self-contained HTML report (and model_card.md beside it)")
     p.add_argument("--model-card", metavar="MD", help="write the Markdown model card here")
     p.add_argument("--profile", metavar="FILE", help="write a drift profile of this evaluation (.safetensors)")
+    p.add_argument("--iou", type=float, default=0.5,
+                   help="tracking (PRED GT): the IoU a predicted box needs with a ground-truth box to match it "
+                        "(default 0.5)")
+    p.add_argument("--all-gt-rows", action="store_true",
+                   help="tracking (PRED GT): keep every ground-truth row (default: only rows with confidence 1, "
+                        "as MOTChallenge marks boxes to ignore with 0)")
     add_output_options(p, json="document", out="also write report.json, confusion.png and reliability.png here")
     add_runtime_options(p, limits=False, batch_size=32)
     add_progress_options(p)

@@ -16,11 +16,20 @@ are misses (FN), unmatched predictions false positives (FP).
   matching that maximises the number of frames where paired boxes are within the threshold (IDTP).
 
 A ratio whose denominator is 0 is NaN (as py-motmetrics gives).
+
+HOTA (Luiten et al., IJCV 2020) is computed as TrackEval's ``HOTA`` metric computes it (checked against the
+``trackeval`` package on MOT15 and synthetic sequences): for each localisation threshold alpha in 0.05, 0.10,
+..., 0.95, detections are matched per frame by a Hungarian assignment maximising ``IoU x`` the global
+alignment of their two ids (a soft Jaccard of the id pair over the whole sequence); a match counts at alpha
+when its IoU >= alpha. ``DetA = TP / (TP + FN + FP)``, ``AssA`` = the mean over true positives of the Jaccard
+``TPA / (TPA + FNA + FPA)`` of their id pair, ``HOTA = sqrt(DetA * AssA)``; the reported figures are means over
+the 19 alphas. HOTA does not use ``iou_threshold``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,9 +69,73 @@ class TrackingReport:
     idfp: int
     idfn: int
     iou_threshold: float
+    hota: float = float("nan")
+    deta: float = float("nan")
+    assa: float = float("nan")
+    loca: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields, JSON-safe (NaN as None)."""
+        return {k: _json_number(v) for k, v in asdict(self).items()}
+
+    def format_table(self) -> str:
+        """The metrics as aligned text, one a line (ratios with 6 decimals; n/a where undefined)."""
+        def f(x: float) -> str:
+            return "n/a" if math.isnan(x) else f"{x:.6f}"
+
+        n_gt = self.mostly_tracked + self.partially_tracked + self.mostly_lost
+        rows = [
+            ("MOTA", f(self.mota)),
+            ("MOTP", f"{f(self.motp)}  (mean 1 - IoU of the matches)"),
+            ("IDF1", f(self.idf1)),
+            ("IDP", f(self.idp)),
+            ("IDR", f(self.idr)),
+            ("HOTA", f"{f(self.hota)}  (DetA {f(self.deta)}, AssA {f(self.assa)}, LocA {f(self.loca)})"),
+            ("precision", f(self.precision)),
+            ("recall", f(self.recall)),
+            ("ID switches", str(self.num_switches)),
+            ("false positives", str(self.num_false_positives)),
+            ("misses (FN)", str(self.num_misses)),
+            ("MT / PT / ML", f"{self.mostly_tracked} / {self.partially_tracked} / {self.mostly_lost} "
+                             f"of {n_gt} ground-truth tracks"),
+            ("fragmentations", str(self.num_fragmentations)),
+            ("frames", str(self.num_frames)),
+            ("boxes", f"{self.num_objects} ground truth, {self.num_predictions} predicted"),
+            ("IoU threshold", f"{self.iou_threshold:g}"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+@dataclass(frozen=True, eq=False)
+class HotaReport:
+    """HOTA and its parts at each localisation threshold ``alphas`` (arrays of 19), and their means."""
+
+    alphas: np.ndarray
+    hota: np.ndarray
+    deta: np.ndarray
+    assa: np.ndarray
+    detre: np.ndarray
+    detpr: np.ndarray
+    assre: np.ndarray
+    asspr: np.ndarray
+    loca: np.ndarray
+    tp: np.ndarray
+    fn: np.ndarray
+    fp: np.ndarray
+    means: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        names = ("hota", "deta", "assa", "detre", "detpr", "assre", "asspr", "loca")
+        object.__setattr__(self, "means", {n: float(np.mean(getattr(self, n))) for n in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        by_alpha = {n: getattr(self, n).tolist() for n in (*self.means, "tp", "fn", "fp")}
+        return {**self.means, "alphas": self.alphas.tolist(), "by_alpha": by_alpha}
+
+
+def _json_number(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -170,6 +243,7 @@ def evaluate_tracking(gt: MotTracks, pred: MotTracks, *, iou_threshold: float = 
             fragmentations += int(np.count_nonzero(span[:-1] & ~span[1:]))
 
     idtp, idfn, idfp = _id_counts(gt, pred, pair_hits)
+    h = evaluate_hota(gt, pred).means
     return TrackingReport(
         mota=1.0 - _divide(misses + switches + false_pos, num_objects) if num_objects else float("nan"),
         motp=_divide(dist_sum, detections),
@@ -194,6 +268,10 @@ def evaluate_tracking(gt: MotTracks, pred: MotTracks, *, iou_threshold: float = 
         idfp=idfp,
         idfn=idfn,
         iou_threshold=thr,
+        hota=h["hota"],
+        deta=h["deta"],
+        assa=h["assa"],
+        loca=h["loca"],
     )
 
 
@@ -219,3 +297,91 @@ def _id_counts(gt: MotTracks, pred: MotTracks, pair_hits: dict[tuple[int, int], 
     idfn = round(float(fn[rows, cols].sum()))
     idfp = round(float(fp[rows, cols].sum()))
     return len(gt) - idfn, idfn, idfp
+
+
+HOTA_ALPHAS = np.arange(0.05, 0.99, 0.05)  # 0.05 ... 0.95, the 19 thresholds of TrackEval
+_EPS = float(np.finfo(float).eps)
+
+
+def evaluate_hota(gt: MotTracks, pred: MotTracks) -> HotaReport:
+    """HOTA of ``pred`` against ``gt`` at the 19 localisation thresholds (see the module)."""
+    if not isinstance(gt, MotTracks) or not isinstance(pred, MotTracks):
+        raise InvalidInput("evaluate_hota takes two MotTracks (see visor.data.mot.read_mot)")
+    n_alpha = len(HOTA_ALPHAS)
+    tp, fn, fp = np.zeros(n_alpha), np.zeros(n_alpha), np.zeros(n_alpha)
+    loc = np.zeros(n_alpha)
+    zeros = np.zeros(n_alpha)
+    if not len(pred) or not len(gt):  # nothing to associate: every box is a miss or a false positive
+        fn[:], fp[:] = len(gt), len(pred)
+        return HotaReport(HOTA_ALPHAS, zeros, zeros, zeros, *_det_ratios(tp, fn, fp)[1:], zeros, zeros,
+                          np.ones(n_alpha), tp, fn, fp)
+    o_ids, o_idx = np.unique(gt.ids, return_inverse=True)  # ids -> 0..n-1
+    h_ids, h_idx = np.unique(pred.ids, return_inverse=True)
+    gt_frames, pred_frames = gt.per_frame(), pred.per_frame()
+    o_rows = _rows_by_frame(gt.frames, o_idx)
+    h_rows = _rows_by_frame(pred.frames, h_idx)
+    frames = sorted(set(gt_frames) | set(pred_frames))
+    empty = np.zeros(0, np.int64)
+
+    # pass 1: the soft overlap of every id pair over the sequence, and each id's box count
+    sims: dict[int, np.ndarray] = {}
+    potential = np.zeros((len(o_ids), len(h_ids)))
+    o_count = np.bincount(o_idx, minlength=len(o_ids)).astype(float)[:, None]
+    h_count = np.bincount(h_idx, minlength=len(h_ids)).astype(float)[None, :]
+    for f in frames:
+        o, h = o_rows.get(f, empty), h_rows.get(f, empty)
+        if not len(o) or not len(h):
+            continue
+        sim = box_iou_xywh(gt_frames[f].boxes, pred_frames[f].boxes)
+        sims[f] = sim
+        denom = sim.sum(0)[None, :] + sim.sum(1)[:, None] - sim
+        share = np.zeros_like(sim)
+        ok = denom > _EPS
+        share[ok] = sim[ok] / denom[ok]
+        potential[o[:, None], h[None, :]] += share
+    alignment = potential / (o_count + h_count - potential)
+
+    # pass 2: per frame, the matching that maximises IoU x alignment; counted at each alpha it passes
+    matched: list[np.ndarray] = []  # (alpha, gt id, pred id) of each match, flattened (kept sparse)
+    for f in frames:
+        o, h = o_rows.get(f, empty), h_rows.get(f, empty)
+        if not len(o) or not len(h):
+            fn += len(o)
+            fp += len(h)
+            continue
+        sim = sims[f]
+        rows, cols = linear_sum_assignment(-(alignment[o[:, None], h[None, :]] * sim))
+        matched_sim = sim[rows, cols]
+        passed = matched_sim[None, :] >= HOTA_ALPHAS[:, None] - _EPS  # (alpha, match)
+        n = passed.sum(1)
+        tp += n
+        fn += len(o) - n
+        fp += len(h) - n
+        loc += np.where(passed, matched_sim[None, :], 0.0).sum(1)
+        a, k = np.nonzero(passed)
+        matched.append((a * len(o_ids) + o[rows[k]]) * len(h_ids) + h[cols[k]])
+
+    # association: per alpha, the Jaccard of each matched id pair, weighted by its matches
+    keys, m = np.unique(np.concatenate([*matched, np.zeros(0, np.int64)]), return_counts=True)
+    a, rest = np.divmod(keys, len(o_ids) * len(h_ids))
+    oi, hi = np.divmod(rest, len(h_ids))
+    oc, hc, m = o_count[oi, 0], h_count[0, hi], m.astype(float)
+    per_tp = np.maximum(1, tp)
+    assa = np.bincount(a, m * (m / np.maximum(1, oc + hc - m)), minlength=n_alpha) / per_tp
+    assre = np.bincount(a, m * (m / np.maximum(1, oc)), minlength=n_alpha) / per_tp
+    asspr = np.bincount(a, m * (m / np.maximum(1, hc)), minlength=n_alpha) / per_tp
+    deta, detre, detpr = _det_ratios(tp, fn, fp)
+    loca = np.maximum(1e-10, loc) / np.maximum(1e-10, tp)
+    return HotaReport(HOTA_ALPHAS, np.sqrt(deta * assa), deta, assa, detre, detpr, assre, asspr, loca, tp, fn, fp)
+
+
+def _det_ratios(tp: np.ndarray, fn: np.ndarray, fp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DetA, DetRe, DetPr (0 where there is nothing)."""
+    return (tp / np.maximum(1, tp + fn + fp), tp / np.maximum(1, tp + fn), tp / np.maximum(1, tp + fp))
+
+
+def _rows_by_frame(frames: np.ndarray, index: np.ndarray) -> dict[int, np.ndarray]:
+    """``{frame: the id indexes of its rows}`` in row order (rows are sorted by frame)."""
+    starts = np.flatnonzero(np.r_[True, frames[1:] != frames[:-1]]) if len(frames) else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], len(frames)]
+    return {int(frames[s]): index[s:e].astype(np.int64) for s, e in zip(starts, ends, strict=True)}
