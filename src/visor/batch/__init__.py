@@ -1,4 +1,4 @@
-"""Batch inference over many images: streaming, resumable, written in atomic parts.
+"""Batch inference over many images and video frames: streaming, resumable, written in atomic parts.
 
 >>> from visor.batch import run_batch, read_results
 >>> summary = run_batch("photos/", task="classify", out="labels.parquet")   # doctest: +SKIP

@@ -21,14 +21,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from visor.batch.tasks import Runner
+from visor.batch.video import FrameItem
 from visor.errors import VisorError
 
-Outcome = tuple[str, Any]  # (path, result row or VisorError)
+Item = str | FrameItem  # an image's path, or a video frame (visor.batch.video)
+Outcome = tuple[Item, Any]  # (item, result row or VisorError)
 
 
 @dataclass
 class _Batch:
-    paths: list[str]
+    paths: list[Item]
     futures: list[Future]
 
 
@@ -56,7 +58,7 @@ def _infer_batch(runner: Runner, batch: _Batch) -> list[Outcome]:
 
 def run_local(
     runner: Runner,
-    pending: Iterator[str],
+    pending: Iterator[Item],
     sink,
     *,
     workers: int,
@@ -64,8 +66,9 @@ def run_local(
     streams: int = 1,
     on_batch: Callable[[int], None] = lambda n: None,
 ) -> None:
-    """Run ``runner`` over ``pending`` paths, handing each outcome to ``sink`` in input order
-    (``sink.ok(path, row)`` / ``sink.bad(path, error)``, then ``sink.maybe_commit()`` per batch)."""
+    """Run ``runner`` over ``pending`` items (image paths, video frames), handing each outcome to ``sink`` in
+    input order (``sink.ok(item, row)`` / ``sink.bad(item, error)``, then ``sink.maybe_commit()`` per batch).
+    Video frames are decoded where ``pending`` is iterated: in this thread, while the workers prepare."""
     decoding: deque[_Batch] = deque()
     inferring: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="visor-batch-decode") as decode_pool, \

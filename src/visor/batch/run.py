@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from visor.batch.errors import BatchError
 from visor.batch.inputs import Inputs, iter_inputs
 from visor.batch.store import ResultStore, output_format, require_pyarrow
-from visor.batch.tasks import Runner, TaskSpec, default_batch_size, quarantine_row
-from visor.errors import ConfigError, VisorError
+from visor.batch.tasks import TRACK, Runner, TaskSpec, default_batch_size, quarantine_row, tracked_row
+from visor.batch.video import AUTO, FrameItem, VideoState, VideoStride, check_stride, expand_videos, is_video_path
+from visor.errors import ConfigError, CorruptVideo, InvalidInput, VisorError
 from visor.io import DEFAULT_LIMITS, ImageLimits
 from visor.models.tasks import TaskRegistry
 
@@ -40,12 +41,19 @@ class BatchSummary:
     threads: int = 0
     """ONNX Runtime intra-op threads per call (0: its default)."""
     inputs: int = 0
-    """Inputs listed (finished ones included)."""
+    """Inputs listed (finished ones included; a video counts once)."""
     skipped: int = 0
     """Inputs already in the output (from an earlier run) or listed twice."""
     processed: int = 0
+    """Rows written: ``ok`` + ``quarantined``."""
     ok: int = 0
+    """Result rows written (one per image, one per kept video frame)."""
     quarantined: int = 0
+    """Quarantine rows written (a truncated video has one beside its frames' results)."""
+    videos: int = 0
+    """Videos run to the end (or to their error) in this run."""
+    frames: int = 0
+    """Result rows of video frames (included in ``ok``)."""
     parts: int = 0
     seconds: float = 0.0
     load_seconds: float = 0.0
@@ -70,8 +78,21 @@ class BatchSummary:
         return d
 
 
+class _Held:
+    """The rows of a video not finished yet."""
+
+    def __init__(self, state: VideoState) -> None:
+        self.state = state
+        self.results: list[dict[str, Any]] = []
+        self.quarantine: list[dict[str, Any]] = []
+
+
 class _Sink:
-    """Buffers one chunk of rows and commits it (atomically) when full or old enough."""
+    """Buffers one chunk of rows and commits it (atomically) when full or old enough.
+
+    A video's rows are held until all of them are in (:attr:`VideoState.closed`), then join the chunk
+    together: a video is committed whole or not at all, which is what lets a re-run skip it by its path.
+    """
 
     def __init__(self, store: ResultStore, runner: Runner, chunk_size: int, flush_seconds: float) -> None:
         self.store = store
@@ -83,24 +104,64 @@ class _Sink:
         self.last_commit = time.monotonic()
         self.ok_count = 0
         self.bad_count = 0
+        self.video_count = 0
+        self.frame_count = 0
+        self.held: dict[int, _Held] = {}
 
-    def ok(self, path: str, row: dict[str, Any]) -> None:
+    def ok(self, path: str | FrameItem, row: dict[str, Any]) -> None:
+        if isinstance(path, FrameItem):
+            held = self._held(path)
+            held.results.append({"path": path.path, "frame": path.frame, "timestamp_s": path.timestamp_s, **row,
+                                 **self.model})
+            path.video.received += 1
+            return
         self.results.append({"path": path, **row, **self.model})
         self.ok_count += 1
 
-    def bad(self, path: str, error: BaseException) -> None:
+    def bad(self, path: str | FrameItem, error: BaseException) -> None:
+        if isinstance(path, FrameItem):
+            row = quarantine_row(path.path, error)
+            if path.frame is not None:  # one frame failed after decoding (inference): the video's other rows stay
+                row["message"] = f"frame {path.frame}: {row['message']}"
+            self._held(path).quarantine.append(row)
+            path.video.received += 1
+            return
         self.bad_row(quarantine_row(path, error))
 
     def bad_row(self, row: dict[str, Any]) -> None:
         self.quarantine.append(row)
         self.bad_count += 1
 
+    def _held(self, item: FrameItem) -> _Held:
+        held = self.held.get(id(item.video))
+        if held is None:
+            held = self.held[id(item.video)] = _Held(item.video)
+        return held
+
+    def _release(self) -> None:
+        """Move the rows of every finished video into the chunk (a truncated one's error with them)."""
+        for key in [k for k, held in self.held.items() if held.state.closed]:
+            held = self.held.pop(key)
+            if held.state.error is not None:
+                row = quarantine_row(held.state.path, held.state.error)
+                row["message"] += f" ({len(held.results)} frame rows before the damage were kept)"
+                held.quarantine.append(row)
+            self.results.extend(held.results)
+            self.quarantine.extend(held.quarantine)
+            self.ok_count += len(held.results)
+            self.frame_count += len(held.results)
+            self.bad_count += len(held.quarantine)
+            self.video_count += 1
+
     def maybe_commit(self) -> None:
+        self._release()
         if (len(self.results) + len(self.quarantine) >= self.chunk_size
                 or time.monotonic() - self.last_commit >= self.flush_seconds):
             self.commit()
 
     def commit(self) -> None:
+        """Commit the chunk: every finished row (the rows of a video not finished yet stay held)."""
+        self._release()
         self.store.commit(self.results, self.quarantine)
         self.results, self.quarantine = [], []
         self.last_commit = time.monotonic()
@@ -143,6 +204,7 @@ def run_batch(
     ray_address: str | None = None,
     progress: bool = False,
     tasks: TaskRegistry | None = None,
+    video_stride: VideoStride = AUTO,
 ) -> BatchSummary:
     """Run ``task`` over every input and write one row per input to ``out`` (a folder of parts,
     ``.parquet`` or ``.jsonl``; see :mod:`visor.batch.store`).
@@ -154,10 +216,18 @@ def run_batch(
     per image the mask's JSON (class names, and per class present its area in pixels and COCO RLE) with the
     largest non-background class as ``label``. ``annotate`` runs ``features`` (default: all but
     ``segmentation``) with ``model`` as the classifier, ``detector`` for ``objects`` and ``segmenter`` for
-    ``segmentation``.
+    ``segmentation``. ``track`` (videos only, local engine) tracks each video whole with
+    :func:`visor.video.track.track` (``model``: the detector, default ``yolox_nano``; the tracker's default options
+    with ``iou``), one row per frame whose result holds each detection's ``tracker_id``; its ``video_stride``
+    ``"auto"`` means every frame (tracking needs consecutive frames); images are quarantined.
 
     ``inputs``: a folder, glob, image file or manifest (CSV / JSON Lines / Parquet with a ``path``
-    column), or a list of them. Bad images go to the quarantine table and the run goes on. Run it
+    column), or a list of them. Videos (named as files or in a manifest, by their suffix: ``.mp4``, ``.mov``,
+    ``.avi``, ``.mkv``, ``.webm``...) are expanded into frames, one row per kept frame with ``frame`` and
+    ``timestamp_s`` set: every ``video_stride``-th frame, ``"auto"`` (the default) keeping about one frame per
+    second of video; a video is committed whole, and redone whole after a crash midway (see
+    :mod:`visor.batch.video`). Videos run on the local engine only. Bad images go to the quarantine table and the
+    run goes on. Run it
     again after a crash or Ctrl-C: finished inputs are skipped. An output made with another task,
     model or options raises :class:`~visor.batch.OutputMismatch` unless ``overwrite=True``.
 
@@ -171,6 +241,7 @@ def run_batch(
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose local or ray")
+    video_stride = check_stride(video_stride)
     for name, value in (("workers", workers), ("batch_size", batch_size), ("streams", streams),
                         ("chunk_size", chunk_size)):
         if value is not None and int(value) < 1:
@@ -187,7 +258,14 @@ def run_batch(
         require_pyarrow("Parquet output")  # before loading anything
     if not isinstance(inputs, (str, os.PathLike, list, tuple)):
         inputs = list(inputs)  # listed twice (a count for the progress bar, then the run)
-    if engine == "ray":
+    if engine == "ray" and task == TRACK:
+        raise ConfigError("--task track runs on the local engine only")
+    if engine == "ray":  # before importing Ray: videos are refused whether or not it is installed
+        video = next((p for p in iter_inputs(inputs) if is_video_path(p)), None)
+        if video is not None:
+            raise ConfigError(f"--engine ray runs images only, and {video} is a video: run videos with "
+                              "--engine local")
+
         from visor.batch.ray_engine import import_ray
 
         import_ray()  # fail fast, before loading anything
@@ -202,7 +280,8 @@ def run_batch(
     runner = spec.build()
     load_seconds = time.perf_counter() - t0
     info = {"engine": engine, "visor_version": _version(), "inputs": _describe_inputs(inputs)}
-    store = ResultStore.open(out, runner.identity(), overwrite=overwrite, info=info)
+    identity = {**runner.identity(), "video_stride": video_stride}
+    store = ResultStore.open(out, identity, overwrite=overwrite, info=info)
     summary = BatchSummary(out=os.fspath(out), task=task, engine=engine, model=runner.model_name,
                            model_sha256=runner.model_sha256, workers=workers, batch_size=batch_size,
                            streams=streams or 0, threads=threads or 0, load_seconds=load_seconds)
@@ -214,14 +293,27 @@ def run_batch(
         sink = _Sink(store, runner, int(chunk_size), float(flush_seconds))
         from tqdm import tqdm
 
-        with tqdm(total=total, unit="img", desc=f"visor batch {task}", disable=not progress, file=sys.stderr,
+        # track: the bar counts frames as they are tracked, with no total (a video's frame count is known only
+        # once it is open)
+        with tqdm(total=None if task == TRACK else total, unit="img", desc=f"visor batch {task}",
+                  disable=not progress, file=sys.stderr,
                   dynamic_ncols=True, smoothing=0.1) as bar:
             try:
                 pending = _pending(inputs, done, counts)
-                if engine == "local":
+                if task == TRACK:
+                    _run_track(runner, pending, sink, stride=video_stride, on_item=bar.update)
+                elif engine == "local":
                     from visor.batch.local import run_local
 
-                    run_local(runner, pending, sink, workers=workers, batch_size=batch_size, streams=streams,
+                    def on_open(state: VideoState, expected: int | None) -> None:
+                        if expected is not None and bar.total is not None:
+                            bar.total += expected - 1  # the bar counts work items: a video's frames
+                            bar.refresh()
+
+                    items = expand_videos(pending, stride=video_stride, max_pixels=limits.max_pixels,
+                                          on_open=on_open,
+                                          on_decode=lambda seconds: runner.timer.add("video_decode", seconds))
+                    run_local(runner, items, sink, workers=workers, batch_size=batch_size, streams=streams,
                               on_batch=bar.update)
                 else:
                     from visor.batch.ray_engine import run_ray
@@ -238,6 +330,7 @@ def run_batch(
         summary.inputs, summary.skipped = counts["inputs"], counts["skipped"]
         summary.ok, summary.quarantined = sink.ok_count, sink.bad_count
         summary.processed = sink.ok_count + sink.bad_count
+        summary.videos, summary.frames = sink.video_count, sink.frame_count
         summary.parts = store.parts_written
         summary.stages = {**runner.timer.seconds, "write": store.write_seconds}
         summary.cpu = dict(runner.timer.cpu)
@@ -249,6 +342,46 @@ def run_batch(
     finally:
         store.close()
     return summary
+
+
+def _run_track(runner, pending: Iterator[str], sink: _Sink, *, stride: VideoStride,
+               on_item: Callable[[int], None]) -> None:
+    """``--task track``: each video tracked whole, one row per frame (``stride`` ``"auto"``: every frame, as
+    tracking needs); an image is quarantined (:class:`~visor.errors.InvalidInput`)."""
+    for path in pending:
+        if not is_video_path(path):
+            sink.bad(path, InvalidInput(f"{path}: --task track runs on videos only"))
+            on_item(1)
+            sink.maybe_commit()
+            continue
+        state = VideoState(path, stride=1 if stride == AUTO else int(stride))
+        t = time.perf_counter()
+        try:
+            stream = runner.track(path, stride=state.stride)
+        except VisorError as e:
+            stream, state.error = None, e
+        if stream is not None:
+            with stream:
+                while True:
+                    try:
+                        tracked = next(stream)
+                    except StopIteration:
+                        break
+                    except VisorError as e:
+                        state.error = e
+                        break
+                    state.emitted += 1
+                    sink.ok(FrameItem(path, int(tracked.index), tracked.timestamp_s, None, state),
+                            tracked_row(tracked))
+                    on_item(1)
+        state.finished = True
+        if state.emitted == 0:
+            error = state.error or CorruptVideo(f"{path}: no frame could be decoded")
+            state.error, state.emitted = None, 1
+            sink.bad(FrameItem(path, None, None, None, state), error)
+            on_item(1)
+        runner.timer.add("track", time.perf_counter() - t)
+        sink.maybe_commit()
 
 
 def _peak_rss_mb() -> float:

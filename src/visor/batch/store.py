@@ -3,7 +3,7 @@
 Layout (``OUT`` ends in ``.parquet`` or ``.jsonl``; the format follows the suffix)::
 
     OUT/_visor_batch.json            the run's parameters (task, model and its sha256, options)
-    OUT/part-000001.parquet          results, one row per input that ran
+    OUT/part-000001.parquet          results, one row per image (or kept video frame) that ran
     OUT/_quarantine/part-000001.parquet   inputs that could not be read (path, error type, code, message)
     OUT/_lock                        held (flock) while a run writes
 
@@ -11,7 +11,8 @@ Parquet readers (``pyarrow.parquet.read_table(OUT)``, ``pandas.read_parquet(OUT)
 parts only: names starting with ``_`` or ``.`` are skipped. Each part is written to a hidden temporary
 file, fsynced and renamed, so a part is either whole or absent; a run killed mid-write leaves only a
 temporary file, deleted by the next run. The inputs a run has finished are exactly the paths in the
-parts, which is how a re-run knows what to skip.
+parts, which is how a re-run knows what to skip (a video's rows are committed together, in one part, so a
+video is in the parts whole or not at all).
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ SCHEMA_VERSION = 1
 
 #: Columns of a result row. ``result`` is the task's JSON document (a string in Parquet, an object in
 #: JSON Lines); ``label``/``class_id``/``confidence`` repeat its best prediction for convenience and
-#: ``count`` is how many predictions it holds.
-RESULT_COLUMNS = ("path", "status", "label", "class_id", "confidence", "count", "result", "model", "model_sha256")
+#: ``count`` is how many predictions it holds. ``frame`` (0-based index in the source) and ``timestamp_s``
+#: (seconds) are set on the rows of a video's frames (``path`` is the video) and null for images.
+RESULT_COLUMNS = ("path", "frame", "timestamp_s", "status", "label", "class_id", "confidence", "count", "result",
+                  "model", "model_sha256")
 #: Columns of a quarantine row.
 QUARANTINE_COLUMNS = ("path", "status", "error_type", "code", "message")
 #: Parameters that must match for a run to resume into an existing output.
-IDENTITY_KEYS = ("format", "task", "model", "model_sha256", "card_sha256", "options")
+IDENTITY_KEYS = ("format", "task", "model", "model_sha256", "card_sha256", "options", "video_stride")
+#: What an identity key absent from an output's parameters (written before the key existed) stands for.
+IDENTITY_DEFAULTS = {"video_stride": "auto"}
 
 _PART = re.compile(r"^part-(\d+)\.(parquet|jsonl)$")
 
@@ -68,7 +73,8 @@ def require_pyarrow(why: str):
 def _arrow_schemas():
     pa = require_pyarrow("Parquet output")
     results = pa.schema([
-        ("path", pa.string()), ("status", pa.string()), ("label", pa.string()), ("class_id", pa.int64()),
+        ("path", pa.string()), ("frame", pa.int64()), ("timestamp_s", pa.float64()), ("status", pa.string()),
+        ("label", pa.string()), ("class_id", pa.int64()),
         ("confidence", pa.float64()), ("count", pa.int64()), ("result", pa.string()), ("model", pa.string()),
         ("model_sha256", pa.string()),
     ])
@@ -277,7 +283,7 @@ def _read_params(path: Path) -> dict[str, Any]:
 def _check_identity(out: Path, previous: Mapping[str, Any], identity: Mapping[str, Any]) -> None:
     diffs = []
     for key in IDENTITY_KEYS:
-        old, new = previous.get(key), identity.get(key)
+        old, new = previous.get(key, IDENTITY_DEFAULTS.get(key)), identity.get(key, IDENTITY_DEFAULTS.get(key))
         if isinstance(old, dict) and isinstance(new, dict):
             for k in sorted(set(old) | set(new)):
                 if old.get(k) != new.get(k):
@@ -310,6 +316,17 @@ def _check_output(out: str | os.PathLike) -> tuple[Path, str]:
     if not (out / PARAMS_FILE).is_file():
         raise BatchError(f"{out} is not a visor batch output (no {PARAMS_FILE})")
     return out, fmt
+
+
+def _conform(table, schema):
+    """A part read as ``schema``: columns it lacks (parts written before ``frame`` and ``timestamp_s`` existed)
+    added as nulls, in the schema's order."""
+    import pyarrow as pa
+
+    if table.schema.names == schema.names:
+        return table
+    return pa.table({f.name: table.column(f.name) if f.name in table.schema.names
+                     else pa.nulls(table.num_rows, f.type) for f in schema}, schema=schema)
 
 
 def read_params(out: str | os.PathLike) -> dict[str, Any]:
@@ -383,7 +400,9 @@ def read_results(out: str | os.PathLike, *, quarantine: bool = False, columns: I
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        tables = [pq.read_table(f, columns=cols) for f in files]
+        tables = [_conform(pq.read_table(f), schema) for f in files]
+        if cols is not None:
+            tables = [t.select(cols) for t in tables]
     else:
         tables = [pa.Table.from_pylist([{c: _cell(r.get(c), c) for c in schema.names} for r in _read_part(f, fmt)],
                                        schema=schema) for f in files]

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from visor.batch.video import FrameItem
 from visor.errors import ConfigError, VisorError
 from visor.io import ImageLimits, open_image
 from visor.models.tasks import TaskRegistry, builtin_tasks
@@ -43,6 +44,10 @@ from visor.models.tasks import TaskSpec as ModelTask
 ANNOTATE = "annotate"
 #: visor's ``--task`` values: the batch tasks of :func:`~visor.models.tasks.builtin_tasks`, then annotate.
 TASKS = ("classify", "detect", "segment", ANNOTATE)
+#: The task that tracks the objects of each video whole, in frame order (:func:`visor.video.track.track` with
+#: the registry's detector for ``objects``, or ``model``); videos only, on the local engine. Not an engine's
+#: prepare/infer work: :func:`visor.batch.run.run_batch` runs it video by video.
+TRACK = "track"
 #: Images inferred at once, over all concurrent inference calls, by default: ONNX Runtime's memory
 #: grows with it (EfficientNet-Lite0 at 224 px: about 20-25 MB per image in flight; two calls of
 #: 8 images peak near 0.5 GB for the whole process, two of 16 near 0.8-1 GB) while the throughput
@@ -92,7 +97,7 @@ class TaskSpec:
     """The task registry (None: :func:`~visor.models.tasks.builtin_tasks`)."""
 
     def __post_init__(self) -> None:
-        if self.task != ANNOTATE:
+        if self.task not in (ANNOTATE, TRACK):
             try:
                 self.model_task()
             except ConfigError:
@@ -138,9 +143,18 @@ class TaskSpec:
             opts["detector"] = self.detector
             if "segmentation" in self.features:
                 opts["segmenter"] = self.segmenter
+        elif self.task == TRACK:
+            opts["tracker"] = self.tracker_options().to_dict()
         else:
             opts.update(self.predict_options())
         return opts
+
+    def tracker_options(self):
+        """``--task track``: the tracker's options (:class:`visor.video.track.TrackerOptions`' defaults, with this
+        run's ``iou`` for the detector's NMS; its own low ``conf`` so ByteTrack sees low-scoring boxes)."""
+        from visor.video.track import TrackerOptions
+
+        return TrackerOptions(iou=self.iou)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -150,6 +164,8 @@ class TaskSpec:
     def build(self) -> Runner:
         if self.task == ANNOTATE:
             return AnnotateRunner(self)
+        if self.task == TRACK:
+            return TrackRunner(self)
         return PredictorRunner(self)
 
 
@@ -242,7 +258,7 @@ class Runner:
         return {"task": self.spec.task, "model": self.model_name, "model_sha256": self.model_sha256,
                 "card_sha256": self.card_sha256, "options": self.spec.options()}
 
-    def prepare(self, path: str) -> Any:  # pragma: no cover - abstract
+    def prepare(self, path: str | FrameItem) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def infer(self, items: Sequence[Any]) -> list[dict[str, Any] | VisorError]:  # pragma: no cover - abstract
@@ -314,10 +330,10 @@ class PredictorRunner(Runner):
         self.options = spec.predict_options()
         self.model_name, self.model_sha256, self.card_sha256 = model.name, weights_sha256(model), card_sha256(model)
 
-    def prepare(self, path: str) -> tuple[np.ndarray, Any]:
-        """One image's model input and geometry."""
+    def prepare(self, path: str | FrameItem) -> tuple[np.ndarray, Any]:
+        """One image's (or video frame's) model input and geometry."""
         laps = self.timer.laps()
-        image = self.model.decode(path)
+        image = path.pixels() if isinstance(path, FrameItem) else self.model.decode(path)
         laps.lap("decode")
         batch, metas = self.model.prepare([image])
         laps.lap("preprocess")
@@ -363,9 +379,12 @@ class AnnotateRunner(Runner):
         self.model_sha256 = "+".join(weights_sha256(m) for m in models)
         self.card_sha256 = "+".join(card_sha256(m) for m in models)
 
-    def prepare(self, path: str):
+    def prepare(self, path: str | FrameItem):
         laps = self.timer.laps()
-        image = open_image(path, limits=self.spec.limits)
+        if isinstance(path, FrameItem):
+            image, path = path.pixels(), path.path
+        else:
+            image = open_image(path, limits=self.spec.limits)
         laps.lap("decode")
         return path, image
 
@@ -386,6 +405,47 @@ class AnnotateRunner(Runner):
                              best["confidence"] if best else None, None, "partial" if partial else "ok"))
         laps.lap("inference")
         return rows
+
+
+# --------------------------------------------------------------------------- track
+
+
+class TrackRunner(Runner):
+    """``--task track``: the detector loaded once; each video tracked whole by :meth:`track` (a fresh tracker
+    per video). Not run through :meth:`prepare` / :meth:`infer`: tracking needs the frames in order."""
+
+    def __init__(self, spec: TaskSpec) -> None:
+        from visor.models.detector import Detector
+
+        super().__init__(spec)
+        model = _load(_model_name(spec.model, spec.task_registry.by_feature("objects")), spec)
+        if not isinstance(model, Detector):
+            raise ConfigError(f"{model.name} is a {model.card.task} model; --task track needs an object detector")
+        self.model = model
+        self.tracker_options = spec.tracker_options()
+        self.model_name, self.model_sha256, self.card_sha256 = model.name, weights_sha256(model), card_sha256(model)
+
+    def track(self, path: str, *, stride: int):
+        """The :class:`~visor.video.track.TrackStream` of one video (opening errors raised, typed)."""
+        from visor.io.video import VideoLimits
+        from visor.video.track import track
+
+        return track(path, model=self.model, options=self.tracker_options, stride=stride,
+                     limits=VideoLimits(max_pixels=self.spec.max_pixels), threads=self.spec.threads)
+
+    def prepare(self, path):  # pragma: no cover - not used for tracking
+        raise ConfigError("--task track runs video by video, not through prepare/infer")
+
+    infer = prepare
+
+
+def tracked_row(tracked: Any) -> dict[str, Any]:
+    """The output row of a :class:`~visor.video.track.TrackedFrame`: the best detection's label, class id and
+    confidence, ``count`` = detections on confirmed tracks, and as result the frame's JSON (frame, timestamp_s,
+    scene, scene_cut, detections each with ``tracker_id`` and ``class_name``, analytics)."""
+    row = result_row(tracked.detections)
+    row["result"] = {"type": "tracked_frame", **tracked.to_dict()}
+    return row
 
 
 def quarantine_row(path: str, error: BaseException) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``visor batch``: classify, detect, segment or annotate many images into a resumable Parquet / JSON Lines output.
+"""``visor batch``: classify, detect, segment or annotate many images and video frames (or track videos) into a
+resumable Parquet / JSON Lines output.
 
 Exit status: 0 when the run finished (quarantined images are recorded in the output, not failures),
 2 for usage errors (an output made with other parameters, a missing optional package, a bad manifest),
@@ -43,6 +44,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
                 features=features, detector=args.detector, segmenter=args.segmenter, conf=args.conf, iou=args.iou,
                 max_det=args.max_det, agnostic=args.agnostic, limits=limits, threads=args.threads,
                 chunk_size=args.chunk_size, overwrite=args.overwrite, ray_address=args.ray_address, progress=show_bar,
+                video_stride=args.video_stride,
             )
     except BatchError as e:
         err(f"{type(e).__name__}: {e}")
@@ -50,11 +52,23 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary.to_dict()), flush=True)
     else:
-        print(f"{summary.out}: {summary.ok} done, {summary.quarantined} quarantined, {summary.skipped} skipped "
+        videos = f" ({summary.frames} frames of {summary.videos} videos)" if summary.videos else ""
+        print(f"{summary.out}: {summary.ok} done{videos}, {summary.quarantined} quarantined, {summary.skipped} skipped "
               f"(already done) of {summary.inputs} inputs in {summary.seconds:.1f} s "
               f"({summary.images_per_second:.1f} images/s; model {summary.model}; "
               f"peak memory {summary.peak_rss_mb:.0f} MiB)")
     return ExitCode.OK
+
+
+def video_stride(text: str) -> int | str:
+    """``--video-stride``: ``auto`` or a positive whole number."""
+    from visor.batch.video import check_stride
+    from visor.errors import ConfigError
+
+    try:
+        return check_stride(text)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive whole number, got {text!r}") from None
 
 
 @contextlib.contextmanager
@@ -77,15 +91,19 @@ def _sigterm_as_interrupt():
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``visor batch`` to the command parser."""
-    from visor.batch.tasks import batch_tasks
+    from visor.batch.tasks import TRACK, batch_tasks
 
     p = sub.add_parser(
         "batch",
         help="run a model over many images into a resumable Parquet or JSON Lines output",
         description=(
             "Classify, detect, segment or annotate every image of INPUT: a folder (searched recursively), a quoted "
-            "glob, an image file, or a manifest (.csv, .jsonl or .parquet with a 'path' column; relative paths are "
-            "relative to the manifest). --out names a folder of parts ending in .parquet or .jsonl: one row per "
+            "glob, an image file, a video file, or a manifest (.csv, .jsonl or .parquet with a 'path' column; "
+            "relative paths are relative to the manifest). A video (.mp4, .mov, .m4v, .avi, .mkv, .webm, named as "
+            "a file or in a manifest; folders and globs list images only) gives one row per kept frame, with its "
+            "frame index and timestamp_s (see --video-stride); its rows are committed together, so an interrupted "
+            "video is redone whole on resume, and a truncated one keeps the rows of its good frames and is also "
+            "quarantined (corrupt_video). --out names a folder of parts ending in .parquet or .jsonl: one row per "
             "image (path, status, top label and confidence, the full result as JSON, model and its sha256; "
             "segment: the largest class other than background as label, and in the result the class names and "
             "per class present its area in pixels and COCO RLE), "
@@ -95,9 +113,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "over). Read it with pandas.read_parquet(OUT) or visor.batch.read_results(OUT)."
         ),
     )
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, glob, image file or manifest")
-    p.add_argument("--task", choices=batch_tasks(), default="classify",
-                   help="what to run on each image (default classify)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, glob, image file, video file or manifest")
+    p.add_argument("--task", choices=(*batch_tasks(), TRACK), default="classify",
+                   help="what to run on each image or video frame (default classify); track: each video tracked "
+                        "whole (every frame unless --video-stride N; --model the detector, default "
+                        f"{default_model('detection')}), rows with tracker_id per detection; videos only")
     add_output_options(p, json=None, out="output folder ending in .parquet or .jsonl", out_required=True,
                        out_metavar="OUT")
     add_model_option(p, None, default=None,
@@ -126,6 +146,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iou", type=fraction, default=0.45, help="detect: NMS overlap threshold (default 0.45)")
     p.add_argument("--max-det", type=positive_int, default=300, help="detect: most boxes per image (default 300)")
     p.add_argument("--agnostic", action="store_true", help="detect: suppress overlapping boxes across classes too")
+    p.add_argument("--video-stride", type=video_stride, default="auto", metavar="N|auto",
+                   help="videos: run every N-th frame (1: all frames); auto keeps about one frame per second "
+                        "(N = the video's frame rate, rounded) (default auto). Local engine only")
     p.add_argument("--chunk-size", type=positive_int, default=1024,
                    help="images per committed part (default 1024); a crash redoes at most one part")
     add_runtime_options(
