@@ -96,8 +96,10 @@ def main() -> None:
              "folder": "track_to_folder (+ video, files)"}
     for key, name in names.items():
         spread = f"{min(fps[key]):.1f}-{max(fps[key]):.1f}"
-        ratio = "" if key == "raw" else (f"  {med[key] / med['raw']:6.1%} of raw (best/best "
-                                         f"{best[key] / best['raw']:.1%}; goal >= 85%)")
+        pairs = [r / w for r, w in zip(fps[key], fps["raw"], strict=True)]  # each round against its own raw run
+        ratio = "" if key == "raw" else (f"  {med[key] / med['raw']:6.1%} of raw; per round "
+                                         f"{statistics.median(pairs):.1%} [{min(pairs):.0%}-{max(pairs):.0%}], "
+                                         f"best/best {best[key] / best['raw']:.1%} (goal >= 85%)")
         print(f"  {name:40s} {med[key]:6.1f} frames/s median (runs {spread}){ratio}")
 
 

@@ -199,7 +199,26 @@ def _draw_lines(cv2: Any, image: np.ndarray, zones: ZoneConfig, analytics: Frame
         _tag(cv2, image, text, mid[0] + lw + 2, mid[1], color, scale)
 
 
-def _draw_trails(cv2: Any, image: np.ndarray, trails: Trails, ids: Sequence[int], lw: int) -> None:
+class TrailView:
+    """A frozen copy of some tracks' trails (what :func:`draw_frame` reads of :class:`Trails`), for drawing in
+    another thread while the :class:`Trails` moves on."""
+
+    def __init__(self, points: dict[int, np.ndarray]) -> None:
+        self._points = points
+
+    @classmethod
+    def of(cls, trails: Trails | None, detections: Detections) -> TrailView | None:
+        """The trails of the tracks in ``detections`` now (None when ``trails`` is None)."""
+        if trails is None:
+            return None
+        ids = detections.data.get("tracker_id")
+        return cls({int(t): trails.points(int(t)) for t in (() if ids is None else ids)})
+
+    def points(self, tracker_id: int) -> np.ndarray:
+        return self._points.get(int(tracker_id), np.zeros((0, 2)))
+
+
+def _draw_trails(cv2: Any, image: np.ndarray, trails: Trails | TrailView, ids: Sequence[int], lw: int) -> None:
     for tid in ids:
         pts = trails.points(tid)
         if len(pts) >= 2:
@@ -212,7 +231,7 @@ def draw_frame(
     detections: Detections,
     *,
     labels: Sequence[str],
-    trails: Trails | None = None,
+    trails: Trails | TrailView | None = None,
     zones: ZoneConfig | None = None,
     analytics: FrameAnalytics | None = None,
     totals: Mapping[str, Any] | None = None,

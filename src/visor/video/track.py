@@ -24,6 +24,7 @@ MOT tracker output a world ``x``) and the ninth is -1. :func:`visor.data.mot.rea
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -294,8 +295,16 @@ def _is_live(source: Any) -> bool:
     return is_live_source(source) if isinstance(source, (str, int)) else False
 
 
+def _yield_to_inference() -> None:
+    """Lower the calling thread's scheduling priority (Linux: threads have their own nice value), so that
+    decoding and encoding fill the gaps of ONNX Runtime's threads instead of stalling them; elsewhere a no-op."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + 5)
+
+
 def _produce(reader: Any, prepare: Any, out: queue.Queue, stop: threading.Event) -> None:
     """The decoding thread: ``(frame, prepare([image]))`` per frame into ``out``, then ``(_END, error or None)``."""
+    _yield_to_inference()
     def put(item: Any) -> bool:
         while not stop.is_set():
             try:
@@ -542,8 +551,9 @@ class _Spool:
 
 
 class _BackgroundWriter:
-    """A :class:`~visor.video.render.VideoWriter` fed from a bounded queue by a thread of its own, so that
-    encoding overlaps inference; the first encoder error is raised by the next :meth:`write` or :meth:`commit`."""
+    """A :class:`~visor.video.render.VideoWriter` fed from a bounded queue by a thread of its own (at a lower
+    priority), so that drawing and encoding overlap inference; :meth:`write` takes a frame, or a function that
+    draws one; the first error is raised by the next :meth:`write` or :meth:`commit`."""
 
     def __init__(self, writer: Any, depth: int = 4) -> None:
         self.writer = writer
@@ -553,17 +563,18 @@ class _BackgroundWriter:
         self._thread.start()
 
     def _run(self) -> None:
+        _yield_to_inference()
         while True:
             image = self._queue.get()
             if image is None:
                 return
             if self._error is None:
                 try:
-                    self.writer.write(image)
+                    self.writer.write(image() if callable(image) else image)
                 except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
                     self._error = e
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray | Callable[[], np.ndarray]) -> None:
         if self._error is not None:
             raise self._error
         self._queue.put(image)
@@ -699,11 +710,13 @@ def track_to_folder(
                 spools["frames"].fh.write(json.dumps(tf.to_dict(), separators=(",", ":")) + "\n")
                 spools["tracks"].fh.write(_mot_text(tf))
                 if writer is not None:
-                    from visor.video.render import draw_frame
+                    from visor.video.render import TrailView, draw_frame
 
                     totals = tracker.analytics.counts() if tracker.analytics is not None else None
-                    writer.write(draw_frame(tf.image, tf.detections, labels=tracker.labels, trails=trails,
-                                            zones=tracker.zones, analytics=tf.analytics, totals=totals))
+                    # drawn in the encoding thread, from a copy of this frame's trails (the tracker moves on)
+                    writer.write(functools.partial(
+                        draw_frame, tf.image, tf.detections, labels=tracker.labels, zones=tracker.zones,
+                        trails=TrailView.of(trails, tf.detections), analytics=tf.analytics, totals=totals))
                 written += 1
                 bar.update(1)
     except KeyboardInterrupt as e:
