@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -80,6 +81,12 @@ def readme_shell_commands(text: str) -> list[str]:
 
 def readme_visor_commands() -> list[str]:
     return [c for c in readme_shell_commands(README.read_text()) if c.split()[0] == "visor"]
+
+
+def readme_rules() -> dict:
+    """The README's rules file (its one ```yaml block)."""
+    (block,) = _code_blocks(README.read_text(), "yaml")
+    return yaml.safe_load(block)
 
 
 def readme_curl_line() -> str:
@@ -252,6 +259,13 @@ def ws(tmp_path_factory, shared_data, classifier, zoo_cache) -> Workspace:
         f"{image_id}.jpg,{'AB'[i % 2]}\n" for i, image_id in enumerate(val_ids)))
     _coco_subset(shared_data("coco128"), root / "coco")
     _camvid_subset(shared_data("camvid"), root / "camvid")
+    videos = shared_data("videos")
+    _copy(videos / "bikes.mp4", root / "street.mp4")
+    for name in ("gt.txt", "test.txt"):
+        _copy(videos / "mot15-gt" / "TUD-Campus" / name, root / "TUD-Campus" / name)
+    rules = readme_rules()
+    (root / "rules.yaml").write_text(yaml.safe_dump(rules))
+    (root / "zones.yaml").write_text(yaml.safe_dump({k: rules[k] for k in ("zones", "lines")}))
     import nudenet  # a test dependency: its 320n.onnx is a real YOLOv8n export (AGPL-3.0 weights)
 
     _copy(Path(nudenet.__file__).parent / "320n.onnx", root / "yolov8n.onnx")
@@ -614,6 +628,89 @@ def check_served(r, ws):
 SIGTERM_EXIT = (0,)
 
 
+# ------------------------------------------------------------------------------ video
+
+
+def check_track(r, ws):
+    out = ws.root / "tracked"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is True and summary["frames"] == 250, summary
+    lines = (out / "frames.jsonl").read_text().splitlines()
+    assert len(lines) == 250
+    from visor.data.mot import read_mot
+    from visor.io.video import open_video
+
+    with open_video(out / "annotated.mp4") as reader:
+        assert sum(1 for _ in reader) == 250
+    scenes: dict[int, set[int]] = {}
+    for line in lines:
+        frame = json.loads(line)
+        scenes.setdefault(frame["scene"], set()).update(d["tracker_id"] for d in frame["detections"])
+    assert len(scenes) == 6  # bikes.mp4's five cuts
+    ids = [i for s in scenes.values() for i in s]
+    assert len(ids) == len(set(ids)), "a track id spans a scene cut"
+    assert set(read_mot(out / "tracks.txt").track_ids) == set(ids)
+
+
+def check_track_zones(r, ws):
+    counts = json.loads((ws.root / "counted" / "counts.json").read_text())
+    assert set(counts["zones"]) == {"crossing"} and set(counts["lines"]) == {"gate"}, counts
+    gate = counts["lines"]["gate"]
+    assert sum(gate["out"].values()) >= 1, gate  # people walk left to right across x = 400
+    assert counts["zones"]["crossing"]["entries"], counts
+
+
+def check_evaluate_tracks(r, ws):
+    assert "MOTA" in r.stdout and "0.526462" in r.stdout and "0.557659" in r.stdout, r.stdout  # py-motmetrics'
+
+
+def run_watch(case, ws):
+    """The README's ``visor watch`` line against bikes.mp4 served as MJPEG on loopback, the rules file's webhook
+    pointed at a local receiver that checks each signature; stopped after 150 frames."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from mjpeg_server import MjpegServer  # tests/mjpeg_server.py
+    from visor.video.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+    secret = "readme-secret"
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            ok = verify(secret.encode(), self.headers[TIMESTAMP_HEADER], body, self.headers[SIGNATURE_HEADER])
+            received.append({"verified": ok, **json.loads(body)})
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    rules = readme_rules()
+    rules["webhook"]["url"] = f"http://127.0.0.1:{hook.server_address[1]}/visor"
+    (ws.root / "rules-local.yaml").write_text(yaml.safe_dump(rules))
+    try:
+        with MjpegServer(ws.root / "street.mp4", fps=25, loop=True) as server:
+            argv = [server.url if a == "http://camera.local/video.mjpg" else a for a in ws.argv(case)]
+            argv = [*(a if a != "rules.yaml" else "rules-local.yaml" for a in argv), "--max-frames", "150"]
+            result = subprocess.run(argv, cwd=ws.root, env={**ws.env, "VISOR_WEBHOOK_SECRET": secret},
+                                    capture_output=True, text=True, timeout=TIMEOUT)
+    finally:
+        hook.shutdown()
+    result.received = received
+    return result
+
+
+def check_watch(r, ws):
+    events = [json.loads(line) for line in _lines(r)]
+    assert events and {e["rule"] for e in events} == {"someone-crossed"}, r.stdout + r.stderr[-2000:]
+    assert [e["verified"] for e in r.received] == [True] * len(events), r.received
+    assert {e["event"]["id"] for e in r.received} == {e["id"] for e in events}
+
+
 # ------------------------------------------------------------------------------ the table
 
 _TRAIN = "visor train classify photos.csv --out runs/mine"
@@ -665,6 +762,10 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case("visor evaluate --model runs/roads camvid/ --split val --ignore-index 11 --report roads.html",
          check_evaluate_segmenter, needs=(_TRAIN_SEGMENT,), extra=_QUICK_EVAL),
     Case("visor segment --model runs/roads street.jpg --json", check_segment_run, needs=(_TRAIN_SEGMENT,)),
+    Case("visor track street.mp4 --model yolox_nano --out tracked/", check_track, extra=("--no-progress",)),
+    Case("visor track street.mp4 --zones zones.yaml --out counted/", check_track_zones, extra=("--no-progress",)),
+    Case("visor evaluate TUD-Campus/test.txt TUD-Campus/gt.txt", check_evaluate_tracks),
+    Case("visor watch http://camera.local/video.mjpg --rules rules.yaml", check_watch, run=run_watch),
     Case("visor anonymize photos/ --people --out hidden/", check_anonymize_people),
     Case(_ENROLL, check_enroll),  # creates the collection on first enrolment
     Case("visor faces identify --collection staff group.jpg", check_identify, needs=(_ENROLL,)),
