@@ -4,13 +4,13 @@ redone whole, the Ray engine refusing videos, outputs of the previous schema sti
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from video_files import faststart  # tests/video_files.py
 from visor.batch import OutputMismatch, iter_results, part_files, read_params, read_results, run_batch
 from visor.batch.video import check_stride, resolve_stride
 from visor.errors import ConfigError
@@ -20,21 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 BUS = os.path.abspath(REPO / "assets" / "bus.jpg")
 
 
-def _faststart():
-    """tests/io/test_video.py's ``faststart`` (the MP4 with its index first, whose frames survive truncation)."""
-    spec = importlib.util.spec_from_file_location("_visor_io_video_tests", REPO / "tests" / "io" / "test_video.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.faststart
-
-
 @pytest.fixture(scope="module")
 def videos(shared_data, tmp_path_factory) -> dict[str, str]:
     """bikes.mp4 (linked), its faststart copy cut in half (114 good frames), text and an empty file named .mp4."""
     bikes = Path(shared_data("videos")) / "bikes.mp4"
     root = tmp_path_factory.mktemp("batch-videos")
     (root / "bikes.mp4").symlink_to(bikes)
-    data = _faststart()(bikes.read_bytes())
+    data = faststart(bikes.read_bytes())
     (root / "half.mp4").write_bytes(data[: len(data) // 2])
     (root / "notes.mp4").write_text("not a video\n")
     (root / "empty.mp4").write_bytes(b"")

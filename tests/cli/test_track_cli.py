@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from video_files import truncated_faststart  # tests/video_files.py
 from visor.data.mot import read_mot
 from visor.io.video import open_video
 
@@ -92,3 +93,34 @@ def test_usage_errors(tmp_path, bikes, env):
     proc = visor_track(env, bikes, "--out", tmp_path / "out", "--model", "yolox_nano")
     assert proc.returncode == 2 and "already exists; choose an empty folder or pass --overwrite" in proc.stderr
     assert os.listdir(tmp_path / "out") == ["summary.json"]
+
+
+def test_unreachable_stream(tmp_path, env):
+    """A closed port: each failed attempt is reported as it is retried, then given up after --reconnect-attempts:
+    exit 1 with one error line, no output folder."""
+    url = "rtsp://127.0.0.1:1/cam"
+    proc = visor_track(env, url, "--out", tmp_path / "out", "--reconnect-attempts", "2")
+    assert proc.returncode == 1 and proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith(f"{url}: connection attempt 1 failed") and "retrying in 0.5 s" in lines[0]
+    assert lines[1].startswith(f"visor: error: StreamUnavailable: {url}: 2 consecutive connection attempts failed")
+    assert len(lines) == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated_video_keeps_partial_files(tmp_path, bikes, env):
+    """A file cut in half (index first): the 114 frames before the cut are kept, under .partial names, and
+    summary.json says the run is not complete; exit 1 with one line."""
+    source = tmp_path / "half.mp4"
+    source.write_bytes(truncated_faststart(bikes.read_bytes()))
+    out = tmp_path / "out"
+    proc = visor_track(env, source, "--out", out, "--no-progress")
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(f"visor: error: CorruptVideo: {source}") and proc.stderr.count("\n") == 1
+    assert sorted(os.listdir(out)) == ["annotated.partial.mp4", "counts.partial.json", "frames.partial.jsonl",
+                                       "summary.json", "tracks.partial.txt"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["complete"] is False and summary["frames"] == 114
+    assert len((out / "frames.partial.jsonl").read_text().splitlines()) == 114
+    with open_video(out / "annotated.partial.mp4") as reader:
+        assert sum(1 for _ in reader) == 114

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import struct
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image
 
 from mjpeg_server import MjpegServer, encode_video  # tests/mjpeg_server.py
+from video_files import faststart  # tests/video_files.py
 from visor.data.mot import read_mot
 from visor.errors import ConfigError, CorruptVideo, ImageNotFound, OutputConflict, UnsupportedFormat
 from visor.io.video import open_video
@@ -41,35 +41,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def _faststart(data: bytes) -> bytes:
-    """bikes.mp4 with its ``moov`` index moved before ``mdat`` (chunk offsets shifted), so that a truncated copy
-    keeps the frames before the cut (as in tests/io/test_video.py)."""
-    def atoms(buf, start, end):
-        i = start
-        while i < end:
-            size, kind = struct.unpack(">I4s", buf[i:i + 8])
-            yield i, kind, size
-            i += size
-
-    top = {kind: (off, size) for off, kind, size in atoms(data, 0, len(data))}
-    moov_off, moov_size = top[b"moov"]
-    moov = bytearray(data[moov_off:moov_off + moov_size])
-
-    def shift(start, end):
-        for off, kind, size in atoms(moov, start, end):
-            if kind in (b"trak", b"mdia", b"minf", b"stbl", b"edts"):
-                shift(off + 8, off + size)
-            elif kind == b"stco":
-                (n,) = struct.unpack(">I", moov[off + 12:off + 16])
-                for k in range(n):
-                    p = off + 16 + 4 * k
-                    moov[p:p + 4] = struct.pack(">I", struct.unpack(">I", moov[p:p + 4])[0] + moov_size)
-
-    shift(8, moov_size)
-    ftyp_end = sum(top[b"ftyp"])
-    return data[:ftyp_end] + bytes(moov) + data[ftyp_end:moov_off]
 
 
 # --------------------------------------------------------------------------- options
@@ -246,7 +217,7 @@ def test_output_folder_may_not_hold_the_input(tmp_path, bikes, yolox_nano):
 
 def test_truncated_file_keeps_partial_outputs(tmp_path, bikes, bikes_run, yolox_nano):
     frames, _ = bikes_run
-    data = _faststart(bikes.read_bytes())
+    data = faststart(bikes.read_bytes())
     half = tmp_path / "half.mp4"
     half.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"

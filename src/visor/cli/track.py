@@ -88,7 +88,8 @@ def _to_stdout(args: argparse.Namespace, options) -> int:
     from visor.video.track import track
 
     stream = track(args.source, model=args.model, zones=args.zones, options=options, stride=args.stride,
-                   max_frames=args.max_frames, fps=args.fps, threads=args.threads)
+                   max_frames=args.max_frames, fps=args.fps, threads=args.threads,
+                   reconnect_attempts=args.reconnect_attempts)
     total = stream.frame_count
     if total is not None:
         total = -(-total // args.stride)
@@ -121,7 +122,8 @@ def _to_folder(args: argparse.Namespace, options) -> int:
     try:
         summary = track_to_folder(args.source, args.out, model=args.model, zones=args.zones, options=options,
                                   video=not args.no_video, overwrite=args.overwrite, progress=show_progress(args),
-                                  stride=args.stride, max_frames=args.max_frames, fps=args.fps, threads=args.threads)
+                                  stride=args.stride, max_frames=args.max_frames, fps=args.fps, threads=args.threads,
+                                  reconnect_attempts=args.reconnect_attempts)
     except InvalidInput as e:
         if isinstance(e, OutputConflict):
             raise
@@ -192,6 +194,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stride", type=positive_int, default=1, metavar="N",
                    help="track every N-th frame (default 1: all)")
     p.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
+    p.add_argument("--reconnect-attempts", type=positive_int, default=5, metavar="N",
+                   help="a live source: give up (exit status 1) after N failed connection attempts in a row, "
+                        "with backoff between them (default 5)")
     p.add_argument("--fps", type=positive_float, default=None,
                    help="frame rate of an image folder or glob (a video file's own rate is used)")
     p.add_argument("--conf", type=fraction, default=None,

@@ -421,6 +421,7 @@ def track(
     image_limits: ImageLimits = DEFAULT_LIMITS,
     threads: int | None = None,
     trails: Trails | None = None,
+    reconnect_attempts: int | None = 5,
 ) -> TrackStream:
     """Track the objects of a video: an iterator of :class:`TrackedFrame`, one per frame read.
 
@@ -429,7 +430,9 @@ def track(
     frame first, until closed). ``model``: a loaded detector, or a registry name / model folder (default
     ``yolox_nano``; ``threads`` for its ONNX Runtime). ``zones``: a :class:`~visor.video.analytics.ZoneConfig` or
     the path of a zones file. ``stride`` keeps every n-th frame; ``max_frames`` stops after that many.
-    ``keep_images`` keeps each frame's RGB image on its result.
+    ``keep_images`` keeps each frame's RGB image on its result. ``reconnect_attempts``: a live source is
+    given up (:class:`~visor.errors.StreamUnavailable`) after that many failed connection attempts in a row
+    (None: retry for ever), with exponential backoff between them.
 
     The model, options, zones and source are checked and opened now: a bad one raises its typed error from this
     call (:class:`~visor.errors.ConfigError`, :class:`~visor.errors.ImageNotFound`,
@@ -445,7 +448,10 @@ def track(
 
         if stride != 1:
             raise ConfigError("stride applies to files; a live source always gives its latest frame")
-        reader: Any = open_stream(source, limits=limits, image_limits=image_limits)
+        from visor.io.stream import Backoff
+
+        reader: Any = open_stream(source, limits=limits, image_limits=image_limits,
+                                  backoff=Backoff(max_attempts=reconnect_attempts))
         if max_frames is not None:
             reader = _Limited(reader, max_frames)
     else:
@@ -636,6 +642,7 @@ def track_to_folder(
     image_limits: ImageLimits = DEFAULT_LIMITS,
     threads: int | None = None,
     trail_length: int = 30,
+    reconnect_attempts: int | None = 5,
 ) -> TrackSummary:
     """Track ``source`` (as :func:`track`) and write the results into ``out_dir``:
 
@@ -664,7 +671,7 @@ def track_to_folder(
         trails = Trails(trail_length)
     stream = track(source, model=model, zones=zones, options=options, stride=stride, max_frames=max_frames,
                    keep_images=video, fps=fps, limits=limits, image_limits=image_limits, threads=threads,
-                   trails=trails)
+                   trails=trails, reconnect_attempts=reconnect_attempts)
     tracker = stream.tracker
     detector = tracker.detector
     made_folder = not folder.exists()
