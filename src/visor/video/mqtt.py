@@ -15,20 +15,12 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from visor.errors import ConfigError
+from visor.video.sinks import EventLike as Event
 
 log = logging.getLogger(__name__)
-
-
-class Event(Protocol):
-    """What is sent of a :class:`visor.video.rules.Event` (not imported: rules imports this module)."""
-
-    id: str
-    rule: str
-
-    def to_dict(self) -> dict[str, Any]: ...
 
 INSTALL_HINT = "pip install 'visor-vision[mqtt]'"
 _TOPIC_CHARS = re.compile(r"^[^+#\x00]+$")

@@ -26,20 +26,12 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from visor.errors import ConfigError
+from visor.video.sinks import EventLike as Event
 
 log = logging.getLogger(__name__)
-
-
-class Event(Protocol):
-    """What is sent of a :class:`visor.video.rules.Event` (not imported: rules imports this module)."""
-
-    id: str
-    rule: str
-
-    def to_dict(self) -> dict[str, Any]: ...
 
 TIMESTAMP_HEADER = "X-Visor-Timestamp"
 SIGNATURE_HEADER = "X-Visor-Signature"
