@@ -196,9 +196,7 @@ def test_event_store_refuses_bad_limits(tmp_path: Path) -> None:
 
 def test_events_routes(tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
-    import asyncio
-
-    import httpx
+    from fastapi.testclient import TestClient
 
     from visor.serve.app import create_app
     from visor.serve.db import ServiceDB
@@ -215,15 +213,11 @@ def test_events_routes(tmp_path: Path) -> None:
     app = create_app(ServeSettings(db=url, faces_db=str(tmp_path / "faces.db")))
     h = {"X-API-Key": key}
 
-    async def calls() -> dict:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://visor") as c:
-            paths = ["/v1/events", "/v1/events?rule=crossing&limit=5", "/v1/events?limit=0",
-                     f"/v1/events/{1:032x}/snapshot", f"/v1/events/{2:032x}/snapshot", "/v1/events/nope/snapshot"]
-            got = {p: await c.get(p, headers=h) for p in paths}
-            got["no key"] = await c.get("/v1/events")
-            return got
-
-    r = asyncio.run(calls())
+    client = TestClient(app)  # no lifespan: the models never load; the events routes need none
+    paths = ["/v1/events", "/v1/events?rule=crossing&limit=5", "/v1/events?limit=0",
+             f"/v1/events/{1:032x}/snapshot", f"/v1/events/{2:032x}/snapshot", "/v1/events/nope/snapshot"]
+    r = {p: client.get(p, headers=h) for p in paths}
+    r["no key"] = client.get("/v1/events")
     assert r["no key"].status_code == 401
     assert r["/v1/events"].status_code == 200
     assert [e["id"] for e in r["/v1/events"].json()] == [f"{2:032x}", f"{1:032x}"]
