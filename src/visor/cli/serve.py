@@ -32,6 +32,13 @@ def _threshold(text: str) -> tuple[str, float]:
     return model, fraction(value)
 
 
+def _custom(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    return name.strip(), path.strip()
+
+
 def limit_malloc_arenas(arenas: int = 2) -> None:
     """Cap glibc's malloc arenas (like ``MALLOC_ARENA_MAX=2``) for this process.
 
@@ -51,7 +58,7 @@ def settings_from_args(args: argparse.Namespace):
     return ServeSettings(
         host=args.host, port=args.port, workers=args.workers, classifier=args.model, detector=args.detector,
         segmenter=args.segmenter,
-        index=args.index,
+        index=args.index, custom=dict(getattr(args, "custom", None) or []),
         threads=args.threads, max_batch=args.max_batch, batch_calibration=not args.no_batch_calibration,
         max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, deadline_ms=args.deadline_ms,
         max_body_bytes=args.max_body_mb * 1024 * 1024, max_images=args.max_images, require_keys=not args.no_keys,
@@ -122,6 +129,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"semantic segmenter for /v1/segment and annotate's segmentation: registry name or model "
                         f"folder (default {DEFAULT_SEGMENTER}); 'none' for no segmenter")
     p.add_argument("--index", default=None, help="a `visor index build` folder; enables POST /v1/search")
+    p.add_argument("--custom", type=_custom, action="append", metavar="NAME=PATH",
+                   help="a detector or classifier (run folder, card.json or .onnx) served by the DeepStack API at "
+                        "POST /v1/vision/custom/NAME (repeatable)")
     add_runtime_options(p, limits=False, threads_help="ONNX Runtime threads per model (default: one per physical core)")
     g = p.add_argument_group("batching and load")
     g.add_argument("--max-batch", type=positive_int, default=16, help="largest micro-batch (default 16; 1 = off)")

@@ -28,6 +28,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from visor.errors import InvalidInput, VisorError
 from visor.serve import openapi_docs as docs
 from visor.serve.auth import bearer_matches, key_from_request, redact_access_log
+from visor.serve.deepstack import error_body as deepstack_error
+from visor.serve.deepstack import is_deepstack_path
+from visor.serve.deepstack import register as deepstack_routes
 from visor.serve.events import EventNotFound
 from visor.serve.inputs import (
     ClassifyOptions,
@@ -142,6 +145,8 @@ def error_response(e: VisorError, path: str) -> JSONResponse:
         from visor.serve.cloudvision import error_body
 
         return JSONResponse(error_body(e.http_status, str(e)), e.http_status, headers)
+    if is_deepstack_path(path):  # {"success": false, "error": ...}, as DeepStack's clients read it
+        return JSONResponse(deepstack_error(str(e)), e.http_status, headers)
     return JSONResponse({"error": e.to_dict()}, e.http_status, headers)
 
 
@@ -215,6 +220,8 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if is_deepstack_path(request.url.path):
+            return JSONResponse(deepstack_error(str(e.detail)), e.status_code, getattr(e, "headers", None))
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
         body = {"error": {"type": "HTTPException", "code": code, "message": str(e.detail)}}
         return JSONResponse(body, e.status_code, getattr(e, "headers", None))
@@ -377,6 +384,9 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
 
         body = await read_json(request, error=CloudVisionRequestError, prefix=INVALID_JSON)
         return JSONResponse(await service.cloud_vision(body, int_enums=int_enums_requested(alt), deadline=until))
+
+    # the DeepStack API (/v1/vision/...): Frigate, Home Assistant, Double Take... (visor.serve.deepstack)
+    deepstack_routes(app, service)
 
     # ------------------------------------------------------------------ face collections
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -13,6 +14,8 @@ from visor.io import DEFAULT_LIMITS, ImageLimits
 from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 
 MB = 1024 * 1024
+#: A DeepStack custom model's name (the {model} of POST /v1/vision/custom/{model}).
+CUSTOM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 #: The model name that switches a role off (``visor serve --detector none``).
 NO_MODEL = "none"
 #: The settings naming a model that ``none`` switches off.
@@ -45,6 +48,8 @@ class ServeSettings:
     detector: str | None = DEFAULT_DETECTOR
     segmenter: str | None = DEFAULT_SEGMENTER
     index: str | None = None  # a `visor index build` folder: enables POST /v1/search
+    # DeepStack's custom models: name -> a run folder, card.json or .onnx (POST /v1/vision/custom/{name})
+    custom: dict[str, str] = field(default_factory=dict)
     threads: int | None = None
     # micro-batching and load shedding
     max_batch: int = 16
@@ -114,6 +119,12 @@ class ServeSettings:
                 raise ConfigError(f"{role} must name a model, or be 'none' for no {role}, got {value!r}")
             if isinstance(value, str) and value.strip().lower() == NO_MODEL:
                 object.__setattr__(self, role, None)
+        for name, path in dict(self.custom).items():
+            if not isinstance(name, str) or not CUSTOM_NAME.fullmatch(name):
+                raise ConfigError(f"custom model name {name!r}: use letters, digits, '_', '-' or '.' (at most 64)")
+            if not isinstance(path, str) or not path.strip():
+                raise ConfigError(f"custom model {name!r} needs a path (run folder, card.json or .onnx)")
+        object.__setattr__(self, "custom", dict(self.custom))
         object.__setattr__(self, "review_labels", tuple(self.review_labels))
         object.__setattr__(self, "preload", tuple(self.preload))
 
