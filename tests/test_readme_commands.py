@@ -85,7 +85,7 @@ def readme_visor_commands() -> list[str]:
 
 def readme_rules() -> dict:
     """The README's rules file (its one ```yaml block)."""
-    (block,) = _code_blocks(README.read_text(), "yaml")
+    (block,) = [b for b in _code_blocks(README.read_text(), "yaml") if b.startswith("# rules.yaml")]
     return yaml.safe_load(block)
 
 
@@ -620,6 +620,29 @@ def run_serve_drift(case, ws):
     return _serve(case, ws, query)
 
 
+def run_serve_deepstack(case, ws):
+    """The README's DeepStack line: Frigate's own request to /v1/vision/detection (form api_key), and the custom
+    model on /v1/vision/custom/cells."""
+    import requests
+
+    def query(base, headers):
+        jpeg = (ws.root / "photo.jpg").read_bytes()
+        r = requests.post(f"{base}/v1/vision/detection", data={"api_key": ws.env["KEY"]},
+                          files={"image": ("image.jpg", jpeg)}, timeout=30)
+        assert r.status_code == 200 and r.json()["success"] is True, r.text
+        assert r.json()["predictions"][0]["label"] == "bus", r.text
+        assert set(r.json()["predictions"][0]) == {"label", "confidence", "x_min", "y_min", "x_max", "y_max"}
+        blood = (ws.root / "blood.jpg").read_bytes()
+        r = requests.post(f"{base}/v1/vision/custom/cells", data={"api_key": ws.env["KEY"]},
+                          files={"image": ("image.jpg", blood)}, timeout=120)
+        assert r.status_code == 200 and r.json()["success"] is True, r.text
+        r = requests.post(f"{base}/v1/vision/detection", data={"api_key": "wrong"},
+                          files={"image": ("image.jpg", jpeg)}, timeout=30)
+        assert r.status_code == 401 and r.json()["success"] is False, r.text
+
+    return _serve(case, ws, query)
+
+
 def check_served(r, ws):
     assert "Finished server process" in r.stdout  # a clean shutdown after SIGTERM, its queries checked as it ran
 
@@ -718,6 +741,7 @@ _SPLIT = "visor data split photos/ --out photos.csv"
 _EVAL_FULL = ("visor evaluate --model runs/mine photos.csv --split test --by lighting --by camera --corruptions "
               "--report runs/mine/test/report.html --profile runs/mine/profile.safetensors")
 _KEYS = "visor keys create --name ci"
+_SERVE_DEEPSTACK = "visor serve --host 0.0.0.0 --port 8080 --custom cells=runs/cells"
 _ENROLL = "visor faces enroll --collection staff --person ada ada1.jpg ada2.jpg"
 _TRAIN_DETECT = "visor train detect bccd/ --out runs/cells --img-size 384"
 _BATCH = "visor batch photos/ --task classify --out results.parquet"
@@ -775,6 +799,8 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case("visor properties photo.jpg", check_properties),
     Case("visor annotate photo.jpg --features labels,faces,text,properties,crop_hints", check_annotate),
     Case(_KEYS, check_keys_create),
+    Case("visor keys create --name frigate", check_keys_create),
+    Case(_SERVE_DEEPSTACK, check_served, needs=(_KEYS, _TRAIN_DETECT), run=run_serve_deepstack, status=SIGTERM_EXIT),
     Case("visor serve --review-threshold 0.5", check_served, needs=(_KEYS,), run=run_serve_review,
          status=SIGTERM_EXIT),
     Case("visor export --model efficientnet_lite0 --out lite0-onnx", check_export_fp32),
