@@ -64,8 +64,8 @@ def test_keys_create_list_revoke(run, home, capsys):
 
     assert run(["keys", "list"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["NAME", "PREFIX", "CREATED", "STATUS"]
-    assert lines[1].startswith("ci ") and f"{key[:12]}..." in lines[1] and lines[1].endswith("active")
+    assert lines[0].split() == ["NAME", "TYPE", "PREFIX", "CREATED", "STATUS"]
+    assert lines[1].split()[:3] == ["ci", "bearer", f"{key[:12]}..."] and lines[1].endswith("active")
     assert key[12:] not in "\n".join(lines)
 
     assert run(["keys", "revoke", "ci"]) == 0
@@ -74,8 +74,8 @@ def test_keys_create_list_revoke(run, home, capsys):
     assert "KeyNotFound: no key named 'nobody'" in capsys.readouterr().err
     assert run(["keys", "list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [(k["name"], k["prefix"], k["revoked"]) for k in listed] == [("ci", key[:12], True),
-                                                                          ("bot", listed[1]["prefix"], False)]
+    assert [(k["name"], k["prefix"], k["revoked"], k["type"]) for k in listed] == [
+        ("ci", key[:12], True, "bearer"), ("bot", listed[1]["prefix"], False, "bearer")]
 
 
 def test_keys_db_option(run, tmp_path, capsys):

@@ -79,7 +79,7 @@ def test_sqlite_pragmas_wal_busy_timeout_foreign_keys(sqlite_db, tmp_path):
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         con.close()
-    assert tables == {"api_keys", "review_items", "predictions", "events"}
+    assert tables == {"api_keys", "aws_keys", "review_items", "predictions", "events"}
 
 
 def test_bare_path_and_in_memory(tmp_path):
@@ -105,8 +105,8 @@ def test_bad_urls_are_config_errors():
 
 def test_schema_compiles_for_postgresql():
     ddl = {t.name: str(CreateTable(t).compile(dialect=postgresql.dialect())) for t in Base.metadata.sorted_tables}
-    assert set(ddl) == {"api_keys", "review_items", "predictions", "events"}
-    assert "BYTEA" in ddl["review_items"]
+    assert set(ddl) == {"api_keys", "aws_keys", "review_items", "predictions", "events"}
+    assert "BYTEA" in ddl["review_items"] and "BYTEA" in ddl["aws_keys"]
     assert "TIMESTAMP WITH TIME ZONE" in ddl["predictions"]
 
 
@@ -328,7 +328,8 @@ def test_services_start_together_on_a_new_database(db_url):
     errors = run_together(open_once)
     assert errors == []
     with ServiceDB(db_url) as d, d.engine.connect() as c:
-        assert set(d.engine.dialect.get_table_names(c)) == {"api_keys", "review_items", "predictions", "events"}
+        assert set(d.engine.dialect.get_table_names(c)) == {"api_keys", "aws_keys", "review_items", "predictions",
+                                                            "events"}
 
 
 def test_switching_to_wal_is_retried_while_the_new_file_is_locked(monkeypatch):

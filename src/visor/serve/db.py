@@ -1,4 +1,4 @@
-"""The service database: API keys, the review queue, the prediction log and watch events (SQLAlchemy 2).
+"""The service database: API keys (bearer, AWS), the review queue, the prediction log and watch events (SQLAlchemy 2).
 
 SQLite by default (:func:`default_db_url`), in WAL mode with a 5 s busy timeout and foreign
 keys on; any other SQLAlchemy URL (``postgresql://...``) works unchanged, since nothing here
@@ -42,7 +42,8 @@ from visor.errors import ConfigError, InvalidInput
 from visor.io.dburl import parse_db_url
 from visor.io.files import SQLITE_SIDE_FILES, data_home, make_private, private_dir, private_sqlite
 
-__all__ = ["ApiKeyRow", "EventRow", "PredictionRow", "ReviewItemRow", "ServiceDB", "default_db_url", "utcnow"]
+__all__ = ["ApiKeyRow", "AwsKeyRow", "EventRow", "PredictionRow", "ReviewItemRow", "ServiceDB", "default_db_url",
+           "utcnow"]
 
 DB_FILE = "serve.db"
 
@@ -114,6 +115,19 @@ class ApiKeyRow(Base):
     name = Column(String(255), unique=True, nullable=False)
     prefix = Column(String(32), nullable=False)
     key_sha256 = Column(String(64), unique=True, nullable=False)
+    created_at = Column(UTCDateTime, nullable=False)
+    revoked_at = Column(UTCDateTime, nullable=True)
+
+
+class AwsKeyRow(Base):
+    """An AWS-style access key (:mod:`visor.serve.awsauth`): the secret is kept encrypted (AES-256-GCM, nonce +
+    ciphertext), never in clear and never hashed, since verifying a SigV4 signature needs the secret itself."""
+
+    __tablename__ = "aws_keys"
+    id = Column(Integer, primary_key=True)
+    name = Column(String(255), unique=True, nullable=False)
+    access_key_id = Column(String(32), unique=True, nullable=False)
+    secret_encrypted = Column(LargeBinary, nullable=False)
     created_at = Column(UTCDateTime, nullable=False)
     revoked_at = Column(UTCDateTime, nullable=True)
 
