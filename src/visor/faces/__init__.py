@@ -35,19 +35,39 @@ from visor.faces.detector import (
     detect_faces,
     load_face_detector,
 )
+from visor.faces.indexed import (
+    DEFAULT_MATCH_THRESHOLD,
+    FACE_MODEL_VERSION,
+    CollectionInfo,
+    DetectedFace,
+    FaceIndex,
+    FaceNotFound,
+    FaceRecord,
+    IndexResult,
+    InvalidPaginationToken,
+)
 from visor.faces.yunet import YuNetDetector
 from visor.io import ImageSource
 from visor.types.faces import Faces
 
 __all__ = [
     "DEFAULT_DETECTOR",
+    "DEFAULT_MATCH_THRESHOLD",
     "DEFAULT_THRESHOLD",
     "DETECTORS",
+    "FACE_MODEL_VERSION",
     "CollectionExists",
+    "CollectionInfo",
     "CollectionNotFound",
+    "DetectedFace",
     "FaceAnalyzer",
+    "FaceIndex",
+    "FaceNotFound",
+    "FaceRecord",
     "FaceStore",
     "Faces",
+    "IndexResult",
+    "InvalidPaginationToken",
     "MultipleFaces",
     "NoFaceFound",
     "PersonNotFound",
