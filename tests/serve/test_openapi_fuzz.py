@@ -69,7 +69,11 @@ def test_no_server_errors_on_invalid_input(live_server):
                 response.status_code in (503, 504)
                 and _error_code(case.path, response.json()) in LOAD_CODES), (
                 case.method, case.formatted_path, response.status_code, response.text[:500])
-            if response.status_code >= 400 and case.path.startswith("/v1/vision"):  # DeepStack's error shape
+            if response.status_code >= 400 and case.path == "/":  # the Rekognition API: AWS's error shape
+                body = response.json()
+                assert isinstance(body.get("__type"), str) and isinstance(body.get("message"), str), (
+                    response.text[:500])
+            elif response.status_code >= 400 and case.path.startswith("/v1/vision"):  # DeepStack's error shape
                 body = response.json()
                 assert body.get("success") is False and isinstance(body.get("error"), str), response.text[:500]
             elif response.status_code >= 400:  # an error body, or per-image results that all failed

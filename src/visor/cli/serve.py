@@ -63,6 +63,7 @@ def settings_from_args(args: argparse.Namespace):
         max_wait_ms=args.max_wait_ms, queue_size=args.queue_size, deadline_ms=args.deadline_ms,
         max_body_bytes=args.max_body_mb * 1024 * 1024, max_images=args.max_images, require_keys=not args.no_keys,
         key_cache_s=args.key_cache_s, rate_limit=args.rate_limit, rate_burst=args.rate_burst,
+        aws_region=args.aws_region,
         metrics_token_file=args.metrics_token_file, metrics_public=args.metrics_public, db=args.db,
         faces_db=args.faces_db, log_predictions=args.log_predictions, retention_days=args.retention_days,
         review_threshold=args.review_threshold, review_thresholds=dict(args.review_model_threshold or []),
@@ -157,6 +158,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 5)")
     a.add_argument("--rate-limit", type=_positive_float, default=None, help="requests per second per key")
     a.add_argument("--rate-burst", type=positive_int, default=20, help="burst allowance per key (default 20)")
+    a.add_argument("--aws-region", default="us-east-1", metavar="REGION",
+                   help="the region the Rekognition API's signed requests (boto3's region_name) must name "
+                        "(default us-east-1); keys from `visor keys create --aws`")
     a.add_argument("--metrics-token-file", default=None, metavar="FILE",
                    help="a file holding a bearer token that /metrics also accepts (Prometheus: authorization: "
                         "{credentials_file: FILE}); /metrics otherwise needs an API key")

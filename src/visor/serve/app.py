@@ -47,6 +47,9 @@ from visor.serve.inputs import (
 )
 from visor.serve.manager import monotonic_deadline
 from visor.serve.metrics import CONTENT_TYPE
+from visor.serve.rekognition import PATH as REKOGNITION_PATH
+from visor.serve.rekognition import error_response as rekognition_error
+from visor.serve.rekognition import register as rekognition_routes
 from visor.serve.service import BatchAnswer, VisorService
 from visor.serve.settings import ServeSettings
 from visor.version import __version__
@@ -147,6 +150,8 @@ def error_response(e: VisorError, path: str) -> JSONResponse:
         return JSONResponse(error_body(e.http_status, str(e)), e.http_status, headers)
     if is_deepstack_path(path):  # {"success": false, "error": ...}, as DeepStack's clients read it
         return JSONResponse(deepstack_error(str(e)), e.http_status, headers)
+    if path == REKOGNITION_PATH:  # POST / is the Rekognition API: AWS's {"__type", "message"}
+        return rekognition_error(e)
     return JSONResponse({"error": e.to_dict()}, e.http_status, headers)
 
 
@@ -222,6 +227,11 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
     async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         if is_deepstack_path(request.url.path):
             return JSONResponse(deepstack_error(str(e.detail)), e.status_code, getattr(e, "headers", None))
+        if request.url.path == REKOGNITION_PATH and request.method != "GET":  # GET / is the UI's redirect
+            from visor.serve.rekognition import RekognitionError
+
+            aws_type = "UnknownOperationException" if e.status_code in (404, 405) else "InvalidParameterException"
+            return rekognition_error(RekognitionError(aws_type, str(e.detail), 400))
         code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
         body = {"error": {"type": "HTTPException", "code": code, "message": str(e.detail)}}
         return JSONResponse(body, e.status_code, getattr(e, "headers", None))
@@ -387,6 +397,8 @@ def create_app(settings: ServeSettings | None = None, *, service: VisorService |
 
     # the DeepStack API (/v1/vision/...): Frigate, Home Assistant, Double Take... (visor.serve.deepstack)
     deepstack_routes(app, service)
+    # the Amazon Rekognition API (POST /, X-Amz-Target; boto3 unchanged): visor.serve.rekognition
+    rekognition_routes(app, service)
 
     # ------------------------------------------------------------------ face collections
 

@@ -82,7 +82,10 @@ __all__ = [
     "annotate_images",
     "error_body",
     "int_enums_requested",
+    "label_annotations",
+    "line_reading_order",
     "load_body",
+    "sub_quad",
 ]
 
 #: ``top_k`` asked of ``run`` for LABEL_DETECTION: all of ImageNet-1k's classes, so that the generic labels'
@@ -400,7 +403,7 @@ def _lerp(a: Sequence[float], b: Sequence[float], t: float) -> tuple[float, floa
     return a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t
 
 
-def _sub_quad(quad: Sequence[Sequence[float]], t0: float, t1: float) -> list[tuple[float, float]]:
+def sub_quad(quad: Sequence[Sequence[float]], t0: float, t1: float) -> list[tuple[float, float]]:
     """The part of a quadrilateral (TL, TR, BR, BL) between fractions ``t0`` and ``t1`` of its width."""
     tl, tr, br, bl = quad
     return [_lerp(tl, tr, t0), _lerp(tl, tr, t1), _lerp(bl, br, t1), _lerp(bl, br, t0)]
@@ -426,7 +429,7 @@ def _description(label: str) -> str:
     return label[:1].upper() + label[1:]
 
 
-def _labels(result: dict[str, Any], doc: dict[str, Any], max_results: int) -> list[dict[str, Any]]:
+def label_annotations(result: dict[str, Any], doc: dict[str, Any], max_results: int) -> list[dict[str, Any]]:
     """Generic labels and the classifier's class names, merged by description (higher score kept), best first."""
     from visor.features.labels import generic_labels, imagenet_wnid, label_wnid
 
@@ -560,7 +563,7 @@ def _faces(doc: dict[str, Any], max_results: int, enc: _Encoder) -> list[dict[st
     return out
 
 
-def _reading_order(lines: list[dict[str, Any]]) -> list[list[int]]:
+def line_reading_order(lines: list[dict[str, Any]]) -> list[list[int]]:
     import numpy as np
 
     from visor.types.text import reading_order
@@ -598,12 +601,12 @@ def _full_text(doc: dict[str, Any], order: list[list[int]], width: int, height: 
             spans = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
             words = []
             for w, (start, end) in enumerate(spans):
-                symbols = [{"boundingBox": _poly_points(_sub_quad(quad, c / n, (c + 1) / n)), "text": text[c],
+                symbols = [{"boundingBox": _poly_points(sub_quad(quad, c / n, (c + 1) / n)), "text": text[c],
                             "confidence": conf} for c in range(start, end)]
                 last_in_row = w == len(spans) - 1 and k == len(row) - 1
                 brk = "LINE_BREAK" if last_in_row else "SPACE"
                 symbols[-1]["property"] = {"detectedBreak": {"type": enc(BREAK_TYPES, brk)}}
-                words.append({"boundingBox": _poly_points(_sub_quad(quad, start / n, end / n)), "symbols": symbols,
+                words.append({"boundingBox": _poly_points(sub_quad(quad, start / n, end / n)), "symbols": symbols,
                               "confidence": conf})
             box = _poly_points(quad)
             blocks.append({"boundingBox": box, "paragraphs": [{"boundingBox": box, "words": words,
@@ -681,12 +684,12 @@ def _response(plan: _Plan, doc: dict[str, Any], enc: _Encoder) -> dict[str, Any]
             continue
         limit = plan.max_results[cv_type]
         if cv_type == "LABEL_DETECTION":
-            out["labelAnnotations"] = _labels(result, doc, limit)
+            out["labelAnnotations"] = label_annotations(result, doc, limit)
         elif cv_type == "FACE_DETECTION":
             out["faceAnnotations"] = _faces(result, limit, enc)
         elif cv_type in ("TEXT_DETECTION", "DOCUMENT_TEXT_DETECTION"):
             if order is None:
-                order = _reading_order(result["lines"]) if result["lines"] else []
+                order = line_reading_order(result["lines"]) if result["lines"] else []
             out["textAnnotations"] = _text_annotations(result, order)
             if cv_type == "DOCUMENT_TEXT_DETECTION" and result["lines"]:
                 out["fullTextAnnotation"] = _full_text(result, order, width, height, enc)

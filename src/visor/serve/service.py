@@ -12,6 +12,7 @@ import functools
 import hashlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -132,8 +133,11 @@ class VisorService:
         self.rng = rng or random.Random()  # noqa: S311 - review sampling, not security
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst) if settings.rate_limit else None
         self._faces: Any = None
+        self._face_index: Any = None
+        self._aws_keys: Any = None
         self._index: Any = None
         self._key_cache: dict[str, tuple[str, float]] = {}  # sha256 -> (key name, valid until)
+        self._lazy_lock = threading.Lock()  # face_index() and aws_keys() open once
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,6 +163,8 @@ class VisorService:
         self.manager.stop(drain=True)
         if self._faces is not None:
             self._faces.close()
+        if self._face_index is not None:
+            self._face_index.close()
         if self._index is not None:
             self._index[0].close()
         self.db.close()
@@ -378,6 +384,28 @@ class VisorService:
 
             self._faces = FaceStore(self.settings.faces_db, analyzer=self.manager.face_analyzer)
         return self._faces
+
+    def face_index(self) -> Any:
+        """The Rekognition-style face collections (:class:`visor.faces.indexed.FaceIndex`) in the faces database,
+        opened on first use (after the models load: it shares the face analyzer)."""
+        if self._face_index is None:
+            analyzer = self.manager.face_analyzer
+            with self._lazy_lock:
+                if self._face_index is None:
+                    from visor.faces.indexed import FaceIndex
+
+                    self._face_index = FaceIndex(self.settings.faces_db, analyzer=analyzer)
+        return self._face_index
+
+    def aws_keys(self) -> Any:
+        """The AWS keys (:class:`visor.serve.awsauth.AwsKeyStore`) of the service database, for SigV4."""
+        if self._aws_keys is None:
+            with self._lazy_lock:
+                if self._aws_keys is None:
+                    from visor.serve.awsauth import AwsKeyStore
+
+                    self._aws_keys = AwsKeyStore(self.db)
+        return self._aws_keys
 
     async def faces_call(self, method: str, *args: Any, deadline: float | None = None, **kwargs: Any) -> Any:
         """Run a :class:`FaceStore` method off the event loop (dlib calls one at a time); 504 when

@@ -16,6 +16,8 @@ from visor.models.registry import DEFAULT_CLASSIFIER, DEFAULT_DETECTOR, DEFAULT_
 MB = 1024 * 1024
 #: A DeepStack custom model's name (the {model} of POST /v1/vision/custom/{model}).
 CUSTOM_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+#: An AWS region name (``visor serve --aws-region``): what SigV4 credential scopes must name.
+AWS_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 #: The model name that switches a role off (``visor serve --detector none``).
 NO_MODEL = "none"
 #: The settings naming a model that ``none`` switches off.
@@ -68,6 +70,8 @@ class ServeSettings:
     key_cache_s: float = 5.0  # remember verified keys this long (a revocation applies within it)
     rate_limit: float | None = None  # requests per second per key (None: unlimited)
     rate_burst: int = 20
+    # the Rekognition API (POST /): the region AWS Signature Version 4 requests must be scoped to
+    aws_region: str = "us-east-1"
     # /metrics: an API key, or the bearer token in this file (Prometheus' credentials_file), or
     # nothing with metrics_public (allowed only when the service listens on loopback)
     metrics_token_file: str | None = None
@@ -111,6 +115,8 @@ class ServeSettings:
         if self.metrics_public and not self.loopback:
             raise ConfigError(f"--metrics-public needs a loopback address (the service listens on {self.host}); "
                               "give Prometheus a bearer token with --metrics-token-file instead")
+        if not isinstance(self.aws_region, str) or not AWS_REGION.fullmatch(self.aws_region):
+            raise ConfigError(f"aws_region must be an AWS region name such as us-east-1, got {self.aws_region!r}")
         if not isinstance(self.classifier, str) or not self.classifier.strip():
             raise ConfigError(f"classifier must name a model, got {self.classifier!r}")
         for role in OPTIONAL_ROLES:
