@@ -518,6 +518,15 @@ def check_keys_create(r, ws):
     ws.env["KEY"] = key
 
 
+def check_keys_create_aws(r, ws):
+    """Two stdout lines, an ~/.aws/credentials fragment; the master key made private in VISOR_HOME."""
+    first, second = _lines(r)
+    assert re.fullmatch(r"aws_access_key_id = VKIA[A-Z2-7]{16}", first), first
+    assert re.fullmatch(r"aws_secret_access_key = \S{40}", second), second
+    master = Path(ws.env["VISOR_HOME"]) / "aws-master.key"
+    assert master.is_file() and master.stat().st_mode & 0o777 == 0o600
+
+
 def check_export_fp32(r, ws):
     assert (ws.root / "lite0-onnx" / "card.json").is_file() and (ws.root / "lite0-onnx" / "model.onnx").is_file()
 
@@ -800,6 +809,7 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case("visor annotate photo.jpg --features labels,faces,text,properties,crop_hints", check_annotate),
     Case(_KEYS, check_keys_create),
     Case("visor keys create --name frigate", check_keys_create),
+    Case("visor keys create --name app --aws", check_keys_create_aws),
     Case(_SERVE_DEEPSTACK, check_served, needs=(_KEYS, _TRAIN_DETECT), run=run_serve_deepstack, status=SIGTERM_EXIT),
     Case("visor serve --review-threshold 0.5", check_served, needs=(_KEYS,), run=run_serve_review,
          status=SIGTERM_EXIT),

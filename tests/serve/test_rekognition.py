@@ -141,6 +141,25 @@ def test_detect_labels_the_bus(live, rek):
     assert live.check_answers() == 2
 
 
+def test_readme_snippet_runs_with_only_the_two_lines_changed(live):
+    """The README's boto3 snippet, in a fresh process, with only the endpoint and the key filled in."""
+    import re
+    import subprocess
+    import sys
+
+    blocks = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    (code,) = [b for b in blocks if 'boto3.client(\n    "rekognition"' in b]
+    for placeholder, value in (("http://localhost:8080", live.server.url), ("VKIA...", live.access_key_id),
+                               ("SECRET...", live.secret)):
+        assert code.count(f'"{placeholder}"') == 1, placeholder
+        code = code.replace(f'"{placeholder}"', repr(value))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    names = eval(r.stdout)  # noqa: S307 - the snippet prints a list literal of label names
+    assert sorted(names) == ["Bus", "Motor vehicle", "School bus", "Vehicle"], names  # 4 labels of >= 55
+
+
 def test_detect_faces_with_landmarks(live, rek, shared_data):
     data = (shared_data("faces") / "unknown" / "two_people.jpg").read_bytes()
     out = rek.detect_faces(Image={"Bytes": data})
