@@ -135,32 +135,10 @@ class FaceStore:
 
     def __init__(self, path: str | os.PathLike | None = None, *, analyzer: FaceAnalyzer | None = None,
                  **detect_kwargs: Any) -> None:
-        from sqlalchemy import create_engine, event, text
-        from sqlalchemy.engine import URL
-
-        server = _server_url(path)  # postgresql://...: one database every replica shares, no file
-        self.path = None if server is not None else Path(path) if path is not None else default_db_path()
-        if self.path is not None:
-            try:
-                if not self.path.parent.exists() or self.path.parent.absolute() == data_home().absolute():
-                    private_dir(self.path.parent)
-                private_sqlite(self.path)  # face embeddings are personal data; SQLite's journal takes this mode too
-            except OSError as e:
-                raise InvalidInput(f"cannot create {self.path}: {e.strerror or e}") from None
         self.analyzer = analyzer or FaceAnalyzer()
         self.detect_kwargs = detect_kwargs
         self._s = _schema()
-        if server is None:
-            self._engine = create_engine(URL.create("sqlite", database=os.fspath(self.path)))
-            event.listen(self._engine, "connect", _enable_foreign_keys)
-        else:
-            self._engine = create_engine(server)
-        with self._engine.begin() as conn:  # stores opening one new database together take turns:
-            if self._engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-            else:  # SQLite's write lock, taken before the tables are looked for (waits up to the busy timeout)
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            self._s.base.metadata.create_all(conn)
+        self.path, self._engine = open_faces_database(path, self._s.base.metadata)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -371,6 +349,40 @@ class FaceStore:
 
 #: pg_advisory_xact_lock key under which a FaceStore creates its tables (any fixed 64-bit number).
 _SCHEMA_LOCK = 0x76697330_66616365
+
+
+def open_faces_database(path: str | os.PathLike | None, metadata: Any) -> tuple[Path | None, Any]:
+    """The faces database at ``path``: ``(file, engine)`` with ``metadata``'s tables created.
+
+    ``path`` is an SQLite file (default :func:`default_db_path`; created ``0o600`` with its folder ``0o700`` if
+    missing, visor's data folder made ``0o700`` even if it exists: face embeddings are personal data) or a database
+    server's URL (``postgresql://...``: one database every replica shares; ``file`` is then None). Stores opening
+    one new database together take turns creating the tables: PostgreSQL's advisory lock, or SQLite's write lock
+    taken before the tables are looked for (waits up to the busy timeout).
+    """
+    from sqlalchemy import create_engine, event, text
+    from sqlalchemy.engine import URL
+
+    server = _server_url(path)
+    file = None if server is not None else Path(path) if path is not None else default_db_path()
+    if file is not None:
+        try:
+            if not file.parent.exists() or file.parent.absolute() == data_home().absolute():
+                private_dir(file.parent)
+            private_sqlite(file)  # SQLite's journal takes this mode too
+        except OSError as e:
+            raise InvalidInput(f"cannot create {file}: {e.strerror or e}") from None
+        engine = create_engine(URL.create("sqlite", database=os.fspath(file)))
+        event.listen(engine, "connect", _enable_foreign_keys)
+    else:
+        engine = create_engine(server)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        metadata.create_all(conn)
+    return file, engine
 
 
 def _server_url(path: str | os.PathLike | None) -> Any:

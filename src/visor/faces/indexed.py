@@ -54,7 +54,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,17 +61,13 @@ import numpy as np
 from visor.config import suggest
 from visor.errors import ConfigError, InvalidInput, VisorError
 from visor.faces.collections import (
-    _SCHEMA_LOCK,
     CollectionExists,
     CollectionNotFound,
-    _enable_foreign_keys,
-    _server_url,
     check_collection_name,
-    default_db_path,
+    open_faces_database,
 )
 from visor.faces.detector import EMBEDDING_SIZE, FaceAnalyzer, NoFaceFound, as_embedding
 from visor.io import ImageSource, describe_source
-from visor.io.files import data_home, private_dir, private_sqlite
 
 __all__ = [
     "DEFAULT_MATCH_THRESHOLD",
@@ -418,33 +413,11 @@ class FaceIndex:
 
     def __init__(self, path: str | os.PathLike | None = None, *, analyzer: FaceAnalyzer | None = None,
                  **detect_kwargs: Any) -> None:
-        from sqlalchemy import create_engine, event, text
-        from sqlalchemy.engine import URL
-
-        server = _server_url(path)
-        self.path = None if server is not None else Path(path) if path is not None else default_db_path()
-        if self.path is not None:
-            try:
-                if not self.path.parent.exists() or self.path.parent.absolute() == data_home().absolute():
-                    private_dir(self.path.parent)
-                private_sqlite(self.path)
-            except OSError as e:
-                raise InvalidInput(f"cannot create {self.path}: {e.strerror or e}") from None
         self._analyzer = analyzer
         self.detect_kwargs = detect_kwargs
         self._s = _schema()
-        if server is None:
-            self._engine = create_engine(URL.create("sqlite", database=os.fspath(self.path)))
-            event.listen(self._engine, "connect", _enable_foreign_keys)
-        else:
-            self._engine = create_engine(server)
+        self.path, self._engine = open_faces_database(path, self._s.base.metadata)
         self._sqlite = self._engine.dialect.name == "sqlite"
-        with self._engine.begin() as conn:  # indexes opening one new database together take turns
-            if self._sqlite:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-            self._s.base.metadata.create_all(conn)
         self._lock = threading.RLock()
         self._vectors_by_name: dict[str, _Vectors] = {}
 
