@@ -1,4 +1,6 @@
-"""``visor keys create --aws``, and ``keys list|revoke`` with AWS keys, each run in a fresh process."""
+"""``visor keys create --aws``, and ``keys list|revoke`` with AWS keys: the first command of each test in a fresh
+process (as a user runs it; the README's ``visor keys create --name app --aws`` also runs so in
+tests/test_readme_commands.py), the rest through ``visor.cli.main.main`` in this one (1 s less each)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import re
 import stat
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,13 +17,26 @@ pytest.importorskip("cryptography", reason="AWS keys need the 'serve' extra")
 
 
 @pytest.fixture
-def visor(tmp_path, monkeypatch):
-    """``python -m visor ARGS`` in a new interpreter, with VISOR_HOME in the test's folder (here too)."""
+def visor(tmp_path, monkeypatch, capsys):
+    """``visor ARGS`` with VISOR_HOME in the test's folder: the first call ``python -m visor ARGS`` in a new
+    interpreter, later ones in this process; each returns (returncode, stdout, stderr)."""
+    from visor.cli.main import main
+
     monkeypatch.setenv("VISOR_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("VISOR_AWS_MASTER_KEY", raising=False)
+    calls = []
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "visor", *args], capture_output=True, text=True, timeout=120)
+    def run(*args: str):
+        calls.append(args)
+        if len(calls) == 1:
+            return subprocess.run([sys.executable, "-m", "visor", *args], capture_output=True, text=True, timeout=120)
+        capsys.readouterr()
+        try:
+            rc = main(list(args))
+        except SystemExit as e:
+            rc = e.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=rc, stdout=out, stderr=err)
 
     run.home = tmp_path / "home"
     return run
