@@ -16,6 +16,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from conftest import start_server  # tests/serve/conftest.py
+from faces_unknown import EXPECTED_FACES as EXPECTED  # tests/faces_unknown.py
 
 boto3 = pytest.importorskip("boto3", reason="the Rekognition tests need boto3 (the 'serve' extra)")
 from botocore.config import Config  # noqa: E402
@@ -26,17 +27,6 @@ from visor.serve.rekognition import MAX_IMAGE_BYTES, validate_output  # noqa: E4
 ROOT = Path(__file__).resolve().parents[2]
 BUS = ROOT / "assets" / "bus.jpg"
 TEXT_LINES = ("HELLO WORLD", "visor reads text")
-#: faces/unknown: every face left to right (the girl at the right of obama_and_biden.jpg is nobody indexed).
-EXPECTED = {
-    "alex_lacamoire1.jpg": ["alex_lacamoire"],
-    "johnsnow_test1.jpg": ["kit_harington"],
-    "kit_with_rose.jpg": ["rose_leslie", "kit_harington"],
-    "obama-240p.jpg": ["obama"],
-    "obama1.jpg": ["obama"],
-    "obama_and_biden.jpg": ["biden", "obama", None],
-    "obama_partial_face.jpg": ["obama"],
-    "two_people.jpg": ["obama", "biden"],
-}
 
 
 class Live:
