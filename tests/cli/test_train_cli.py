@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -183,3 +184,14 @@ def test_train_detect_cli_end_to_end(tmp_path, capsys):
     code = main(["detect", "--model", str(run), str(ds.images[0].path), "--json", "--conf", "0.01"])
     record = json.loads(capsys.readouterr().out.splitlines()[0])
     assert code == 0 and record["detections"]["type"] == "detections"
+
+
+def test_train_asks_mkl_for_reproducible_products(tmp_path, monkeypatch, capsys):
+    """`visor train` sets MKL's strict reproducibility before training (a resumed process then continues
+    bit-identically); a value the user set is kept."""
+    monkeypatch.delenv("MKL_CBWR", raising=False)
+    assert main(["train", "classify", "--resume", str(tmp_path / "none"), "--no-progress"]) != 0
+    assert os.environ["MKL_CBWR"] == "AUTO,STRICT"
+    monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+    assert main(["train", "classify", "--resume", str(tmp_path / "none"), "--no-progress"]) != 0
+    assert os.environ["MKL_CBWR"] == "COMPATIBLE"

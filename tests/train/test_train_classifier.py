@@ -117,8 +117,10 @@ def test_process_killed_after_one_epoch_resumes_bit_identical(small, tmp_path):
     a = load_checkpoint(straight / "last.safetensors")
     b = load_checkpoint(killed / "last.safetensors")
     assert b.state["epoch"] == 2
-    for k in a.model:
-        assert torch.equal(a.model[k], b.model[k]), k
+    differ = {k: float((a.model[k].double() - b.model[k].double()).abs().max()) for k in a.model
+              if not torch.equal(a.model[k], b.model[k])}
+    assert not differ, f"{len(differ)} of {len(a.model)} tensors differ, largest by {max(differ.values()):.3g}: " \
+        f"{list(differ)[:5]}"
     assert (straight / "model.onnx").read_bytes() == (killed / "model.onnx").read_bytes()
 
 

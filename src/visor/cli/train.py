@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from visor.cli.common import ExitCode, add_progress_options, add_runtime_options, err, show_progress
 from visor.data.augment import AUGMENTATIONS
+from visor.train.common import REPRODUCIBLE_MATH_ENV
 from visor.train.config import (
     DETECT_AUGMENTATIONS,
     SEGMENT_AUGMENTATIONS,
@@ -57,6 +59,8 @@ def _given(args: argparse.Namespace, fields: dict[str, str]) -> dict[str, object
 def _train(task: str, train, args: argparse.Namespace, config_cls, fields: dict[str, str], **extra):
     """Start or resume a run; on Ctrl-C say how to resume (exit 130). Returns the result, or an exit code."""
     given = _given(args, fields)
+    for name, value in REPRODUCIBLE_MATH_ENV.items():  # before PyTorch's first matrix product in this process
+        os.environ.setdefault(name, value)
     try:
         if args.resume:
             # Flags given with --resume must agree with the run's saved settings (the library says which differ).

@@ -127,7 +127,9 @@ def train_classifier(
     ``data`` is a folder (``root/<class>/...`` or ``root/<split>/<class>/...``), a CSV/JSONL
     manifest, or a :class:`ClassificationDataset`. With ``resume=True`` the run in ``out``
     continues from its last checkpoint, with its saved configuration (and data, when
-    ``data`` is None). The run folder is itself a model: ``visor.load(out)``. Needs the ``train``
+    ``data`` is None); across processes bit-identically when both have
+    :data:`~visor.train.common.REPRODUCIBLE_MATH_ENV` in the environment, as ``visor train`` arranges.
+    The run folder is itself a model: ``visor.load(out)``. Needs the ``train``
     extra (PyTorch, albumentations): without it, a :class:`~visor.errors.ConfigError` says so.
     """
     torch = architectures.require_torch("training", augment=True)

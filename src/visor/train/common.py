@@ -141,6 +141,14 @@ class LoopState:
         return improved
 
 
+#: Set by ``visor train`` before the process's first PyTorch matrix product: Intel MKL's strict conditional
+#: numerical reproducibility, so its matrix products give the same bits whatever the memory alignment and thread
+#: count, and a run resumed in a new process continues bit-identically (without it, a CI machine once resumed a
+#: batch-norm bias one rounding step off). MKL reads it once, at its first call; a library caller who has already
+#: run PyTorch in the process sets it in the environment before starting Python.
+REPRODUCIBLE_MATH_ENV = {"MKL_CBWR": "AUTO,STRICT"}
+
+
 def open_run(out, config, config_cls, data, resume: bool):
     """Prepare a run folder: ``(run_dir, checkpoint or None, config, data)``.
 
