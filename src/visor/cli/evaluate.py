@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from visor.cli.common import (
@@ -109,9 +110,76 @@ def cmd_evaluate_tracking(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def ocr_evaluation(args: argparse.Namespace) -> tuple[str, str | None] | None:
+    """What ``visor evaluate`` scores when it is OCR: ``("read", None)`` for DATA with img/ and box/,
+    ``("read", IMAGES)`` for ``IMAGES BOXES`` (a folder of images and a folder of box CSVs), ``("boxes", PRED)``
+    for ``PRED GT`` where PRED is a folder of predicted box CSVs (and no images); None otherwise."""
+    from visor.evaluate.ocr import is_box_folder, is_ocr_data
+
+    first = getattr(args, "model_positional", None)
+    if first is None:
+        return ("read", None) if is_ocr_data(args.data) else None
+    if is_box_folder(first) and (is_ocr_data(args.data) or is_box_folder(args.data)):
+        return ("boxes", first)
+    return ("read", first) if Path(first).is_dir() and is_box_folder(args.data) else None
+
+
+def cmd_evaluate_ocr(args: argparse.Namespace, how: tuple[str, str | None]) -> int:
+    """``visor evaluate`` on OCR data: word precision/recall/F1, CER, line precision/recall and time per page."""
+    from visor.errors import ConfigError, InvalidInput
+    from visor.evaluate.ocr import evaluate_ocr, is_ocr_data, load_box_predictions, load_ocr_dataset
+
+    if args.model is not None:
+        raise ConfigError("--model does not apply to OCR data; choose the text engine with --engine")
+    if not 0.0 < args.iou <= 1.0:
+        raise ConfigError(f"--iou must be in (0, 1], got {args.iou}")
+    mode, first = how
+    try:
+        if mode == "boxes":
+            if args.engine is not None:
+                raise ConfigError("--engine does not apply to predicted box files (they are scored as they are)")
+            gt_pages = (load_ocr_dataset(args.data) if is_ocr_data(args.data)
+                        else list(load_box_predictions(args.data).values()))
+            report = evaluate_ocr(load_box_predictions(first), gt_pages, iou_threshold=args.iou)
+        else:
+            from visor.features.text import TextReader
+
+            pages = load_ocr_dataset(args.data) if first is None else load_ocr_dataset(first, args.data)
+            options: dict = {"threads": args.threads}
+            if args.engine is not None:
+                options["engine"] = args.engine
+            reader = TextReader(**options)
+            bar = None
+            if show_progress(args, len(pages)):
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(pages), unit="page", file=sys.stderr)
+            report = evaluate_ocr(reader, pages, iou_threshold=args.iou,
+                                  progress=None if bar is None else lambda done, total: bar.update(1))
+            if bar is not None:
+                bar.close()
+    except InvalidInput as e:
+        err(str(e))
+        return ExitCode.FAILED
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+    else:
+        print(report.format_table())
+    for name, reason in report.skipped:
+        err(f"skipped unreadable {name}: {reason}")
+    return ExitCode.OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if is_tracking_output(getattr(args, "model_positional", None)):
         return cmd_evaluate_tracking(args)
+    ocr = ocr_evaluation(args)
+    if ocr is not None:
+        return cmd_evaluate_ocr(args, ocr)
+    if args.engine is not None:
+        from visor.errors import ConfigError
+
+        raise ConfigError("--engine applies to OCR data only (a folder with img/ and box/, or IMAGES BOXES)")
     from visor.evaluate.corruptions import CORRUPTIONS
     from visor.evaluate.pipeline import EvaluationOptions, parse_names, run_evaluation
 
@@ -193,7 +261,13 @@ def register(sub) -> None:
             "'tracks.txt' or the 'visor track --out' folder holding it), GT MOT ground truth (a gt.txt, or a "
             "MOTChallenge sequence folder with gt/gt.txt; rows with confidence 0 are ignored unless --all-gt-rows): "
             "MOTA, MOTP, IDF1, IDP, IDR, ID switches, false positives, misses, mostly tracked/partially tracked/"
-            "mostly lost, fragmentations and HOTA, at IoU >= --iou."
+            "mostly lost, fragmentations and HOTA, at IoU >= --iou. "
+            "OCR data (a folder with img/ and box/, SROIE's layout, or 'visor evaluate IMAGES BOXES': an images "
+            "folder and a folder of box CSVs x1,y1,...,x4,y4,transcript with the same stems) is read with the text "
+            "reader (--engine) and scored: word precision/recall/F1 (lower-cased whitespace words, multiset "
+            "matches), the character error rate of lines paired at polygon IoU >= --iou, line precision/recall, "
+            "seconds per page (median, p90) and the worst pages; 'visor evaluate PRED GT' with PRED a folder of "
+            "predicted box CSVs scores those as they are."
         ),
     )
     c, d, s = default_model("classification"), default_model("detection"), default_model("segmentation")
@@ -231,8 +305,10 @@ def register(sub) -> None:
     p.add_argument("--model-card", metavar="MD", help="write the Markdown model card here")
     p.add_argument("--profile", metavar="FILE", help="write a drift profile of this evaluation (.safetensors)")
     p.add_argument("--iou", type=float, default=0.5,
-                   help="tracking (PRED GT): the IoU a predicted box needs with a ground-truth box to match it "
-                        "(default 0.5)")
+                   help="tracking (PRED GT) and OCR data: the IoU a predicted box needs with a ground-truth box "
+                        "to match it (default 0.5)")
+    p.add_argument("--engine", default=None, metavar="NAME",
+                   help="OCR data: the text engine to read with (default: the text reader's default)")
     p.add_argument("--all-gt-rows", action="store_true",
                    help="tracking (PRED GT): keep every ground-truth row (default: only rows with confidence 1, "
                         "as MOTChallenge marks boxes to ignore with 0)")
