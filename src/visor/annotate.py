@@ -91,6 +91,8 @@ class Annotator:
     or ``"cnn"`` (dlib's detectors). ``moderation_parts`` adds nudenet's part detector to open_nsfw, as
     :class:`~visor.features.moderation.Moderator`'s ``parts``: None (default, as ``visor.moderate``) when
     nudenet is installed, True requires it (the ``moderation`` extra), False never.
+    ``text_languages`` (language codes, Cloud Vision's ``languageHints``) keeps only text in those languages'
+    scripts (:class:`~visor.features.text.TextReader`'s ``lang``; None: its default).
     ``tasks`` is the task registry features are looked up in (default: visor's). Model objects are
     created lazily. One annotator may be used by several threads: the faces, text and moderation models
     each run one image at a time (``feature_lock(name)``), the other features concurrently.
@@ -103,6 +105,7 @@ class Annotator:
     moderation_parts: bool | None = None
     top_k: int = 5
     crop_aspect_ratios: tuple[float, ...] = CROP_ASPECT_RATIOS
+    text_languages: tuple[str, ...] | None = None
     limits: ImageLimits = DEFAULT_LIMITS
     tasks: TaskRegistry | None = None
     _models: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -182,7 +185,7 @@ class Annotator:
         model = self._model(feature)  # created outside the feature's lock
         if feature in SERIAL_FEATURES:
             with self._locks[feature]:
-                return self._run_serial(feature, model, image, results)
+                return self._run_serial(feature, model, image, results, self.text_languages)
         if feature == "labels":
             return self._labels(model, image, results)
         if feature == "objects":
@@ -218,13 +221,14 @@ class Annotator:
         return model.postprocess(logits, metas, top_k=self.top_k)[0].to_dict()
 
     @staticmethod
-    def _run_serial(feature: str, model: Any, image, results: dict[str, Any]) -> dict[str, Any]:
+    def _run_serial(feature: str, model: Any, image, results: dict[str, Any],
+                    text_languages: tuple[str, ...] | None) -> dict[str, Any]:
         if feature == "faces":  # FaceAnalyzer(max_pixels=FACE_PIXELS): boxes in original pixels
             faces = model.detect(image, embeddings=False)
             results["_face_boxes"] = faces.xyxy.tolist()
             return faces.to_dict(embeddings=False)
         if feature == "text":  # TextReader(max_side=TEXT_SIDE): boxes in original pixels
-            lines = model.read(image)
+            lines = model.read(image, lang=text_languages)
             results["_text_boxes"] = lines.xyxy.tolist()
             return lines.to_dict()
         if feature == "moderation":

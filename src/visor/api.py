@@ -138,7 +138,7 @@ def read_text(
     model: Any = None,
     limits: ImageLimits = DEFAULT_LIMITS,
 ) -> Any:
-    """Read the text in one image or a list of images: ``TextLines`` per image (PP-OCRv4).
+    """Read the text in one image or a list of images: ``TextLines`` per image (PP-OCR).
 
     ``model``: a loaded :class:`~visor.features.text.TextReader` to reuse (default: a new one).
     """

@@ -73,6 +73,21 @@ def test_text_command(images: tuple[Path, Path], capsys: pytest.CaptureFixture[s
     assert d["text"]["full_text"] == "hello world"
 
 
+def test_text_lang_and_engine(images: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    good, _ = images
+    assert _run(["text", str(good), "--lang", "en,de"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{good}: 1 text boxes", "  hello world"]
+    assert _run(["text", str(good), "--lang", "ru"]) == 0  # Cyrillic only: the Latin line is dropped
+    assert capsys.readouterr().out.splitlines() == [f"{good}: 0 text boxes"]
+    from visor.cli.main import main
+
+    assert main(["text", str(good), "--lang", "xx"]) == 2  # a usage error, one line
+    assert capsys.readouterr().err.startswith("visor: error: ConfigError: unknown language code 'xx' (known: af, ar,")
+    with pytest.raises(SystemExit):
+        _run(["text", str(good), "--engine", "easyocr"])
+    assert "invalid choice: 'easyocr' (choose from 'pp-ocr', 'tesseract')" in capsys.readouterr().err
+
+
 def test_moderate_command(images: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("nudenet")
     good, _ = images

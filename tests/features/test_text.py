@@ -108,7 +108,7 @@ def test_character_error_rate_on_rendered_text(reader: TextReader) -> None:
         assert (got.polygons[..., 0] <= image.width + 2).all() and (got.polygons[..., 1] <= image.height + 2).all()
     cer = errors / total
     print(f"\nOCR character error rate over 32 rendered images: {cer:.4f} ({errors}/{total} characters)")
-    assert cer <= 0.05
+    assert cer <= 0.02  # issue 20: the rendered-text CER stays within 2% (measured 0.0000, 0 of 961)
 
 
 def test_reading_order_and_json(reader: TextReader) -> None:

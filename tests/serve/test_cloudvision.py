@@ -47,7 +47,8 @@ def make_run(annotator: Annotator, calls: list | None = None):
         if calls is not None:
             calls.append((features, dict(options)))
         a = dataclasses.replace(annotator, top_k=options.get("top_k", 10),
-                                crop_aspect_ratios=options.get("crop_aspect_ratios", CROP_ASPECT_RATIOS))
+                                crop_aspect_ratios=options.get("crop_aspect_ratios", CROP_ASPECT_RATIOS),
+                                text_languages=options.get("language_hints"))
         return a.annotate(data, features)
 
     return run
@@ -465,7 +466,8 @@ def test_run_gets_each_visor_feature_once_with_its_options():
     ], "parent": "projects/x"}
     out = cv.annotate_images(body, run, int_enums=False, has_detector=False)
     # LABEL_DETECTION asks for every class (the generic labels sum them) and returns maxResults of them
-    assert calls == [(b"img", ("labels", "text", "crop_hints"), {"top_k": 1000, "crop_aspect_ratios": (0.5, 2.0)}),
+    assert calls == [(b"img", ("labels", "text", "crop_hints"), {"top_k": 1000, "crop_aspect_ratios": (0.5, 2.0),
+                                                                 "language_hints": ("en",)}),
                      (b"\xfb\xff", ("faces",), {"top_k": 10})]
     # with a detector, LABEL_DETECTION also asks for objects (the detector's classes are labels too)
     calls.clear()
@@ -473,6 +475,21 @@ def test_run_gets_each_visor_feature_once_with_its_options():
     assert [c[1] for c in calls] == [("labels", "objects", "text", "crop_hints"), ("faces",)]
     # a slot the document lacks is reported, not a crash
     assert out["responses"][0]["error"]["code"] == code_pb2.INTERNAL
+
+
+def test_language_hints_reach_the_text_reader(annotator, text_png):
+    """languageHints keep only text in those languages' scripts: Latin text is read with ["en"] and dropped with
+    ["ru"] (Cyrillic); an unknown code is the image's INVALID_ARGUMENT, as Cloud Vision answers it."""
+    def text_of(hints):
+        body = {"requests": [request(text_png, "TEXT_DETECTION", imageContext={"languageHints": hints})]}
+        return annotate(annotator, body)["responses"][0]
+
+    assert text_of(["en"])["textAnnotations"][0]["description"] == "\n".join(TEXT_LINES)
+    assert "textAnnotations" not in text_of(["ru"])
+    bad = text_of(["en", "xx"])
+    assert bad["error"]["code"] == code_pb2.INVALID_ARGUMENT
+    assert "unknown language code 'xx'" in bad["error"]["message"]
+    assert text_of("en")["error"]["code"] == code_pb2.INVALID_ARGUMENT  # a string, not a list
 
 
 # --------------------------------------------------------------------------- errors

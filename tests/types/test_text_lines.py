@@ -53,3 +53,14 @@ def test_json_round_trip_and_indexing() -> None:
     np.testing.assert_array_equal(t.xyxy[1], [1, 20, 40, 30])
     with pytest.raises(ValueError):
         TextLines.from_dict({"type": "detections"})
+
+
+def test_a_line_does_not_widen_as_it_grows_and_swallow_the_next():
+    """Two boxes of one line (0-20 and 8-28 px) and one of the next line (17-37 px): the line's band is the
+    mean of its boxes (4-24), which overlaps the third box by 7 px, under half its height; the union of the
+    line's boxes (0-28) would have taken it in."""
+    def box(x, top):
+        return [[x, top], [x + 50, top], [x + 50, top + 20], [x, top + 20]]
+
+    polygons = np.array([box(0, 0), box(100, 8), box(200, 17)], np.float32)
+    assert reading_order(polygons) == [[0, 1], [2]]

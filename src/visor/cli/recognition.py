@@ -28,6 +28,7 @@ from visor.cli.common import (
     show_progress,
 )
 from visor.errors import VisorError
+from visor.features.text_engines import DEFAULT_ENGINE, engine_names
 from visor.io import expand_paths
 
 
@@ -81,7 +82,9 @@ def _format_properties(path: str, d: dict) -> str:
 def cmd_text(args: argparse.Namespace) -> int:
     from visor.features.text import TextReader
 
-    reader = TextReader(min_confidence=args.min_confidence, limits=image_limits(args), threads=args.threads)
+    lang = [code.strip() for code in args.lang.split(",") if code.strip()] if args.lang else None
+    reader = TextReader(min_confidence=args.min_confidence, limits=image_limits(args), threads=args.threads,
+                        engine=args.engine, lang=lang)
     return _run(args, reader.read, _format_text)
 
 
@@ -109,12 +112,18 @@ def _common(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``visor text``, ``visor moderate`` and ``visor properties`` to the command parser."""
     p = sub.add_parser("text", aliases=["read-text"], help="read the text in images (OCR)",
-                       description="Read text with PP-OCRv4 (RapidOCR). Text output: the path and the number "
+                       description="Read text with PP-OCR (PP-OCRv4 detector, PP-OCRv6 small recogniser, through "
+                                   "RapidOCR) or another engine (--engine). Text output: the path and the number "
                                    "of text boxes, then the text in reading order, one line per line. A bad "
                                    "file is reported on stderr; the exit status is 1 if any file failed.")
     _common(p)
     p.add_argument("--min-confidence", type=fraction, default=0.5,
                    help="drop text boxes scoring below this (default 0.5)")
+    p.add_argument("--engine", default=DEFAULT_ENGINE, choices=engine_names(),
+                   help=f"the OCR engine (default {DEFAULT_ENGINE}; tesseract needs Debian's tesseract-ocr)")
+    p.add_argument("--lang", default=None, metavar="CODES",
+                   help="comma-separated language codes (en, de, zh, ...): keep only text in their scripts "
+                        "(default: Latin, and words of other scripts)")
     p.set_defaults(func=cmd_text)
 
     p = sub.add_parser("moderate", help="adult / racy likelihoods (open_nsfw; nudenet's parts when installed)",

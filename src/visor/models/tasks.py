@@ -291,7 +291,7 @@ _BUILTIN = (
         result="visor.types.text:TextLines",
         annotate_feature="text",
         cloud_vision=("TEXT_DETECTION", "DOCUMENT_TEXT_DETECTION"),
-        description="text recognition (PP-OCRv4 through RapidOCR)",
+        description="text recognition (PP-OCRv4 detector + PP-OCRv6 small recogniser through RapidOCR)",
     ),
     TaskSpec(
         name="moderation",

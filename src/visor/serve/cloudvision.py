@@ -65,7 +65,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from visor.errors import VisorError
+from visor.errors import ConfigError, VisorError
 from visor.serve.inputs import load_json, strict_b64decode
 
 __all__ = [
@@ -362,6 +362,17 @@ def _plan(request: dict[str, Any], has_detector: bool) -> _Plan:
         if not all(math.isfinite(r) and r > 0 for r in ratios):
             raise _ImageError("INVALID_ARGUMENT", f"crop hint aspect ratios must be positive, got {ratios}")
         plan.options["crop_aspect_ratios"] = tuple(float(r) for r in ratios)
+    hints = (request.get("imageContext") or {}).get("languageHints")
+    if hints and {"TEXT_DETECTION", "DOCUMENT_TEXT_DETECTION"} & set(plan.types):
+        from visor.features.text_filter import scripts_for
+
+        if not isinstance(hints, list) or not all(isinstance(h, str) for h in hints):
+            raise _ImageError("INVALID_ARGUMENT", "imageContext.languageHints must be a list of language codes")
+        try:
+            scripts_for(hints)
+        except ConfigError as e:
+            raise _ImageError("INVALID_ARGUMENT", f"imageContext.languageHints: {e}") from None
+        plan.options["language_hints"] = tuple(hints)
     if "LABEL_DETECTION" in plan.types:
         plan.options["top_k"] = max(plan.max_results["LABEL_DETECTION"], LABELS_TOP_K)
         if has_detector:  # the detector's classes are labels too

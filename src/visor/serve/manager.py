@@ -452,8 +452,8 @@ class ModelManager:
     # ------------------------------------------------------------------ annotate
 
     def annotate(self, data: bytes, features: Sequence[str], *, top_k: int = 5,
-                 crop_aspect_ratios: Sequence[float] | None = None, deadline: float | None = None
-                 ) -> dict[str, Any]:
+                 crop_aspect_ratios: Sequence[float] | None = None, deadline: float | None = None,
+                 text_languages: Sequence[str] | None = None) -> dict[str, Any]:
         """``visor.annotate`` on the loaded models.
 
         No lock around the whole document: the faces, text and moderation models each take
@@ -467,6 +467,8 @@ class ModelManager:
         options: dict[str, Any] = {"top_k": int(top_k)}
         if crop_aspect_ratios:
             options["crop_aspect_ratios"] = tuple(float(r) for r in crop_aspect_ratios)
+        if text_languages:
+            options["text_languages"] = tuple(str(code) for code in text_languages)
 
         def check(feature: str) -> None:
             if deadline is not None and time.monotonic() >= deadline:

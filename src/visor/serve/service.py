@@ -369,7 +369,8 @@ class VisorService:
             if deadline is not None:
                 check_deadline(deadline)
             return self.manager.annotate(data, features, top_k=int(options.get("top_k", 10)),
-                                         crop_aspect_ratios=options.get("crop_aspect_ratios"), deadline=deadline)
+                                         crop_aspect_ratios=options.get("crop_aspect_ratios"), deadline=deadline,
+                                         text_languages=options.get("language_hints"))
 
         self.manager.require_ready()
         return await run_in_threadpool(cloudvision.annotate_images, body, run, int_enums=int_enums,

@@ -24,9 +24,11 @@ def reading_order(polygons: np.ndarray) -> list[list[int]]:
     """Group boxes into lines and order them for reading.
 
     The boxes are first rotated by the page's skew (:func:`skew_angle`) so that slanted lines
-    become horizontal. Boxes whose vertical extents then overlap by at least half of the
-    shorter one join a line; lines go top to bottom (by mean centre y) and boxes left to
-    right (by left edge). Returns the box indices per line.
+    become horizontal. Taking boxes top to bottom, a box joins the first line whose band (the mean
+    top and mean bottom of the boxes in it, so a line does not widen as it grows and swallow the
+    next one) overlaps its vertical extent by at least half of the shorter of the two; lines go top
+    to bottom (by mean centre y) and boxes left to right (by left edge). Returns the box indices per
+    line.
     """
     polys = np.asarray(polygons, dtype=np.float32).reshape(-1, 4, 2).astype(np.float64)
     if not len(polys):
@@ -37,18 +39,20 @@ def reading_order(polygons: np.ndarray) -> list[list[int]]:
     y = -sin * polys[:, :, 0] + cos * polys[:, :, 1]
     top, bottom = y.min(axis=1), y.max(axis=1)
     lines: list[list[int]] = []
-    extents: list[tuple[float, float]] = []
+    sums: list[list[float]] = []  # per line: sum of tops, sum of bottoms
     for i in np.argsort((top + bottom) / 2, kind="stable"):
         t, b = float(top[i]), float(bottom[i])
-        for k, (lt, lb) in enumerate(extents):
+        for k, (st, sb) in enumerate(sums):
+            lt, lb = st / len(lines[k]), sb / len(lines[k])
             overlap = min(b, lb) - max(t, lt)
             if overlap >= 0.5 * max(min(b - t, lb - lt), 1e-6):
                 lines[k].append(int(i))
-                extents[k] = (min(t, lt), max(b, lb))
+                sums[k][0] += t
+                sums[k][1] += b
                 break
         else:
             lines.append([int(i)])
-            extents.append((t, b))
+            sums.append([t, b])
     left = x.min(axis=1)
     centre = (top + bottom) / 2
     lines = [sorted(line, key=lambda j: float(left[j])) for line in lines]
