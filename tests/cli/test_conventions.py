@@ -59,7 +59,7 @@ def test_the_command_tree_is_what_this_test_expects():
         "faces enroll", "faces identify", "faces collections", "anonymize", "text", "moderate", "properties",
         "annotate", "serve", "keys create", "keys list", "keys revoke", "review list", "review export",
         "review stats", "batch", "benchmark", "export", "index build", "index add", "index remove", "index info",
-        "search", "curate", "segment", "track", "watch"])
+        "search", "curate", "segment", "track", "watch", "receipt"])
 
 
 @pytest.mark.parametrize("words", sorted(COMMANDS), ids=lambda w: " ".join(w) or "visor")

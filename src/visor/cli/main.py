@@ -25,6 +25,7 @@ from visor.cli import export as export_cli
 from visor.cli import faces as faces_cli
 from visor.cli import keys as keys_cli
 from visor.cli import models as models_cli
+from visor.cli import receipt as receipt_cli
 from visor.cli import recognition as recognition_cli
 from visor.cli import review as review_cli
 from visor.cli import search as search_cli
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_cli.register(sub)
     search_cli.register(sub)
     curate_cli.register(sub)
+    receipt_cli.register(sub)
     return parser
 
 
