@@ -252,6 +252,9 @@ def ws(tmp_path_factory, shared_data, classifier, zoo_cache) -> Workspace:
     _copy(faces / "unknown" / "obama_and_biden.jpg", root / "group.jpg")
     _copy(faces / "unknown" / "two_people.jpg", root / "street.jpg")
     _copy(shared_data("sroie-dev") / "img" / "100.jpg", root / "receipt.jpg")
+    for name in ("100", "107"):  # an OCR set in SROIE's layout: img/ and box/
+        _copy(shared_data("sroie-dev") / "img" / f"{name}.jpg", root / "sroie" / "img" / f"{name}.jpg")
+        _copy(shared_data("sroie-dev") / "box" / f"{name}.csv", root / "sroie" / "box" / f"{name}.csv")
     _bccd_subset(shared_data("bccd"), root / "bccd")
     _copy(shared_data("bccd") / "JPEGImages" / "BloodImage_00000.jpg", root / "blood.jpg")
     val_ids = (root / "bccd" / "ImageSets" / "Main" / "val.txt").read_text().split()  # two images: one per scanner
@@ -492,6 +495,16 @@ def check_anonymize_people(r, ws):
 
 def check_text(r, ws):
     assert "GIN KEE" in r.stdout.upper() and "7.42" in r.stdout
+
+
+def check_receipt(r, ws):
+    rows = {line.split()[0]: line.split(None, 1)[1] for line in _lines(r)}
+    assert list(rows) == ["company", "date", "address", "total"]
+    assert rows["date"].startswith("02/12/2017  (") and rows["total"].startswith("7.42  (")
+
+
+def check_evaluate_ocr(r, ws):
+    assert "word" in r.stdout and "F1" in r.stdout and "2 pages" in r.stdout, r.stdout
 
 
 def check_moderate(r, ws):
@@ -804,6 +817,8 @@ CASES: dict[str, Case] = {c.readme: c for c in [
     Case("visor faces identify --collection staff group.jpg", check_identify, needs=(_ENROLL,)),
     Case("visor anonymize photos/ --method blur --out blurred/", check_anonymize),
     Case("visor text receipt.jpg", check_text),
+    Case("visor receipt receipt.jpg", check_receipt),
+    Case("visor evaluate sroie/", check_evaluate_ocr),
     Case("visor moderate upload.jpg", check_moderate),
     Case("visor properties photo.jpg", check_properties),
     Case("visor annotate photo.jpg --features labels,faces,text,properties,crop_hints", check_annotate),
