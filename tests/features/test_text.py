@@ -10,6 +10,7 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from visor.errors import CorruptImage
+from visor.evaluate.ocr import edit_distance
 from visor.features.text import TextReader, lines_from_rapidocr, read_text
 from visor.types.text import TextLines
 
@@ -74,16 +75,6 @@ def render(rng: np.random.Generator, fonts: list[Path]) -> tuple[Image.Image, st
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)), "\n".join(lines)
 
 
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def normalize(text: str) -> str:
     return " ".join(text.split())
 
@@ -102,7 +93,7 @@ def test_character_error_rate_on_rendered_text(reader: TextReader) -> None:
         image, reference = render(rng, fonts)
         got = reader.read(image)
         ref, hyp = normalize(reference), normalize(got.full_text)
-        errors += levenshtein(hyp, ref)
+        errors += edit_distance(hyp, ref)
         total += len(ref)
         assert got.polygons.shape[1:] == (4, 2)
         assert (got.polygons[..., 0] <= image.width + 2).all() and (got.polygons[..., 1] <= image.height + 2).all()

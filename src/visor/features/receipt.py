@@ -181,20 +181,15 @@ def _extract_total(lines: TextLines, row_list: list[list[int]], texts: list[str]
             v = _amount_value(value)
             if np.isfinite(v) and v > 0:
                 candidates.append((v, _total_rank(text), r, value, sorted({*cue_lines, i}), strength))
-    if not candidates:
+    for fallback, strength in ((_SUBTOTAL, 0.6), (_CASH_CUE, 0.5)):  # no total cue: a sub-total row, a cash row
+        if candidates:
+            break
         for r, row in enumerate(row_list):
-            if _SUBTOTAL.search(texts[r]):
+            if fallback.search(texts[r]):
                 for value, i in _amounts(lines, row, after_cue=False):
                     v = _amount_value(value)
                     if np.isfinite(v) and v > 0:
-                        candidates.append((v, 0, r, value, [i], 0.6))
-    if not candidates:
-        for r, row in enumerate(row_list):
-            if _CASH_CUE.search(texts[r]):
-                for value, i in _amounts(lines, row, after_cue=False):
-                    v = _amount_value(value)
-                    if np.isfinite(v) and v > 0:
-                        candidates.append((v, 0, r, value, [i], 0.5))
+                        candidates.append((v, 0, r, value, [i], strength))
     if not candidates:
         return ReceiptField(None)
     v, _, _, value, idx, strength = max(candidates, key=_total_order)
