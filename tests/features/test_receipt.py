@@ -87,8 +87,15 @@ def test_total_on_the_next_row():
     lines = _lines([("ABC SDN BHD", 10, 10), ("TOTAL AMOUNT DUE", 10, 60), ("RM 12.50", 300, 100),
                     ("CASH", 10, 140), ("20.00", 300, 140)])
     got = extract_receipt(lines)
-    assert got.total.value == "RM 12.50" and got.total.lines == (1, 2)
+    assert got.total.value == "12.50" and got.total.lines == (1, 2)  # a currency printed apart is not the value
     assert got.total.confidence == pytest.approx(0.9 * 0.8)
+
+
+def test_a_currency_attached_to_the_amount_is_kept_as_printed():
+    """SROIE's keys: "RM4.00" printed as one word stays "RM4.00"; "RM 53.30" gives "53.30"."""
+    for printed, value in (("RM4.00", "RM4.00"), ("RM 53.30", "53.30"), ("53.30", "53.30")):
+        got = extract_receipt(_lines([("ABC SDN BHD", 10, 10), (f"TOTAL {printed}", 10, 60)]))
+        assert got.total.value == value
 
 
 def test_final_total_beats_larger_subtotals_and_tax_tables():

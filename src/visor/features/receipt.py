@@ -8,7 +8,8 @@ right-aligned amount are one row), then:
 - **date**: the first date-like string (``dd/mm/yyyy``, ``dd-mm-yy``, ``dd.mm.yyyy``, ``yyyy-mm-dd``,
   ``dd MMM yy(yy)``, ``ddmmyyyy`` ...) on a row with a ``DATE`` cue, else the first on the page; the value is
   the text exactly as printed (the way SROIE's key files write it).
-- **total**: amounts (``1,234.56``, with an attached ``RM`` kept as printed) on rows with a total cue
+- **total**: amounts (``1,234.56``, with an attached ``RM`` kept as printed: ``RM4.00``; one printed apart,
+  ``RM 4.00``, is not part of the value, as in SROIE's keys) on rows with a total cue
   (``TOTAL``, ``NETT``, ``ROUNDED``, ``GRAND TOTAL``, ``AMOUNT DUE``, ...) but not a sub-total one (``QTY``,
   ``GST``, ``TAX``, ``EXCLUDING``, ``DISCOUNT``, ``CHANGE``, ...), or on the row below when the cue row has
   none; the largest value wins (a later row breaks ties). No cue: the largest amount on a ``CASH`` row, else
@@ -89,8 +90,8 @@ _DATE_PATTERNS = tuple(re.compile(p, re.IGNORECASE) for p in (
 ))
 _DATE_CUE = re.compile(r"\bDATE\b|\bTARIKH\b|\bDT\b", re.IGNORECASE)
 
-_AMOUNT = re.compile(r"(?<![\d.,])(?:RM\s?)?-?\d{1,3}(?:,\d{3})*\.\d{2}(?![\d%])"
-                     r"|(?<![\d.,])(?:RM\s?)?\d+\.\d{2}(?![\d%])", re.IGNORECASE)
+_AMOUNT = re.compile(r"(?<![\d.,])(?:RM)?-?\d{1,3}(?:,\d{3})*\.\d{2}(?![\d%])"
+                     r"|(?<![\d.,])(?:RM)?\d+\.\d{2}(?![\d%])", re.IGNORECASE)
 _TOTAL_CUE = re.compile(r"TOTAL|\bNETT?\b|ROUNDED|ROUNDING\s*TOTAL|AMOUNT\s*DUE|AMT\s*DUE|\bDUE\b|GRAND|\bJUMLAH\b",
                         re.IGNORECASE)
 _NOT_TOTAL = re.compile(r"QTY|QUANTITY|\bITEMS?\b|EXCL|\bGST\b|\bTAX\b|SST|SERVICE|DISCOUNT|DISC\b|SAVING|CHANGE|"
