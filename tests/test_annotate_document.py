@@ -61,9 +61,9 @@ def test_all_features_on_a_coco_photo_match_the_schema(annotator, shared_data):
                       "moderation": "open_nsfw+nudenet-320n" if nudenet_available() else "open_nsfw"}
     assert doc["moderation"]["adult"] == "VERY_UNLIKELY"
     assert doc["crop_hints"] == {"type": "crop_hints", "model": "", "hints": [
-        {"aspect_ratio": 1.0, "box": [154.0, 0.0, 581.0, 427.0]},
+        {"aspect_ratio": 1.0, "box": [128.0, 0.0, 555.0, 427.0]},
         {"aspect_ratio": 1.777778, "box": [0.0, 21.0, 640.0, 381.0]},
-        {"aspect_ratio": 0.8, "box": [197.0, 0.0, 539.0, 427.0]}]}
+        {"aspect_ratio": 0.8, "box": [170.0, 0.0, 512.0, 427.0]}]}
     # generic labels from the classifier and the detector (the car, 0.25, is under the 0.5 threshold)
     generic = doc["generic_labels"]
     assert generic["model"] == "efficientnet_lite0+yolox_nano"
