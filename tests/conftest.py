@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from skip_or_fail import skip_or_fail  # tests/skip_or_fail.py
 from zoo import SHARED_MODELS, ZOO_FILES, require_models  # tests/zoo.py (several conftest.py exist)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,10 +20,7 @@ def require_data(name: str) -> Path:
     """A folder of ../shared/data. Missing: a failure in CI, a skip elsewhere."""
     path = SHARED_DATA / name
     if not path.is_dir():
-        msg = f"shared data {path} is missing (set VISOR_SHARED_DATA or check out ../shared)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
+        skip_or_fail(f"shared data {path} is missing (set VISOR_SHARED_DATA or check out ../shared)")
     return path
 
 
@@ -210,10 +208,7 @@ def require_chromium() -> None:
         except ImportError:
             missing = ("the playwright Python package is not installed (pip install playwright; no browser "
                        "download needed, the tests use Debian's chromium)")
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
+    skip_or_fail(missing)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from skip_or_fail import skip_or_fail  # tests/skip_or_fail.py
 from visor.errors import ConfigError, CorruptImage
 from visor.features import text_engines
 from visor.features.text import TextReader
@@ -24,14 +24,6 @@ from visor.features.text_engines import (
 )
 
 
-def _require(missing: str | None) -> None:
-    """Skip, or fail when ``CI=true`` (CI installs Tesseract: .ci/run), when something Tesseract needs is missing."""
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(missing)
-        pytest.skip(missing)
-
-
 @pytest.fixture(scope="module")
 def needs_tesseract() -> None:
     """Debian's tesseract-ocr and tesseract-ocr-eng."""
@@ -43,13 +35,13 @@ def needs_tesseract() -> None:
             find_tessdata("eng")
         except ConfigError as e:
             missing = str(e)
-    _require(missing)
+    skip_or_fail(missing)
 
 
 @pytest.fixture(scope="module")
 def needs_tesserocr(needs_tesseract) -> None:
     """The tesserocr binding (pip install tesserocr)."""
-    _require(None if text_engines._tesserocr_api() is not None else
+    skip_or_fail(None if text_engines._tesserocr_api() is not None else
              "the tesserocr binding is not installed: pip install tesserocr")
 
 

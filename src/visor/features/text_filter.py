@@ -125,15 +125,16 @@ def script_ok(text: str, scripts: frozenset[str] | None) -> bool:
     return other == 0 or other >= MIN_OTHER_SCRIPT_LETTERS
 
 
-def crop_contrast(gray: np.ndarray, polygon: np.ndarray) -> float:
+def crop_contrast(image: np.ndarray, polygon: np.ndarray) -> float:
     """The grey spread (lightest minus darkest, 0-1) inside ``polygon``'s axis-aligned box (0 when it holds
-    no pixel)."""
-    h, w = gray.shape[:2]
+    no pixel) of ``image`` (RGB or grey; only the box is converted to grey)."""
+    h, w = image.shape[:2]
     x0, y0 = np.floor(polygon.min(axis=0)).astype(int)
     x1, y1 = np.ceil(polygon.max(axis=0)).astype(int)
-    crop = gray[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    crop = image[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
     if not crop.size:
         return 0.0
+    crop = _gray(crop)
     return float(crop.max() - crop.min()) / 255.0
 
 
@@ -169,7 +170,7 @@ def filter_lines(
     scripts = scripts_for(lang)
     if not len(lines):
         return lines
-    gray = None if image is None else _gray(image)
+    pixels = None if image is None else np.asarray(image)  # grey per box only, not the whole image
     keep: list[int] = []
     for i, (text, conf) in enumerate(zip(lines.text, lines.confidence, strict=True)):
         text, conf = str(text).strip(), float(conf)
@@ -179,9 +180,9 @@ def filter_lines(
             continue
         if not script_ok(text, scripts):
             continue
-        tall = gray is not None and line_height(lines.polygons[i]) > MAX_LINE_HEIGHT * min(gray.shape[:2])
-        if (tall and len(text) <= MAX_TALL_CHARS) or (gray is not None
-                                                      and crop_contrast(gray, lines.polygons[i]) < MIN_CONTRAST):
+        tall = pixels is not None and line_height(lines.polygons[i]) > MAX_LINE_HEIGHT * min(pixels.shape[:2])
+        if (tall and len(text) <= MAX_TALL_CHARS) or (pixels is not None
+                                                      and crop_contrast(pixels, lines.polygons[i]) < MIN_CONTRAST):
             continue
         keep.append(i)
     if len(keep) < DOCUMENT_LINES:  # a photo: lone characters are mostly textures
