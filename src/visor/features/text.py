@@ -183,7 +183,6 @@ class TextReader:
         self.use_angle_cls = bool(use_angle_cls)
         self.detection_side = int(detection_side)
         self.rec_batch_size = int(rec_batch_size)
-        self._rec_min_ratio = REC_MIN_RATIO
         self.limits = limits
         self.max_side = None if max_side is None else int(max_side)
         self._engine = RapidOCR(**options)
@@ -259,7 +258,7 @@ class TextReader:
         out: list[tuple[str, float]] = [("", 0.0)] * len(crops)
         for start in range(0, len(crops), self.rec_batch_size):
             idx = order[start:start + self.rec_batch_size]
-            widest = max(self._rec_min_ratio, float(ratios[idx].max()))
+            widest = max(REC_MIN_RATIO, float(ratios[idx].max()))
             batch = np.stack([rec.resize_norm_img(crops[i], widest) for i in idx]).astype(np.float32)
             decoded = rec.postprocess_op(rec.session(batch)[0], False, wh_ratio_list=list(ratios[idx]),
                                          max_wh_ratio=widest)
