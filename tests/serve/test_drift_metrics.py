@@ -13,6 +13,7 @@ from conftest import start_server
 from visor.errors import ConfigError
 from visor.monitor import DriftProfile
 from visor.monitor.collect import build_profile
+from visor.monitor.drift import histogram, psi
 
 
 def _gauges(text: str) -> dict[str, float]:
@@ -32,10 +33,15 @@ def test_metrics_report_drift_of_recent_predictions(tmp_path, val_profile, image
         assert "visor_drift" not in metrics  # nothing to compare yet
         assert httpx.get(f"{server.url}/v1/drift", headers=server.headers).json()["report"] is None
         blurred = [r["path"] for r in imagenette_variant("blur")][:64]
-        for i in range(0, len(blurred), 8):
-            files = [("images", (p, Path(p).read_bytes(), "image/jpeg")) for p in blurred[i:i + 8]]
+        # The first 4 images one request each: the window keeps the last 60 added, and the images of one request
+        # are decoded in parallel and join the model's batches in the order they finish, so the 4 that fall out
+        # are sent alone (sent 8 at a time, 2 runs of 42 here and one on CI kept another 60).
+        top1 = []  # the server's own top-1 confidence of each image, in order
+        for i, j in [(0, 1), (1, 2), (2, 3), (3, 4)] + [(k, min(k + 8, 64)) for k in range(4, 64, 8)]:
+            files = [("images", (p, Path(p).read_bytes(), "image/jpeg")) for p in blurred[i:j]]
             r = httpx.post(f"{server.url}/v1/classify", headers=server.headers, files=files, timeout=60)
             assert r.status_code == 200
+            top1 += [res["classifications"]["predictions"][0]["confidence"] for res in r.json()["results"]]
             # the answers are the classifier's own (the drift graph gives the same probabilities)
             got = r.json()["results"][0]["classifications"]["predictions"]
             want = classifier.classify(blurred[i]).to_dict()["predictions"]
@@ -55,7 +61,18 @@ def test_metrics_report_drift_of_recent_predictions(tmp_path, val_profile, image
         c = collect(classifier, blurred[4:])
         expected = got.compare(c.probs, c.embeddings, c.inputs)
         assert g['visor_drift_psi{signal="sharpness"}'] == pytest.approx(expected.psi_inputs["sharpness"], rel=1e-6)
-        assert g['visor_drift_psi{signal="confidence"}'] == pytest.approx(expected.psi_confidence, abs=1e-6)
+        # Confidence PSI counts top-1 confidences in the profile's decile bins. The server's batches and the
+        # library's differ in the last bits of ONNX Runtime's results on some CPUs, which can move an image across
+        # a bin edge, so the server's figure is checked against its own top-1 confidences (6 decimals in JSON:
+        # where one lies within 1e-6 of an edge either bin is right) ...
+        assert len(top1) == 64
+        conf = np.asarray(top1[4:], np.float64)
+        edges, ref = got.confidence_edges, got.confidence_counts
+        candidates = {psi(ref, histogram(conf + d, edges)) for d in (-1e-6, 0.0, 1e-6)}
+        assert any(g['visor_drift_psi{signal="confidence"}'] == pytest.approx(v, abs=1e-9) for v in candidates), \
+            (g['visor_drift_psi{signal="confidence"}'], candidates)
+        # ... and the library's comparison of the same images to within one image moving to the next bin
+        assert g['visor_drift_psi{signal="confidence"}'] == pytest.approx(expected.psi_confidence, abs=0.1)
         # the JSON route gives the same report
         d = httpx.get(f"{server.url}/v1/drift", headers=server.headers).json()
         assert d["window"] == 60 and d["report"]["alert"] is True and d["report"]["n"] == 60
