@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from visor.errors import InvalidInput
-from visor.evaluate.detection import DetectionReport, coco_box_iou, evaluate_detections
+from visor.evaluate.detection import DetectionReport, ResampledAP50, coco_box_iou, evaluate_detections
 from visor.types.detections import Detections
 
 BIG = 100.0  # 100x100 boxes: "large" (area > 96^2)
@@ -251,3 +251,32 @@ def test_without_half_iou_threshold():
 def test_bad_inputs(gt, pred, labels, kwargs):
     with pytest.raises(InvalidInput):
         evaluate_detections(gt, pred, labels, **kwargs)
+
+
+def test_resampled_ap50_is_the_evaluators_ap50_of_each_resample():
+    """The bootstrap scorer against whole evaluations of the resampled lists: equal to the last bit, with
+    crowd boxes, tied scores (pooled in the resample's order), repeated images, empty images, more than
+    100 detections in an image and a class with no ground truth."""
+    rng = np.random.default_rng(3)
+    gts, preds = [], []
+    for i in range(12):
+        n_gt = int(rng.integers(0, 5))
+        xy = rng.uniform(0, 300, (n_gt, 2))
+        gt_boxes = np.concatenate([xy, xy + rng.uniform(20, 120, (n_gt, 2))], 1)
+        crowd = np.zeros(n_gt, bool)
+        if i == 3 and n_gt:
+            crowd[0] = True
+        gts.append(Detections(gt_boxes, np.ones(n_gt), rng.integers(0, 2, n_gt), {"iscrowd": crowd}))
+        n_pred = 130 if i == 5 else int(rng.integers(0, 8))
+        jitter = gt_boxes[rng.integers(0, n_gt, n_pred)] + rng.normal(0, 12, (n_pred, 4)) if n_gt else \
+            np.tile([10.0, 10.0, 60.0, 60.0], (n_pred, 1))
+        preds.append(Detections(jitter, rng.choice([0.3, 0.5, 0.9], n_pred), rng.integers(0, 3, n_pred)))
+    labels = ["a", "b", "never"]
+    scorer = ResampledAP50(gts, preds, labels)
+    rows = np.vstack([np.arange(12), rng.integers(0, 12, (20, 12)), np.full(12, 5)])
+    want = [evaluate_detections([gts[i] for i in row], [preds[i] for i in row], labels, iou_thresholds=[0.5]).ap50
+            for row in rows]
+    got = scorer(rows)
+    assert got.tolist() == want
+    assert len(set(want)) > 10  # the resamples differ
+    assert scorer(np.arange(12)).tolist() == [evaluate_detections(gts, preds, labels).ap50]

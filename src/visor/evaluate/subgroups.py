@@ -155,36 +155,29 @@ def detection_subgroups(ground_truth: Sequence[Any], predictions: Sequence[Any],
                         min_size: int = MIN_GROUP_SIZE, progress: bool = False) -> SubgroupReport:
     """AP50 per group of images (``values[i]`` is image i's group), bootstrapping images.
 
-    Each resample is scored with the COCO evaluator at IoU 0.5 only, so ``config.resamples``
-    full evaluations run per group; 200 resamples suit a few hundred images. ``progress``
-    shows a bar of the resamples per group.
+    Each image is matched at IoU 0.5 once and each resample pools the matches of the images it
+    draws (:class:`~visor.evaluate.detection.ResampledAP50`: the COCO evaluator's AP50 of that
+    resample, exactly). ``progress`` shows a bar of the resamples per group.
     """
     from tqdm import tqdm
 
-    from visor.evaluate.detection import evaluate_detections
+    from visor.evaluate.detection import ResampledAP50
 
     config = config or BootstrapConfig()
     if not len(values) == len(ground_truth) == len(predictions):
         raise ConfigError(f"{len(values)} group values for {len(ground_truth)} images")
     scored = []
     for name, index in _groups(values):
-        gts = [ground_truth[i] for i in index]
-        preds = [predictions[i] for i in index]
-
-        def ap50(idx: np.ndarray, gts: list = gts, preds: list = preds, bar=None) -> np.ndarray:
-            out = []
-            for row in idx:
-                out.append(evaluate_detections([gts[i] for i in row], [preds[i] for i in row], labels,
-                                               iou_thresholds=[0.5]).ap50)
-                if bar is not None:
-                    bar.update(1)
-            return np.array(out)
-
-        point = float(ap50(np.arange(len(index))[None, :])[0])
+        scorer = ResampledAP50([ground_truth[i] for i in index], [predictions[i] for i in index], labels)
+        point = float(scorer(np.arange(len(index))[None, :])[0])
         with tqdm(total=config.resamples, unit="resample", disable=not progress,
                   desc=f"bootstrap AP50, {column}={name}") as bar:
-            ci = percentile_interval(bootstrap(lambda idx, bar=bar: ap50(idx, bar=bar), len(index), config, "ap50",
-                                               column, name), config.level)
+            def ap50(idx: np.ndarray, scorer: ResampledAP50 = scorer, bar: tqdm = bar) -> np.ndarray:
+                out = scorer(idx)
+                bar.update(len(idx))
+                return out
+
+            ci = percentile_interval(bootstrap(ap50, len(index), config, "ap50", column, name), config.level)
         scored.append((name, len(index), point, ci))
     best, groups = judge_groups(scored, min_size)
     return SubgroupReport(column, "ap50", config, int(min_size), best, groups)
