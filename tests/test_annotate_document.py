@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 
 import visor
-from visor.annotate import FEATURES, Annotator, check_features
+from visor.annotator import FEATURES, Annotator, check_features
 from visor.cli.main import main
 from visor.errors import ConfigError
 
@@ -34,7 +34,7 @@ def annotator(zoo_cache):
 
 
 def test_features_are_the_registrys():
-    from visor.annotate import OPT_IN_FEATURES, default_features
+    from visor.annotator import OPT_IN_FEATURES, default_features
     from visor.models.tasks import builtin_tasks
 
     # the default features are the registry's but the opt-in segmentation, in the registry's order

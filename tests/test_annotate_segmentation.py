@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from visor.annotate import FEATURES, SEGMENTATION_SIDE, Annotator, default_features
+from visor.annotator import FEATURES, SEGMENTATION_SIDE, Annotator, default_features
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "docs" / "annotate.schema.json").read_text())

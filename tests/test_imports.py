@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("visor.errors", "visor.config", "visor.version", "visor.io", "visor.types", "visor.ops"),
     ("visor.models",),
     ("visor.data", "visor.features", "visor.faces"),
-    ("visor.train", "visor.evaluate", "visor.retrieval", "visor.monitor", "visor.annotate", "visor.api",
+    ("visor.train", "visor.evaluate", "visor.retrieval", "visor.monitor", "visor.annotator", "visor.api",
      "visor.video"),
     ("visor.serve", "visor.batch", "visor.cli", "visor.benchmark"),
     ("visor", "visor.__main__"),

@@ -280,7 +280,7 @@ def test_annotate_task(tmp_path, dev60):
 
 
 def test_annotate_task_defaults_to_every_feature_with_the_default_models(tmp_path, coco_images, zoo_cache):
-    from visor.annotate import FEATURES
+    from visor.annotator import FEATURES
 
     out = tmp_path / "docs.jsonl"
     summary = run_batch(coco_images[:1], task="annotate", out=out)

@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from google.rpc import code_pb2
 from PIL import Image, ImageDraw, ImageFont
 
-from visor.annotate import CROP_ASPECT_RATIOS, Annotator
+from visor.annotator import CROP_ASPECT_RATIOS, Annotator
 from visor.errors import CorruptImage, VisorError
 from visor.serve import cloudvision as cv
 

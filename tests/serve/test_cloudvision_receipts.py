@@ -11,7 +11,7 @@ import pytest
 from google.cloud import vision_v1
 from google.protobuf import json_format
 
-from visor.annotate import Annotator
+from visor.annotator import Annotator
 from visor.serve import cloudvision as cv
 
 RECEIPTS = ("100", "103", "110")

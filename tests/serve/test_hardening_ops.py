@@ -49,7 +49,7 @@ def bare_app(tmp_path: Path, **overrides):
 
 def test_face_boxes_of_an_upscaled_photo_map_back_to_original_pixels(shared_data):
     """Faces are found on a copy of at most FACE_PIXELS pixels; boxes come back in the original's pixels."""
-    from visor.annotate import FACE_PIXELS, Annotator
+    from visor.annotator import FACE_PIXELS, Annotator
 
     with Image.open(shared_data("faces") / "unknown" / "kit_with_rose.jpg") as im:
         small = im.convert("RGB")
@@ -120,7 +120,7 @@ def test_properties_work_on_a_bounded_copy():
 BIG_ANNOTATE = r"""
 import io, json, re, time
 from PIL import Image
-from visor.annotate import Annotator
+from visor.annotator import Annotator
 buf = io.BytesIO()
 Image.new("RGB", (6000, 6000), (90, 120, 150)).save(buf, "PNG", optimize=True)
 annotator = Annotator()
@@ -150,7 +150,7 @@ def test_annotate_of_a_36_mp_png_is_bounded():
 
 
 def test_annotate_check_stops_between_features_and_propagates():
-    from visor.annotate import Annotator
+    from visor.annotator import Annotator
     from visor.serve.batcher import DeadlineExceeded
 
     seen = []

@@ -272,7 +272,7 @@ def test_properties_of_a_photo_round_trip():
 
 
 def test_crop_hints_type_writes_the_annotate_form():
-    from visor.annotate import CROP_ASPECT_RATIOS, Annotator
+    from visor.annotator import CROP_ASPECT_RATIOS, Annotator
     from visor.features.properties import crop_hints
 
     doc = Annotator().annotate(BUS, ["crop_hints"])["crop_hints"]

@@ -40,7 +40,7 @@ from visor.io import ImageLimits, open_image
 from visor.models.tasks import TaskRegistry, builtin_tasks
 from visor.models.tasks import TaskSpec as ModelTask
 
-#: The task that runs several features per image (:mod:`visor.annotate`), beside the registry's batch tasks.
+#: The task that runs several features per image (:mod:`visor.annotator`), beside the registry's batch tasks.
 ANNOTATE = "annotate"
 #: visor's ``--task`` values: the batch tasks of :func:`~visor.models.tasks.builtin_tasks`, then annotate.
 TASKS = ("classify", "detect", "segment", ANNOTATE)
@@ -83,7 +83,7 @@ class TaskSpec:
     """annotate only: the segmenter for the ``segmentation`` feature (None: the registry's default)."""
     features: tuple[str, ...] = ()
     """annotate only: the features to run (default: every feature of the task registry but the opt-in ones,
-    :func:`visor.annotate.default_features`, as ``visor.annotate``)."""
+    :func:`visor.annotator.default_features`, as ``visor.annotate``)."""
     top_k: int = 5
     conf: float = 0.25
     iou: float = 0.45
@@ -109,7 +109,7 @@ class TaskSpec:
         if int(self.top_k) < 1:
             raise ConfigError(f"top_k must be at least 1, got {self.top_k}")
         if self.task == ANNOTATE:
-            from visor.annotate import check_features, default_features
+            from visor.annotator import check_features, default_features
 
             wanted = self.features or default_features(self.tasks)
             object.__setattr__(self, "features", check_features(wanted, self.tasks))
@@ -360,7 +360,7 @@ class AnnotateRunner(Runner):
     defaults unless named."""
 
     def __init__(self, spec: TaskSpec) -> None:
-        from visor.annotate import Annotator
+        from visor.annotator import Annotator
 
         super().__init__(spec)
         registry = spec.task_registry

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from visor.annotate import FEATURES, OPT_IN_FEATURES, Annotator, check_features
+from visor.annotator import FEATURES, OPT_IN_FEATURES, Annotator, check_features
 from visor.cli.common import (
     ExitCode,
     add_model_option,

@@ -269,7 +269,7 @@ class ModelManager:
 
     def load(self) -> None:
         """Load the configured models (blocking) and start their batchers; then ``ready``."""
-        from visor.annotate import Annotator
+        from visor.annotator import Annotator
         from visor.models import load
 
         s = self.settings

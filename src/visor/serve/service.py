@@ -292,7 +292,7 @@ class VisorService:
 
     async def annotate(self, images: Sequence[ImageInput], *, features: Sequence[str], top_k: int, deadline: float,
                        key_name: str | None = None) -> BatchAnswer:
-        from visor.annotate import check_features
+        from visor.annotator import check_features
 
         wanted = check_features(features)
 
@@ -314,7 +314,7 @@ class VisorService:
         return await self._each("annotate", images, one)
 
     def default_features(self) -> list[str]:
-        from visor.annotate import FEATURES
+        from visor.annotator import FEATURES
 
         return [f for f in FEATURES if f != "objects" or self.manager.serves("detection")]
 
