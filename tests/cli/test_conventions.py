@@ -14,7 +14,7 @@ import pytest
 
 from visor.cli import common
 from visor.cli.common import ExitCode
-from visor.cli.main import build_parser, main
+from visor.cli.main import COMMAND_MODULES, build_parser, main
 from visor.models.registry import (
     DEFAULT_CLASSIFIER,
     DEFAULT_DETECTOR,
@@ -69,6 +69,24 @@ def test_help_in_a_fresh_process(words):
                           timeout=120)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.startswith(f"usage: visor {' '.join(words)}".rstrip())
+
+
+def test_each_command_module_registers_what_main_expects():
+    """``visor COMMAND`` builds only COMMAND's module's parsers (visor.cli.main.COMMAND_MODULES): that table is
+    what each module registers, and the parsers of one command alone are those of the whole tree."""
+    import importlib
+
+    for module, names in COMMAND_MODULES.items():
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"visor.cli.{module}").register(sub)
+        assert tuple(sub.choices) == names, module
+    every = [*COMMAND_MODULES, "main"]
+    assert sorted(p.stem for p in (SRC / "cli").glob("*.py")) == sorted(
+        [*every, "__init__", "common", "detection_data", "segmentation_data"])  # a new command module joins the table
+    for words, parser in COMMANDS.items():
+        if words:
+            alone = _commands(build_parser(words[0]))
+            assert alone[words].format_help() == parser.format_help(), words
 
 
 def test_exit_codes_are_one_enum_with_the_documented_values():

@@ -26,7 +26,7 @@ def run(monkeypatch):
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     if "faces" not in sub.choices:
         faces_cli.register(sub)
-    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli_main, "build_parser", lambda command=None: parser)
     return cli_main.main
 
 
