@@ -30,7 +30,7 @@ def run(monkeypatch):
         keys_cli.register(sub)
     if "review" not in sub.choices:
         review_cli.register(sub)
-    monkeypatch.setattr(cli_main, "build_parser", lambda: parser)
+    monkeypatch.setattr(cli_main, "build_parser", lambda command=None: parser)
     return cli_main.main
 
 

@@ -169,15 +169,17 @@ def test_annotate_check_stops_between_features_and_propagates():
 
 
 def test_annotate_honours_the_deadline_header(live_server):
-    """X-Visor-Deadline-Ms: 2000 on the 36 MP PNG: answered by the deadline, with 504 deadline_exceeded
-    when the features did not finish in time (before: 83 s, 200)."""
-    headers = {**live_server.headers, "X-Visor-Deadline-Ms": "2000"}
+    """X-Visor-Deadline-Ms: 500 on the 36 MP PNG: answered by the deadline, with 504 deadline_exceeded
+    when the features did not finish in time (before: 83 s, 200). The whole document takes 1.25 s here with
+    the models loaded (decoding alone 0.45 s), so 500 ms is short of it even on a CPU twice as fast (2000 ms
+    was not, once OCR and NMS got faster: CI answered 200)."""
+    headers = {**live_server.headers, "X-Visor-Deadline-Ms": "500"}
     files = [("images", ("big.png", flat_png(), "image/png"))]
     started = time.perf_counter()
     r = httpx.post(f"{live_server.url}/v1/annotate", files=files, headers=headers,
                    params={"features": "faces,text,properties,labels,crop_hints"}, timeout=120)
     took = time.perf_counter() - started
-    assert took < 10, f"{took:.1f} s"  # 2 s + upload, decoding and scheduling on a busy machine
+    assert took < 10, f"{took:.1f} s"  # 0.5 s + upload, decoding and scheduling on a busy machine
     assert r.status_code == 504 and r.json()["results"][0]["error"]["code"] == "deadline_exceeded"
 
 
