@@ -606,9 +606,6 @@ class ResampledAP50:
         self._evals = [_evaluate_image(i, gt, pred, self._thresholds, self._max_dets[-1])[1]
                        for i, (gt, pred) in enumerate(zip(gts, preds, strict=True))]
 
-    def __len__(self) -> int:
-        return len(self._evals)
-
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         """AP50 of each row of ``(B, n)`` image indices: ``(B,)``."""
         rows = np.atleast_2d(np.asarray(rows, dtype=np.int64))
